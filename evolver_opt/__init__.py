@@ -1,0 +1,42 @@
+"""evolver-opt: fuse fine-tuned models by evolving their merge weights (Evolver, Du et al. 2024).
+
+The public names are imported lazily, so ``import evolver_opt`` stays cheap and never pulls
+torch or nevergrad in before they are used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Evolver": "evolver_opt.core.evolver",
+    "EvolverState": "evolver_opt.core.evolver",
+    "EvolverSampler": "evolver_opt.integrations.optuna_sampler",
+    "NevergradSampler": "evolver_opt.integrations.nevergrad",
+    "register_nevergrad": "evolver_opt.integrations.nevergrad",
+    "open_storage": "evolver_opt.integrations.storage",
+    "EvolverError": "evolver_opt.errors",
+    "ConfigError": "evolver_opt.errors",
+    "StateError": "evolver_opt.errors",
+    "CheckpointError": "evolver_opt.errors",
+    "StorageError": "evolver_opt.errors",
+    "SplitError": "evolver_opt.errors",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'evolver_opt' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
