@@ -1,0 +1,114 @@
+"""Named splits and the test-split guard: ``train``/``dev`` for fitting and selection only."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from evolver_opt.data import store
+from evolver_opt.data.prepare import DOMAINS, ensure_prepared
+from evolver_opt.errors import ConfigError, SplitError
+
+SELECTABLE_SPLITS = ("train", "dev")
+REPORT_ONLY_SPLIT = "test"
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """One named split of one domain: texts, integer labels and label names."""
+
+    domain: str
+    name: str
+    texts: tuple[str, ...]
+    labels: tuple[int, ...]
+    label_names: tuple[str, ...]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """``domain/split``, the name evaluators and reports use."""
+        return f"{self.domain}/{self.name}"
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """sha256 of the texts and labels (a cache key that changes when the data does)."""
+        digest = hashlib.sha256(self.key.encode())
+        for text, label in zip(self.texts, self.labels):
+            digest.update(f"{label}\t{text}\n".encode())
+        return digest.hexdigest()
+
+    def require_selectable(self, purpose: str = "selection") -> None:
+        """Raise ``SplitError`` if this split may not drive a choice (it is ``test``)."""
+        require_selectable(self, purpose)
+
+    def to_dataset(self) -> Any:
+        """This split as a ``datasets.Dataset`` with ``text`` and ``label`` columns."""
+        import datasets
+
+        return datasets.Dataset.from_dict({"text": list(self.texts), "label": list(self.labels)})
+
+
+def require_selectable(split: Split, purpose: str = "selection") -> None:
+    """Raise ``SplitError`` when ``split`` is a test split used for ``purpose``."""
+    if split.name == REPORT_ONLY_SPLIT:
+        raise SplitError(
+            f"split {split.key!r} is a test split and may not be used for {purpose}; "
+            f"select on 'dev' and read 'test' only for reporting"
+        )
+
+
+def _check_domain(domain: str, data_dir: Path) -> None:
+    manifest = store.read_manifest(data_dir) or {}
+    known = manifest.get("domains", DOMAINS)
+    if domain not in known:
+        raise ConfigError(f"unknown domain {domain!r}; expected one of {sorted(known)}")
+
+
+def read_split(domain: str, name: str, data_dir: Path | None = None) -> Split:
+    """Read any split from disk (internal: callers go through the guarded functions)."""
+    data_dir = ensure_prepared(data_dir)
+    _check_domain(domain, data_dir)
+    manifest = store.read_manifest(data_dir)
+    path = store.split_path(data_dir, domain, name)
+    texts, labels = store.read_jsonl(path)
+    info = manifest["domains"][domain]
+    return Split(
+        domain=domain,
+        name=name,
+        texts=tuple(texts),
+        labels=tuple(labels),
+        label_names=tuple(info["labels"]),
+        meta={"path": str(path), "sha256": info["sha256"][name]},
+    )
+
+
+def load_split(domain: str, name: str = "dev", *, data_dir: Path | None = None) -> Split:
+    """A ``train`` or ``dev`` split; asking for ``test`` raises ``SplitError``.
+
+    Test splits are read only through :func:`evolver_opt.data.reporting.load_test_split`.
+    Data is prepared on first use.
+    """
+    if name == REPORT_ONLY_SPLIT:
+        raise SplitError(
+            f"load_split({domain!r}, 'test') refused: the test split is for reporting only; "
+            "use evolver_opt.data.reporting.load_test_split() in reporting code"
+        )
+    if name not in SELECTABLE_SPLITS:
+        raise ConfigError(f"unknown split {name!r}; expected one of {SELECTABLE_SPLITS}")
+    return read_split(domain, name, data_dir)
+
+
+def list_domains(data_dir: Path | None = None) -> list[str]:
+    """Domains of the prepared data, in de-duplication priority order."""
+    manifest = store.read_manifest(ensure_prepared(data_dir))
+    return list(manifest["domains"])
