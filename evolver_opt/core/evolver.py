@@ -1,0 +1,414 @@
+"""Evolver (Du et al., "Knowledge Fusion By Evolving Weights of Language Models", ACL Findings
+2024, arXiv 2406.12208) as a steady-state ask/tell optimizer over a bounded real vector.
+
+The optimizer **minimizes**. Integrations that maximize (Optuna ``direction="maximize"``) negate
+values before telling them.
+
+One offspring (paper, Sec. 3):
+  1. target ``i``: generation ``g`` visits every individual once, in a random order (Alg. 1);
+  2. reference ``r != i``: a random other individual with probability ``p``, else the best other
+     one; the released code uses ``p = 0.5 / (G - g) + 0.5`` over ``G`` generations;
+  3. mutation by interpolation ``v = (1 - F) x_i + F x_r`` (the released code), or the DE form
+     ``v = x_r1 + F (x_r2 - x_r3)`` (paper, Eq. 2);
+  4. binomial crossover: ``u_j = v_j`` with probability ``CR``, else ``x_ij``; one random
+     coordinate always comes from ``v`` (Eq. 3);
+  5. greedy selection: ``u`` replaces ``x_i`` only if it is strictly better (Eq. 4).
+
+Every random draw of offspring ``k`` comes from ``(seed, k)``, never from a process-wide
+generator, so the same state and seed always give the same offspring.
+
+Example::
+
+    >>> import numpy as np
+    >>> from evolver_opt.core import Evolver
+    >>> opt = Evolver(lower=np.zeros(3), upper=np.ones(3), initial_points=np.eye(3), seed=0)
+    >>> for _ in range(60):
+    ...     cand = opt.ask()
+    ...     opt.tell(cand.index, float(np.sum((cand.x - 0.3) ** 2)))
+    >>> bool(opt.best_value < 0.1)
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from evolver_opt.errors import ConfigError, StateError
+
+Mutation = Literal["interpolate", "de"]
+BoundHandling = Literal["clip", "reflect"]
+
+# Separate random streams, so that e.g. the generation order never shares draws with offspring.
+_STREAM_OFFSPRING = 0
+_STREAM_ORDER = 1
+_STREAM_INIT = 2
+
+STATE_VERSION = 1
+
+
+def rng_for(seed: int, stream: int, index: int) -> np.random.Generator:
+    """The generator of draw ``index`` on ``stream``: a pure function of ``(seed, stream, index)``."""
+    return np.random.default_rng(np.random.SeedSequence([seed, stream, index]))
+
+
+@dataclass(frozen=True)
+class EvolverConfig:
+    """Hyperparameters of Evolver; see the module docstring for their meaning."""
+
+    F: float = 0.5
+    CR: float = 0.5
+    mutation: Mutation = "interpolate"
+    p_random: float | None = 0.5
+    n_generations: int | None = None
+    bound_handling: BoundHandling = "clip"
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.F <= 1.0 and self.mutation == "interpolate":
+            raise ConfigError(f"F={self.F!r} is invalid: interpolation needs 0 < F <= 1")
+        if not 0.0 < self.F <= 2.0:
+            raise ConfigError(f"F={self.F!r} is invalid: expected 0 < F <= 2")
+        if not 0.0 <= self.CR <= 1.0:
+            raise ConfigError(f"CR={self.CR!r} is invalid: expected 0 <= CR <= 1")
+        if self.mutation not in ("interpolate", "de"):
+            raise ConfigError(f"mutation={self.mutation!r} is invalid: expected 'interpolate' or 'de'")
+        if self.bound_handling not in ("clip", "reflect"):
+            raise ConfigError(
+                f"bound_handling={self.bound_handling!r} is invalid: expected 'clip' or 'reflect'"
+            )
+        if self.p_random is not None and not 0.0 <= self.p_random <= 1.0:
+            raise ConfigError(f"p_random={self.p_random!r} is invalid: expected 0 <= p_random <= 1")
+        if self.p_random is None and (self.n_generations is None or self.n_generations < 1):
+            raise ConfigError(
+                "p_random=None selects the released code's schedule p = 0.5/(G-g) + 0.5, "
+                f"which needs n_generations >= 1 (got {self.n_generations!r})"
+            )
+
+    def p_random_at(self, generation: int) -> float:
+        """Probability of a random (rather than the best) reference in ``generation``."""
+        if self.p_random is not None:
+            return self.p_random
+        assert self.n_generations is not None
+        remaining = self.n_generations - generation
+        return 1.0 if remaining <= 0 else 0.5 / remaining + 0.5
+
+
+@dataclass(frozen=True)
+class Offspring:
+    """One offspring: where it came from and its coordinates."""
+
+    index: int
+    target: int
+    references: tuple[int, ...]
+    reference_kind: Literal["random", "best"]
+    x: np.ndarray = field(repr=False)
+    n_from_mutant: int
+
+
+def generation_order(seed: int, generation: int, population_size: int) -> np.ndarray:
+    """The order in which ``generation`` visits the individuals (a seeded permutation)."""
+    return rng_for(seed, _STREAM_ORDER, generation).permutation(population_size)
+
+
+def choose_target(seed: int, index: int, population_size: int, busy: Iterable[int] = ()) -> int:
+    """Target of offspring ``index``: its place in its generation's order, skipping ``busy``
+    individuals (held by offspring still being evaluated) when a free one exists."""
+    generation, position = divmod(index, population_size)
+    order = generation_order(seed, generation, population_size)
+    busy_set = set(busy)
+    for shift in range(population_size):
+        candidate = int(order[(position + shift) % population_size])
+        if candidate not in busy_set:
+            return candidate
+    return int(order[position])
+
+
+def random_point(seed: int, index: int, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """A random initial point: uniform in finite bounds, standard normal where unbounded."""
+    rng = rng_for(seed, _STREAM_INIT, index)
+    finite = np.isfinite(lower) & np.isfinite(upper)
+    uniform = rng.random(lower.shape)
+    normal = rng.standard_normal(lower.shape)
+    return np.where(finite, lower + uniform * np.where(finite, upper - lower, 0.0), normal)
+
+
+def into_bounds(x: np.ndarray, lower: np.ndarray, upper: np.ndarray, how: BoundHandling) -> np.ndarray:
+    """Map ``x`` into ``[lower, upper]`` by clipping or by reflection at the bounds."""
+    if how == "reflect":
+        width = upper - lower
+        finite = np.isfinite(width) & (width > 0)
+        safe = np.where(finite, width, 1.0)
+        y = np.mod(x - lower, 2.0 * safe)
+        y = np.where(y > safe, 2.0 * safe - y, y)
+        x = np.where(finite, lower + y, x)
+    return np.clip(x, lower, upper)
+
+
+def make_offspring(
+    index: int,
+    target: int,
+    xs: np.ndarray,
+    values: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    seed: int,
+    config: EvolverConfig,
+) -> Offspring:
+    """Offspring ``index`` of ``target`` from population ``xs`` (P x D) with ``values`` (P,;
+    NaN where not evaluated yet). Pure: the same arguments give the same offspring."""
+    size, dim = xs.shape
+    if size < 2:
+        raise ConfigError(f"population_size={size} is too small: Evolver needs at least 2")
+    rng = rng_for(seed, _STREAM_OFFSPRING, index)
+    generation = index // size
+    others = np.array([j for j in range(size) if j != target])
+    scored = others[np.isfinite(values[others])]
+    use_random = rng.random() < config.p_random_at(generation) or scored.size == 0
+    if use_random:
+        reference = int(rng.choice(others))
+    else:  # best other individual; ties go to the lower index
+        reference = int(scored[np.argmin(values[scored])])
+    if config.mutation == "interpolate":
+        references: tuple[int, ...] = (reference,)
+        mutant = (1.0 - config.F) * xs[target] + config.F * xs[reference]
+    else:
+        rest = others[others != reference]
+        if rest.size < 2:
+            raise ConfigError(f"population_size={size} is too small: mutation='de' needs at least 4")
+        r2, r3 = (int(j) for j in rng.choice(rest, size=2, replace=False))
+        references = (reference, r2, r3)
+        mutant = xs[reference] + config.F * (xs[r2] - xs[r3])
+    mask = rng.random(dim) < config.CR
+    if dim:
+        mask[rng.integers(dim)] = True
+    x = into_bounds(np.where(mask, mutant, xs[target]), lower, upper, config.bound_handling)
+    return Offspring(
+        index=index,
+        target=target,
+        references=references,
+        reference_kind="random" if use_random else "best",
+        x=x,
+        n_from_mutant=int(mask.sum()),
+    )
+
+
+def is_better(value: float, incumbent: float | None) -> bool:
+    """Greedy selection (Eq. 4): a finite value beats a missing one or a strictly larger one."""
+    if not math.isfinite(value):
+        return False
+    return incumbent is None or value < incumbent
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What :meth:`Evolver.ask` returns: evaluate ``x`` and tell ``index`` its value."""
+
+    index: int
+    x: np.ndarray = field(repr=False)
+    role: Literal["init", "offspring"]
+    target: int
+    references: tuple[int, ...] = ()
+
+
+class Evolver:
+    """Steady-state Evolver over ``[lower, upper]`` (minimizing), with JSON state.
+
+    The population is ``initial_points`` (e.g. the one-hot coefficient vectors of the fine-tuned
+    models, plus static merges), filled up with random points to ``population_size``. Several
+    candidates may be asked before any is told; offspring prefer targets that no pending
+    offspring holds. Non-finite values (NaN, inf) are lost offspring: they never replace anyone.
+    """
+
+    def __init__(
+        self,
+        lower: Sequence[float] | np.ndarray,
+        upper: Sequence[float] | np.ndarray,
+        *,
+        initial_points: Sequence[Sequence[float]] | np.ndarray | None = None,
+        population_size: int | None = None,
+        config: EvolverConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        self._lower = np.asarray(lower, dtype=float)
+        self._upper = np.asarray(upper, dtype=float)
+        if self._lower.ndim != 1 or self._lower.shape != self._upper.shape:
+            raise ConfigError(
+                f"lower/upper shapes {self._lower.shape} and {self._upper.shape} must be equal 1-D"
+            )
+        if np.any(self._lower > self._upper):
+            raise ConfigError("lower must be <= upper in every coordinate")
+        points = np.zeros((0, self.dim)) if initial_points is None else np.asarray(initial_points, float)
+        if points.ndim != 2 or points.shape[1] != self.dim:
+            raise ConfigError(f"initial_points has shape {points.shape}; expected (n, {self.dim})")
+        size = population_size if population_size is not None else (len(points) or 10)
+        if size < 2:
+            raise ConfigError(f"population_size={size} is too small: Evolver needs at least 2")
+        if len(points) > size:
+            raise ConfigError(
+                f"{len(points)} initial points exceed population_size={size}; raise population_size"
+            )
+        if not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ConfigError(f"seed={seed!r} is invalid: expected a non-negative int")
+        self.config = config or EvolverConfig()
+        self.seed = int(seed)
+        self._xs = np.vstack(
+            [points]
+            + [random_point(self.seed, i, self._lower, self._upper)[None] for i in range(len(points), size)]
+        )
+        self._xs = into_bounds(self._xs, self._lower, self._upper, "clip")
+        self._values: list[float | None] = [None] * size
+        self._n_init_asked = 0
+        self._n_offspring = 0
+        self._n_told = 0
+        self._pending: dict[int, dict[str, Any]] = {}
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def dim(self) -> int:
+        return int(self._lower.shape[0])
+
+    @property
+    def population_size(self) -> int:
+        return int(self._xs.shape[0])
+
+    @property
+    def generation(self) -> int:
+        """Generation of the next offspring (each generation targets every individual once)."""
+        return self._n_offspring // self.population_size
+
+    @property
+    def population(self) -> tuple[np.ndarray, list[float | None]]:
+        """Current individuals (P x D, a copy) and their values (None: not evaluated)."""
+        return self._xs.copy(), list(self._values)
+
+    @property
+    def best_index(self) -> int | None:
+        scored = [(v, i) for i, v in enumerate(self._values) if v is not None]
+        return min(scored)[1] if scored else None
+
+    @property
+    def best_x(self) -> np.ndarray | None:
+        i = self.best_index
+        return None if i is None else self._xs[i].copy()
+
+    @property
+    def best_value(self) -> float | None:
+        i = self.best_index
+        return None if i is None else self._values[i]
+
+    @property
+    def n_pending(self) -> int:
+        return len(self._pending)
+
+    # ----------------------------------------------------------------- ask / tell
+    def ask(self) -> Candidate:
+        """Next candidate: an unevaluated initial individual first, then offspring."""
+        index = self._n_init_asked + self._n_offspring
+        if self._n_init_asked < self.population_size:
+            slot = self._n_init_asked
+            self._n_init_asked += 1
+            self._pending[index] = {"role": "init", "target": slot}
+            return Candidate(index, self._xs[slot].copy(), "init", slot)
+        k = self._n_offspring
+        self._n_offspring += 1
+        busy = [p["target"] for p in self._pending.values()]
+        target = choose_target(self.seed, k, self.population_size, busy)
+        values = np.array([np.nan if v is None else v for v in self._values])
+        child = make_offspring(k, target, self._xs, values, self._lower, self._upper, self.seed, self.config)
+        self._pending[index] = {"role": "offspring", "target": target, "x": child.x.tolist()}
+        return Candidate(index, child.x, "offspring", target, child.references)
+
+    def tell(self, index: int, value: float) -> bool:
+        """Report the value of candidate ``index``; returns whether it entered the population."""
+        pending = self._pending.pop(index, None)
+        if pending is None:
+            raise StateError(f"candidate {index} was not asked or was already told")
+        self._n_told += 1
+        value = float(value)
+        target = pending["target"]
+        if not is_better(value, self._values[target]):
+            return False
+        if pending["role"] == "offspring":
+            self._xs[target] = np.asarray(pending["x"], dtype=float)
+        self._values[target] = value
+        return True
+
+    def add_point(self, x: Sequence[float] | np.ndarray, value: float) -> bool:
+        """Tell a point that was not asked (e.g. evaluated elsewhere): it fills an individual
+        that has no value and is not being evaluated, else replaces the worst one if better."""
+        x = into_bounds(np.asarray(x, dtype=float), self._lower, self._upper, "clip")
+        if x.shape != (self.dim,):
+            raise ConfigError(f"point has shape {x.shape}; expected ({self.dim},)")
+        self._n_told += 1
+        value = float(value)
+        if not math.isfinite(value):
+            return False
+        busy = {p["target"] for p in self._pending.values()}
+        free = [i for i, v in enumerate(self._values) if v is None and i not in busy]
+        if free:
+            slot = free[0]
+            self._n_init_asked = max(self._n_init_asked, slot + 1)
+        else:
+            slot = max(range(self.population_size), key=lambda i: (self._values[i] is None, self._values[i] or 0.0))
+            if not is_better(value, self._values[slot]):
+                return False
+        self._xs[slot] = x
+        self._values[slot] = value
+        return True
+
+    # ----------------------------------------------------------------- JSON state
+    def state_dict(self) -> dict[str, Any]:
+        """Plain JSON-serializable state (no pickle); restore with :meth:`from_state_dict`."""
+        return {
+            "version": STATE_VERSION,
+            "config": asdict(self.config),
+            "seed": self.seed,
+            "lower": _floats(self._lower),
+            "upper": _floats(self._upper),
+            "xs": self._xs.tolist(),
+            "values": list(self._values),
+            "n_init_asked": self._n_init_asked,
+            "n_offspring": self._n_offspring,
+            "n_told": self._n_told,
+            "pending": {str(k): v for k, v in self._pending.items()},
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> Evolver:
+        """Rebuild an optimizer from :meth:`state_dict` output; malformed state raises StateError."""
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise StateError(
+                f"Evolver state must be a dict with version={STATE_VERSION}; got "
+                f"{type(state).__name__} with version={getattr(state, 'get', lambda _: None)('version')!r}"
+            )
+        try:
+            xs = np.asarray(state["xs"], dtype=float)
+            opt = cls(
+                [float(v) for v in state["lower"]],
+                [float(v) for v in state["upper"]],
+                initial_points=xs,
+                population_size=len(xs),
+                config=EvolverConfig(**state["config"]),
+                seed=int(state["seed"]),
+            )
+            opt._values = [None if v is None else float(v) for v in state["values"]]
+            opt._n_init_asked = int(state["n_init_asked"])
+            opt._n_offspring = int(state["n_offspring"])
+            opt._n_told = int(state["n_told"])
+            opt._pending = {int(k): dict(v) for k, v in state["pending"].items()}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"malformed Evolver state: {type(exc).__name__}: {exc}") from exc
+        if len(opt._values) != opt.population_size:
+            raise StateError(
+                f"malformed Evolver state: {len(opt._values)} values for {opt.population_size} individuals"
+            )
+        return opt
+
+
+def _floats(a: np.ndarray) -> list[float | str]:
+    """Floats for JSON, infinities as strings (strict JSON has no infinity)."""
+    return [float(v) if math.isfinite(v) else ("inf" if v > 0 else "-inf") for v in a]

@@ -1,0 +1,244 @@
+"""Evolver as a Nevergrad optimizer, and ``NevergradSampler``: any Nevergrad optimizer as an
+Optuna sampler whose state is rebuilt from the study's trials (no pickle in the database).
+
+Importing this module registers nothing; call :func:`register_nevergrad` to add ``"Evolver"``
+to ``nevergrad.optimizers.registry``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import nevergrad as ng
+import numpy as np
+import optuna
+from nevergrad.optimization import base
+from optuna.distributions import BaseDistribution, FloatDistribution
+from optuna.samplers import BaseSampler, RandomSampler
+from optuna.search_space import IntersectionSearchSpace
+from optuna.study import Study, StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from evolver_opt.core.evolver import Evolver, EvolverConfig
+from evolver_opt.errors import ConfigError
+from evolver_opt.integrations._space import NumericSpace
+
+_logger = optuna.logging.get_logger(__name__)
+
+REGISTRY_NAME = "Evolver"
+
+
+class _Evolver(base.Optimizer):
+    """Evolver on Nevergrad's standardized data (unbounded; the parametrization bounds it)."""
+
+    def __init__(
+        self,
+        parametrization: base.IntOrParameter,
+        budget: int | None = None,
+        num_workers: int = 1,
+        config: EvolverOptimizer | None = None,
+    ) -> None:
+        super().__init__(parametrization, budget=budget, num_workers=num_workers)
+        options = (config or EvolverOptimizer()).config()
+        size = options["population_size"] or max(4, int(4 + 3 * math.log(max(self.dimension, 1))))
+        size = max(size, num_workers)
+        self._core = Evolver(
+            np.full(self.dimension, -np.inf),
+            np.full(self.dimension, np.inf),
+            population_size=size,
+            config=EvolverConfig(
+                F=options["F"],
+                CR=options["CR"],
+                mutation=options["mutation"],
+                p_random=options["p_random"],
+                n_generations=options["n_generations"],
+            ),
+            seed=int(self._rng.randint(2**31)),
+        )
+
+    def _internal_ask_candidate(self) -> ng.p.Parameter:
+        asked = self._core.ask()
+        candidate = self.parametrization.spawn_child().set_standardized_data(asked.x)
+        candidate._meta["evolver_index"] = asked.index
+        return candidate
+
+    def _internal_tell_candidate(self, candidate: ng.p.Parameter, loss: float) -> None:
+        index = candidate._meta.get("evolver_index")
+        if index is None:
+            self._internal_tell_not_asked(candidate, loss)
+        else:
+            self._core.tell(index, loss)
+
+    def _internal_tell_not_asked(self, candidate: ng.p.Parameter, loss: float) -> None:
+        self._core.add_point(candidate.get_standardized_data(reference=self.parametrization), loss)
+
+    def _internal_provide_recommendation(self) -> np.ndarray | None:
+        return self._core.best_x
+
+
+class EvolverOptimizer(base.ConfiguredOptimizer):
+    """Evolver (Du et al., ACL Findings 2024) for Nevergrad.
+
+    Args:
+        population_size: individuals (default ``max(4, 4 + 3 ln D)``, at least ``num_workers``).
+        mutation: ``"interpolate"`` or ``"de"``; F, CR, p_random, n_generations: see ``EvolverConfig``.
+    """
+
+    def __init__(
+        self,
+        *,
+        population_size: int | None = None,
+        mutation: str = "interpolate",
+        F: float = 0.5,
+        CR: float = 0.5,
+        p_random: float | None = 0.5,
+        n_generations: int | None = None,
+    ) -> None:
+        EvolverConfig(F=F, CR=CR, mutation=mutation, p_random=p_random, n_generations=n_generations)  # type: ignore[arg-type]
+        super().__init__(_Evolver, locals(), as_config=True)
+
+
+Evolver_ = EvolverOptimizer().set_name(REGISTRY_NAME)
+
+
+def register_nevergrad() -> base.ConfiguredOptimizer:
+    """Register ``"Evolver"`` in ``nevergrad.optimizers.registry`` (idempotent)."""
+    registry = ng.optimizers.registry
+    existing = registry.get(REGISTRY_NAME)
+    if existing is None:
+        registry.register_name(REGISTRY_NAME, Evolver_)
+    elif not isinstance(existing, EvolverOptimizer):
+        raise ConfigError(f"nevergrad's registry already has another optimizer named {REGISTRY_NAME!r}")
+    return registry[REGISTRY_NAME]
+
+
+def optimizer_class(name: str) -> base.ConfiguredOptimizer | type[base.Optimizer]:
+    """The registered Nevergrad optimizer ``name``; an unknown name lists close matches."""
+    if name == REGISTRY_NAME:
+        register_nevergrad()
+    registry = ng.optimizers.registry
+    if name not in registry:
+        close = difflib.get_close_matches(name, list(registry), n=5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"unknown Nevergrad optimizer {name!r}{hint} (see nevergrad.optimizers.registry)")
+    return registry[name]
+
+
+class NevergradSampler(BaseSampler):
+    """Any Nevergrad optimizer as an Optuna sampler over the study's float parameters.
+
+    The optimizer lives in this process only as a cache: a new process replays every finished
+    trial into a fresh optimizer (``tell`` of not-asked points, in trial-number order), so the
+    database holds no pickle. FAIL, PRUNED and NaN trials are not told.
+
+    Args:
+        optimizer: a name in ``nevergrad.optimizers.registry`` (``"NGOpt"``, ``"TwoPointsDE"``,
+            ``"CMA"``, ``"Evolver"``...).
+        seed: seed of the parametrization's random state.
+        budget: the optimizer's budget hint (``NGOpt`` picks its algorithm from it).
+        num_workers: the optimizer's parallelism hint.
+    """
+
+    def __init__(
+        self,
+        optimizer: str = "NGOpt",
+        *,
+        seed: int | None = None,
+        budget: int | None = None,
+        num_workers: int = 1,
+        independent_sampler: BaseSampler | None = None,
+        warn_independent_sampling: bool = True,
+    ) -> None:
+        self._factory = optimizer_class(optimizer)
+        self.optimizer_name = optimizer
+        self._seed = seed
+        self._budget = budget
+        self._num_workers = num_workers
+        self._independent = independent_sampler or RandomSampler(seed=seed)
+        self._warn_independent = warn_independent_sampling
+        self._warned = False
+        self._search_space = IntersectionSearchSpace(include_pruned=True)
+        self._lock = threading.Lock()
+        self._state: dict[tuple[int, int], _Replay] = {}
+
+    def reseed_rng(self) -> None:
+        self._independent.reseed_rng()
+
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        space = self._search_space.calculate(study, use_cache=True)
+        return {k: d for k, d in space.items() if isinstance(d, FloatDistribution) and not d.single()}
+
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        if study._is_multi_objective():
+            raise ValueError("NevergradSampler supports single-objective studies only")
+        if not search_space:
+            return {}
+        space = NumericSpace(search_space)
+        with self._lock:
+            replay = self._replay_for(study, space)
+            replay.catch_up(study._get_trials(deepcopy=False, use_cache=True))
+            candidate = replay.optimizer.ask()
+            replay.asked[trial.number] = candidate
+            return space.to_params(np.asarray(candidate.value, dtype=float))
+
+    def sample_independent(
+        self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        if self._warn_independent and not self._warned:
+            self._warned = True
+            _logger.warning(
+                f"NevergradSampler({self.optimizer_name}) samples '{param_name}' with "
+                f"{type(self._independent).__name__} (outside the relative search space). "
+                "Further warnings are suppressed."
+            )
+        return self._independent.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(
+        self, study: Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
+    ) -> None:
+        self._independent.after_trial(study, trial, state, values)
+
+    def _replay_for(self, study: Study, space: NumericSpace) -> _Replay:
+        key = (id(study._storage), study._study_id)
+        replay = self._state.get(key)
+        if replay is None or replay.names != space.names or replay.storage is not study._storage:
+            parametrization = ng.p.Array(init=(space.lower + space.upper) / 2, lower=space.lower, upper=space.upper)
+            parametrization.random_state = np.random.RandomState(self._seed)
+            optimizer = self._factory(parametrization, budget=self._budget, num_workers=self._num_workers)
+            sign = 1.0 if study.direction == StudyDirection.MINIMIZE else -1.0
+            replay = self._state[key] = _Replay(study._storage, space, optimizer, sign)
+        return replay
+
+
+class _Replay:
+    """A Nevergrad optimizer fed with a study's finished trials, each exactly once."""
+
+    def __init__(self, storage: Any, space: NumericSpace, optimizer: base.Optimizer, sign: float) -> None:
+        self.storage = storage
+        self.space = space
+        self.names = space.names
+        self.optimizer = optimizer
+        self.sign = sign
+        self.told: set[int] = set()
+        self.asked: dict[int, ng.p.Parameter] = {}
+
+    def catch_up(self, trials: list[FrozenTrial]) -> None:
+        for t in trials:
+            if t.number in self.told or not t.state.is_finished():
+                continue
+            self.told.add(t.number)
+            candidate = self.asked.pop(t.number, None)
+            if t.state != TrialState.COMPLETE or t.value is None or not math.isfinite(t.value):
+                continue
+            if any(name not in t.params for name in self.names):
+                continue
+            if candidate is None:  # replay: a point this optimizer did not ask
+                vector = self.space.to_vector(t.params)
+                candidate = self.optimizer.parametrization.spawn_child(new_value=vector)
+            self.optimizer.tell(candidate, self.sign * t.value)

@@ -1,0 +1,113 @@
+"""``open_storage(url)``: the one place evolver-opt makes Optuna storages.
+
+Accepted URLs:
+
+* ``None``: a SQLite file ``runs/evolver.db``;
+* ``sqlite:///PATH``: SQLite in WAL mode with a busy timeout, so several processes can share it;
+* ``postgresql://...`` (``psycopg`` is used when no driver is named), ``mysql://...``: any
+  SQLAlchemy URL Optuna's ``RDBStorage`` accepts;
+* ``journal:PATH`` or a path ending in ``.log``: Optuna's ``JournalStorage`` on a file;
+* ``memory``: an in-memory storage (tests, quick experiments).
+
+RDB storages get a heartbeat and ``RetryHeartbeatStaleTrialCallback``: the trial of a killed
+worker is failed after the grace period and re-queued with the same parameters.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy
+from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+
+from evolver_opt.errors import StorageError
+from evolver_opt.paths import runs_dir
+
+SQLITE_BUSY_TIMEOUT_S = 60
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+
+
+def default_url() -> str:
+    return f"sqlite:///{runs_dir() / 'evolver.db'}"
+
+
+def open_storage(
+    url: str | None = None,
+    *,
+    heartbeat_interval: int | None = 10,
+    grace_period: int | None = None,
+    max_retry: int | None = 3,
+) -> BaseStorage:
+    """Open (creating if needed) the storage at ``url``; see the module docstring for URLs.
+
+    ``heartbeat_interval=None`` turns the heartbeat (and retry of stale trials) off.
+    """
+    url = url or default_url()
+    if url == "memory":
+        return optuna.storages.InMemoryStorage()
+    if url.startswith("journal:") or url.endswith(".log"):
+        return _journal(url.removeprefix("journal:"))
+    if "://" not in url:
+        raise StorageError(
+            f"storage {url!r} is not a URL; expected e.g. 'sqlite:///runs/study.db', "
+            "'postgresql://user@host/db', 'journal:path.log' or 'memory'"
+        )
+    return _rdb(url, heartbeat_interval, grace_period, max_retry)
+
+
+def _journal(path: str) -> BaseStorage:
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(path))
+
+
+def _rdb(url: str, heartbeat_interval: int | None, grace_period: int | None, max_retry: int | None) -> RDBStorage:
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:"):
+        database = sqlalchemy.engine.make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
+    elif url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if url.startswith("postgresql"):
+        engine_kwargs["pool_pre_ping"] = True
+        engine_kwargs["connect_args"] = {"connect_timeout": 10}
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry) if heartbeat_interval else None
+    try:
+        storage = RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            heartbeat_stale_trial_callback=retry,
+        )
+    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ArgumentError, ImportError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise StorageError(f"cannot open storage {redact(url)}: {reason}") from None
+    except RuntimeError as exc:  # Optuna refuses a schema from another version
+        raise StorageError(f"cannot use storage {redact(url)}: {exc}") from None
+    if url.startswith("sqlite:"):
+        _enable_wal(storage)
+    return storage
+
+
+def _enable_wal(storage: RDBStorage) -> None:
+    """WAL lets readers run beside one writer; NORMAL sync is durable across process crashes."""
+
+    @sqlalchemy.event.listens_for(storage.engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    storage.engine.dispose()  # reconnect so that the pragmas apply to every pooled connection
