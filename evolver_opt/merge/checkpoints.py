@@ -1,0 +1,215 @@
+"""Reading checkpoints safely (safetensors; pickle only on explicit opt-in) and checking them.
+
+Nothing here builds a model: a :class:`Checkpoint` is a directory's config plus an index of its
+tensors (name -> file, shape, dtype) read from file headers, so incompatibilities are found
+before any weight is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from evolver_opt.errors import CheckpointError
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lives and what its header says."""
+
+    file: Path
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass
+class Checkpoint:
+    """One Hugging Face model directory: its config and the index of its weight tensors."""
+
+    name: str
+    path: Path
+    config: Any  # transformers.PretrainedConfig
+    index: dict[str, TensorInfo]
+    pickled: bool = False
+    _pickle_cache: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    def iter_read(self, keys: Iterable[str]) -> Iterator[tuple[str, torch.Tensor]]:
+        """Yield ``(key, tensor)`` one at a time (CPU, stored dtype), opening each file once."""
+        keys = list(keys)
+        if self.pickled:
+            state = self._load_pickled()
+            for k in keys:
+                yield k, state[k]
+            return
+        from safetensors import safe_open
+
+        by_file: dict[Path, list[str]] = {}
+        for k in keys:
+            by_file.setdefault(self.index[k].file, []).append(k)
+        for file, names in by_file.items():
+            with safe_open(str(file), framework="pt", device="cpu") as f:
+                for k in names:
+                    yield k, f.get_tensor(k)
+
+    def _load_pickled(self) -> dict[str, torch.Tensor]:
+        if self._pickle_cache is None:
+            state: dict[str, torch.Tensor] = {}
+            for file in sorted({info.file for info in self.index.values()}):
+                state.update(torch.load(file, map_location="cpu", weights_only=True, mmap=True))
+            self._pickle_cache = state
+        return self._pickle_cache
+
+
+@dataclass
+class CheckpointSet:
+    """The base checkpoint and the N fine-tuned ones, in order, with their names."""
+
+    base: Checkpoint
+    models: list[Checkpoint]
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.models]
+
+
+def _safetensors_files(path: Path) -> list[Path]:
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        return sorted({path / f for f in weight_map.values()})
+    single = path / "model.safetensors"
+    if single.is_file():
+        return [single]
+    return sorted(path.glob("*.safetensors"))
+
+
+def _index_safetensors(files: Sequence[Path]) -> dict[str, TensorInfo]:
+    from safetensors import safe_open
+
+    index: dict[str, TensorInfo] = {}
+    for file in files:
+        with safe_open(str(file), framework="pt", device="cpu") as f:
+            for k in f.keys():  # noqa: SIM118 - safe_open is not iterable
+                sl = f.get_slice(k)
+                index[k] = TensorInfo(file, tuple(sl.get_shape()), str(sl.get_dtype()))
+    return index
+
+
+def _index_pickle(files: Sequence[Path]) -> dict[str, TensorInfo]:
+    index: dict[str, TensorInfo] = {}
+    for file in files:
+        state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        for k, t in state.items():
+            if isinstance(t, torch.Tensor):
+                index[k] = TensorInfo(file, tuple(t.shape), str(t.dtype).removeprefix("torch."))
+    return index
+
+
+def _load_config(path: Path, name: str, trust_remote_code: bool) -> Any:
+    from transformers import AutoConfig
+
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"model {name!r}: {path} has no config.json (not a Hugging Face dir)")
+    raw = json.loads((path / "config.json").read_text())
+    if raw.get("auto_map") and not trust_remote_code:
+        raise CheckpointError(
+            f"model {name!r}: {path}/config.json asks for custom code (auto_map); it is not run "
+            "unless you pass trust_remote_code=True (--trust-remote-code)"
+        )
+    try:
+        return AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except (ValueError, KeyError, OSError) as exc:
+        raise CheckpointError(f"model {name!r}: cannot read {path}/config.json: {exc}") from exc
+
+
+def open_checkpoint(
+    path: str | Path, name: str, *, allow_pickle: bool = False, trust_remote_code: bool = False
+) -> Checkpoint:
+    """Index one model directory; pickle weights are refused unless ``allow_pickle``."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"model {name!r}: {path} is not a directory")
+    config = _load_config(path, name, trust_remote_code)
+    files = _safetensors_files(path)
+    if files:
+        return Checkpoint(name, path, config, _index_safetensors(files))
+    pickles = sorted(p for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES and p.is_file())
+    if not pickles:
+        raise CheckpointError(f"model {name!r}: no weight files (*.safetensors) in {path}")
+    if not allow_pickle:
+        listed = ", ".join(p.name for p in pickles)
+        raise CheckpointError(
+            f"model {name!r}: {path} holds only pickle weights ({listed}); loading pickle can run "
+            "arbitrary code, so it is refused. Convert the model to safetensors, or opt in with "
+            "allow_pickle=True (--allow-pickle) if you trust the file"
+        )
+    return Checkpoint(name, path, config, _index_pickle(pickles), pickled=True)
+
+
+def load_checkpoints(
+    base_dir: str | Path,
+    model_dirs: Sequence[str | Path],
+    *,
+    model_names: Sequence[str] | None = None,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+) -> CheckpointSet:
+    """Index the base and fine-tuned directories and check they share one architecture."""
+    from evolver_opt.merge.groups import model_names_from
+
+    if len(model_dirs) < 1:
+        raise CheckpointError("at least one fine-tuned model directory is needed, got none")
+    names = model_names_from([str(d) for d in model_dirs], model_names)
+    kw = {"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code}
+    base = open_checkpoint(base_dir, "base", **kw)
+    models = [open_checkpoint(d, n, **kw) for d, n in zip(model_dirs, names)]
+    base_type = base.config.model_type
+    for m in models:
+        if m.config.model_type != base_type:
+            raise CheckpointError(
+                f"model {m.name!r} is a {m.config.model_type!r} model but base is {base_type!r}"
+            )
+    arch0 = _architecture(models[0])
+    for m in models[1:]:
+        if _architecture(m) != arch0:
+            raise CheckpointError(
+                f"model {m.name!r} has architecture {_architecture(m)!r} but model "
+                f"{models[0].name!r} has {arch0!r}"
+            )
+    return CheckpointSet(base, models)
+
+
+def _architecture(ckpt: Checkpoint) -> str | None:
+    archs = getattr(ckpt.config, "architectures", None) or [None]
+    return archs[0]
+
+
+def resolve_key(ckpt: Checkpoint, aliases: Sequence[str], prefix: str) -> str | None:
+    """The checkpoint key holding a parameter known by ``aliases`` (tied names), or None.
+
+    A base saved without its task head (e.g. ``BertModel``) stores ``embeddings...`` where the
+    working model says ``bert.embeddings...``; the ``prefix`` is stripped to find it.
+    """
+    for a in aliases:
+        if a in ckpt.index:
+            return a
+    if prefix:
+        for a in aliases:
+            if a.startswith(prefix + "."):
+                stripped = a[len(prefix) + 1 :]
+                if stripped in ckpt.index:
+                    return stripped
+    return None
+
+
+def label_space(config: Any) -> tuple[str, ...]:
+    """The label names of a classification config ((), when it has none)."""
+    id2label = getattr(config, "id2label", None) or {}
+    return tuple(str(id2label[k]) for k in sorted(id2label, key=int))

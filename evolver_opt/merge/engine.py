@@ -1,0 +1,298 @@
+"""MergeEngine: checkpoints -> stacked flat weights -> coefficients -> one working model, in place.
+
+Example::
+
+    engine = MergeEngine.from_dirs("base", ["m_a", "m_b"], granularity="layer")
+    engine.apply(engine.uniform())        # the working model now holds the average
+    logits = engine.model(**batch).logits
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from evolver_opt.errors import CheckpointError, ConfigError
+from evolver_opt.merge.checkpoints import CheckpointSet, label_space, load_checkpoints
+from evolver_opt.merge.compat import Plan, plan_merge
+from evolver_opt.merge.groups import Layout, build_layout, param_name
+from evolver_opt.merge.kernels import GroupMatVec
+
+Coefficients = np.ndarray | Mapping[str, float] | Sequence[float] | torch.Tensor
+
+
+@dataclass(frozen=True)
+class TensorSlot:
+    """One merged tensor: its name, shape, group, and views into the stacked rows and output."""
+
+    name: str
+    shape: tuple[int, ...]
+    group: int
+    base: torch.Tensor
+    models: tuple[torch.Tensor, ...]
+    out: torch.Tensor
+
+
+def _set_parameter(model: nn.Module, aliases: Sequence[str], param: nn.Parameter) -> None:
+    for alias in aliases:
+        owner, _, attr = alias.rpartition(".")
+        setattr(model.get_submodule(owner) if owner else model, attr, param)
+
+
+def _no_init() -> contextlib.AbstractContextManager:
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers 4.x
+        try:
+            from transformers.modeling_utils import no_init_weights
+        except ImportError:
+            return contextlib.nullcontext()
+    return no_init_weights()
+
+
+def build_working_model(
+    ckpts: CheckpointSet, auto_class: Any, device: torch.device, dtype: torch.dtype
+) -> nn.Module:
+    """An empty model of the fine-tuned models' architecture (weights come later)."""
+    import transformers
+
+    config = ckpts.models[0].config
+    cls = auto_class
+    if isinstance(cls, str):
+        cls = getattr(transformers, cls, None)
+        if cls is None:
+            raise ConfigError(f"auto_class={auto_class!r} is not a transformers class")
+    if cls is None:
+        arch = (getattr(config, "architectures", None) or [None])[0]
+        cls = getattr(transformers, arch, None) if arch else None
+        if cls is None:
+            raise CheckpointError(
+                f"model {ckpts.models[0].name!r}: architecture {arch!r} is not a transformers "
+                "class; pass auto_class (e.g. 'AutoModelForSequenceClassification')"
+            )
+    with _no_init(), torch.device(device):
+        model = cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
+    model.tie_weights()  # skipped by no_init_weights; the tied names must share one parameter
+    model.to(dtype=dtype)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+class MergeEngine:
+    """Task-arithmetic merges written in place into one preallocated working model."""
+
+    def __init__(self, model: nn.Module, ckpts: CheckpointSet, plan: Plan, layout: Layout,
+                 granularity: str, device: torch.device, dtype: torch.dtype) -> None:  # fmt: skip
+        self.model, self.checkpoints, self.plan, self.layout = model, ckpts, plan, layout
+        self.granularity, self.device, self.dtype = granularity, device, dtype
+        self.model_names: list[str] = ckpts.names
+        self.group_names: list[str] = list(layout.group_names)
+        self.param_names: list[str] = [
+            param_name(m, g) for m in self.model_names for g in self.group_names
+        ]
+        self._name_index = {n: i for i, n in enumerate(self.param_names)}
+        n = len(self.model_names)
+        self.stacked = torch.empty(n + 1, layout.numel, dtype=dtype, device=device)
+        self.output = torch.empty(layout.numel, dtype=dtype, device=device)
+        self._bind_parameters()
+        self._load_stacked()
+        self.task_heads: dict[str, dict[str, torch.Tensor]] = {}
+        self.active_head: str | None = None
+        if not plan.heads_merged:
+            self._load_heads()
+        self._kernel = GroupMatVec(self.stacked, self.output, layout.group_spans)
+        self.version = 0
+        self.state: dict[str, Any] = {}
+        self.apply(np.zeros((self.n_models, self.n_groups)))
+
+    @classmethod
+    def from_dirs(
+        cls,
+        base_dir: str | Path,
+        model_dirs: Sequence[str | Path],
+        *,
+        granularity: str = "model",
+        heads: str = "auto",
+        allow_pickle: bool = False,
+        trust_remote_code: bool = False,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        model_names: Sequence[str] | None = None,
+        auto_class: Any = None,
+    ) -> MergeEngine:
+        """Load, check and stack the checkpoints; peak memory about (N + 2) x model bytes."""
+        if dtype not in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+            raise ConfigError(f"dtype={dtype} is not a floating dtype (float32, bfloat16, ...)")
+        ckpts = load_checkpoints(
+            base_dir, model_dirs, model_names=model_names, allow_pickle=allow_pickle,
+            trust_remote_code=trust_remote_code,
+        )  # fmt: skip
+        device = torch.device(device)
+        model = build_working_model(ckpts, auto_class, device, dtype)
+        plan = plan_merge(ckpts, model, heads)
+        merged = [n for n in plan.names if plan.heads_merged or n not in plan.head_names]
+        layout = build_layout(
+            merged, [plan.shapes[n] for n in merged], granularity, plan.head_names
+        )
+        return cls(model, ckpts, plan, layout, granularity, device, dtype)
+
+    # -- construction -------------------------------------------------------------------
+    def _bind_parameters(self) -> None:
+        """Make every merged parameter a view of ``self.output`` (tied names share one)."""
+        for name, shape, off in zip(self.layout.names, self.layout.shapes, self.layout.offsets):
+            n = int(np.prod(shape, dtype=np.int64))
+            view = self.output[off : off + n].view(shape)
+            _set_parameter(self.model, self.plan.aliases[name], nn.Parameter(view, False))
+
+    def _load_stacked(self) -> None:
+        ckpts = [self.checkpoints.base, *self.checkpoints.models]
+        for row, (ckpt, keys) in enumerate(zip(ckpts, self.plan.keys)):
+            wanted = {keys[n]: n for n in self.layout.names if keys[n] is not None}
+            for name in self.layout.names:
+                if keys[name] is None:  # base without a task head: its head counts as zero
+                    s, e = self.layout.span(name)
+                    self.stacked[row, s:e].zero_()
+            for key, tensor in ckpt.iter_read(wanted):
+                s, e = self.layout.span(wanted[key])
+                self.stacked[row, s:e].copy_(tensor.reshape(-1))
+            if row == 0:
+                self._load_buffers(ckpt)
+
+    def _load_buffers(self, base: Any) -> None:
+        buffers = dict(self.model.named_buffers())
+        present = [k for k in buffers if k in base.index]
+        for key, tensor in base.iter_read(present):
+            if buffers[key].shape == tensor.shape:
+                buffers[key].copy_(tensor)
+
+    def _load_heads(self) -> None:
+        for ckpt, keys in zip(self.checkpoints.models, self.plan.keys[1:]):
+            wanted = {keys[n]: n for n in self.plan.head_names}
+            self.task_heads[ckpt.name] = {
+                wanted[k]: t.to(device=self.device, dtype=self.dtype)
+                for k, t in ckpt.iter_read(wanted)
+            }
+        self.use_head(self.model_names[0])
+
+    # -- shape of the search space ------------------------------------------------------
+    @property
+    def n_models(self) -> int:
+        return len(self.model_names)
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.group_names)
+
+    @property
+    def heads_merged(self) -> bool:
+        """True when the task heads are merged like the body (one shared label space)."""
+        return self.plan.heads_merged
+
+    def one_hot(self, model: int | str) -> np.ndarray:
+        """Coefficients that reproduce one fine-tuned model exactly."""
+        i = self._model_index(model)
+        c = np.zeros((self.n_models, self.n_groups))
+        c[i] = 1.0
+        return c
+
+    def uniform(self) -> np.ndarray:
+        """1/N for every model and group: the plain weighted average."""
+        return np.full((self.n_models, self.n_groups), 1.0 / self.n_models)
+
+    def _model_index(self, model: int | str) -> int:
+        if isinstance(model, str):
+            if model not in self.model_names:
+                raise ConfigError(f"model {model!r} is not one of {self.model_names}")
+            return self.model_names.index(model)
+        if not 0 <= int(model) < self.n_models:
+            raise ConfigError(f"model index {model} is outside [0, {self.n_models})")
+        return int(model)
+
+    def as_array(self, coefficients: Coefficients) -> np.ndarray:
+        """Validate coefficients (array, flat vector or name -> value) as ``(n_models, n_groups)``."""
+        shape = (self.n_models, self.n_groups)
+        if isinstance(coefficients, Mapping):
+            missing = [n for n in self.param_names if n not in coefficients]
+            unknown = [k for k in coefficients if k.startswith("w.") and k not in self._name_index]
+            if missing or unknown:
+                raise ConfigError(
+                    f"coefficients miss {missing[:3]} and have unknown names {unknown[:3]}; "
+                    f"expected the {len(self.param_names)} names {self.param_names[:3]}..."
+                )
+            arr = np.array([float(coefficients[n]) for n in self.param_names]).reshape(shape)
+        else:
+            if isinstance(coefficients, torch.Tensor):
+                coefficients = coefficients.detach().cpu().double().numpy()
+            arr = np.asarray(coefficients, dtype=np.float64)
+            if arr.ndim == 1 and arr.size == self.n_models * self.n_groups:
+                arr = arr.reshape(shape)
+            if arr.shape != shape:
+                raise ConfigError(
+                    f"coefficients have shape {arr.shape}, expected {shape} (n_models, n_groups) "
+                    f"or a flat vector of {shape[0] * shape[1]} in param_names order"
+                )
+        if not np.isfinite(arr).all():
+            bad = [self.param_names[i] for i in np.flatnonzero(~np.isfinite(arr.ravel()))[:3]]
+            raise ConfigError(f"coefficients must be finite; {bad} are not")
+        return arr
+
+    # -- the hot path -------------------------------------------------------------------
+    def apply(self, coefficients: Coefficients) -> None:
+        """Write ``theta_base + sum_i c[i, g] * tau_i`` into the working model, in place."""
+        c = self.as_array(coefficients)
+        rows = np.empty((self.n_groups, self.n_models + 1))
+        rows[:, 0] = 1.0 - c.sum(axis=0)
+        rows[:, 1:] = c.T
+        with torch.no_grad():
+            self._kernel(rows)
+        self.mark_written({"coefficients": c.tolist()})
+
+    def mark_written(self, state: dict[str, Any]) -> None:
+        """Record what the working model now holds (methods that write directly call this)."""
+        self.version += 1
+        self.state = dict(state)
+
+    def slots(self) -> Iterator[TensorSlot]:
+        """Every merged tensor with views of the base row, the model rows and the output."""
+        starts = [s for s, _ in self.layout.group_spans]
+        for name, shape, off in zip(self.layout.names, self.layout.shapes, self.layout.offsets):
+            e = off + int(np.prod(shape, dtype=np.int64))
+            group = int(np.searchsorted(starts, off, side="right")) - 1
+            rows = tuple(self.stacked[j, off:e].view(shape) for j in range(self.n_models + 1))
+            yield TensorSlot(name, shape, group, rows[0], rows[1:], self.output[off:e].view(shape))
+
+    def merged_parameters(self) -> list[tuple[str, nn.Parameter, int, int]]:
+        """``(name, parameter, start, end)`` of every merged parameter of the working model."""
+        return [(n, self.model.get_parameter(n), *self.layout.span(n)) for n in self.layout.names]
+
+    # -- heads --------------------------------------------------------------------------
+    def use_head(self, model: int | str) -> None:
+        """Copy one task's own head into the working model (heads kept separate)."""
+        if self.plan.heads_merged:
+            raise ConfigError("heads are merged (one label space); there is no task head to pick")
+        name = self.model_names[self._model_index(model)]
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for pname, tensor in self.task_heads[name].items():
+                p = params[pname]
+                if p.shape == tensor.shape:
+                    p.copy_(tensor)
+                else:  # another label count: swap storage, keep the module consistent
+                    p.data = tensor.clone()
+                    owner = self.model.get_submodule(pname.rpartition(".")[0])
+                    if isinstance(owner, nn.Linear) and pname.endswith("weight"):
+                        owner.out_features = tensor.shape[0]
+        config = self.checkpoints.models[self._model_index(model)].config
+        labels = label_space(config)
+        if labels:
+            self.model.config.id2label = dict(enumerate(labels))
+            self.model.config.label2id = {v: k for k, v in enumerate(labels)}
+        self.active_head = name

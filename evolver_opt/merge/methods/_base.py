@@ -1,0 +1,124 @@
+"""What every static merge method is: a name, a reference, declared parameters, a merge."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from evolver_opt.errors import ConfigError
+
+if TYPE_CHECKING:
+    from evolver_opt.merge.engine import MergeEngine
+
+
+@dataclass
+class MergeResult:
+    """A finished static merge: what was done, and how to redo it if the engine moved on."""
+
+    method: str
+    params: dict[str, Any]
+    coefficients: np.ndarray | None
+    version: int
+    rerun: Callable[[MergeEngine], None] | None = field(default=None, repr=False)
+
+    def ensure_applied(self, engine: MergeEngine) -> None:
+        """Make the working model hold this result again (no-op when it still does)."""
+        if engine.version == self.version:
+            return
+        if self.coefficients is not None:
+            engine.apply(self.coefficients)
+            engine.mark_written({**engine.state, "method": self.method, "params": self.params})
+        elif self.rerun is not None:
+            self.rerun(engine)
+        else:
+            raise ConfigError(f"the {self.method} result cannot be re-applied")
+        self.version = engine.version
+
+
+class MergeMethod:
+    """Base class. Subclasses set ``name``, ``url``, ``params`` and implement one of
+    :meth:`coefficients` (linear methods) or :meth:`write` (everything else)."""
+
+    name: ClassVar[str] = ""
+    url: ClassVar[str] = ""
+    params: ClassVar[tuple[str, ...]] = ()
+    linear: ClassVar[bool] = False  # True: the result is a coefficient array
+
+    def coefficients(self, engine: MergeEngine, **kwargs: Any) -> np.ndarray:
+        """The merge as an ``(n_models, n_groups)`` coefficient array, where expressible."""
+        raise ConfigError(
+            f"method {self.name!r} is not linear in the models and has no coefficient form; "
+            "use merge() (methods with one: average, task_arithmetic)"
+        )
+
+    def write(self, engine: MergeEngine, **kwargs: Any) -> None:
+        """Write the merge into the engine's working model (non-linear methods)."""
+        engine.apply(self.coefficients(engine, **kwargs))
+
+    def merge(self, engine: MergeEngine, **kwargs: Any) -> MergeResult:
+        """Run the method on ``engine`` (the working model then holds it); return the result."""
+        kwargs = self.check_params(kwargs)
+        params = _jsonable(kwargs)
+        if self.linear:
+            coef = self.coefficients(engine, **kwargs)
+            engine.apply(coef)
+            engine.mark_written({**engine.state, "method": self.name, "params": params})
+            return MergeResult(self.name, params, coef, engine.version)
+
+        def rerun(e: MergeEngine) -> None:
+            self.write(e, **kwargs)
+            e.mark_written({"method": self.name, "params": params})
+
+        rerun(engine)
+        return MergeResult(self.name, params, None, engine.version, rerun)
+
+    def check_params(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Map ``lambda`` to ``lambda_`` and refuse undeclared parameters."""
+        out = {("lambda_" if k == "lambda" else k): v for k, v in kwargs.items()}
+        unknown = sorted(set(out) - set(self.params))
+        if unknown:
+            raise ConfigError(
+                f"method {self.name!r} has no parameter {unknown}; it takes {list(self.params)}"
+            )
+        return out
+
+
+def _jsonable(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Keep the JSON-friendly parameters (examples are data, not recipe)."""
+    out = {}
+    for k, v in kwargs.items():
+        if v is None or isinstance(v, (int, float, str, bool)):
+            out[k] = v
+        elif isinstance(v, (list, tuple, np.ndarray)) and k == "weights":
+            out[k] = [float(x) for x in v]
+    return out
+
+
+def model_weights(weights: Sequence[float] | None, n: int, *, normalize: bool) -> np.ndarray:
+    """Per-model weights (default all ones), checked for length and, if asked, normalized."""
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64).ravel()
+    if w.shape != (n,):
+        raise ConfigError(f"weights has {w.size} values {w.tolist()}, expected {n} (one per model)")
+    if not np.isfinite(w).all():
+        raise ConfigError(f"weights must be finite, got {w.tolist()}")
+    if normalize:
+        total = w.sum()
+        if total <= 0 or (w < 0).any():
+            raise ConfigError(f"weights must be >= 0 with a positive sum, got {w.tolist()}")
+        w = w / total
+    return w
+
+
+def check_density(density: float) -> float:
+    """A keep-fraction in (0, 1]."""
+    if not 0.0 < float(density) <= 1.0:
+        raise ConfigError(f"density={density} must be in (0, 1]")
+    return float(density)
+
+
+def keep_count(numel: int, density: float) -> int:
+    """How many entries a tensor keeps at ``density``: ``round(density * numel)``, at least 1."""
+    return max(1, min(numel, round(density * numel)))

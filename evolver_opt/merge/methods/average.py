@@ -1,0 +1,28 @@
+"""Weighted average of the fine-tuned models (weights normalized to sum to one)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from evolver_opt.merge.methods._base import MergeMethod, model_weights
+
+if TYPE_CHECKING:
+    from evolver_opt.merge.engine import MergeEngine
+
+
+class Average(MergeMethod):
+    """``theta = sum_i w_i theta_i`` with ``sum_i w_i = 1`` (Wortsman et al., model soups)."""
+
+    name = "average"
+    url = "https://arxiv.org/abs/2203.05482"
+    linear = True
+    params = ("weights",)
+
+    def coefficients(
+        self, engine: MergeEngine, weights: Sequence[float] | None = None
+    ) -> np.ndarray:
+        w = model_weights(weights, engine.n_models, normalize=True)
+        return np.repeat(w[:, None], engine.n_groups, axis=1)

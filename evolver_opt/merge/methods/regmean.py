@@ -1,0 +1,108 @@
+"""RegMean: merge linear layers by regression on their inputs (Jin et al. 2023).
+
+For each linear layer ``y = x W^T`` (``nn.Linear``; GPT-2's ``Conv1D`` stores ``W^T``), model
+i contributes the Gram matrix ``G_i = X_i^T X_i`` of the layer's inputs on its own examples;
+the merged weight solves ``min_W sum_i ||X_i W^T - X_i W_i^T||^2``:
+``W^T = (sum_i G~_i)^-1 sum_i G~_i W_i^T`` with ``G~ = alpha G + (1 - alpha) diag(G)``
+(sec. 3.2, non-diagonal entries scaled by ``alpha``). All other parameters (biases, norms,
+embeddings, tied or unseen layers) fall back to the weighted average.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from evolver_opt.errors import ConfigError
+from evolver_opt.merge.methods._base import MergeMethod, model_weights
+from evolver_opt.merge.methods._examples import Examples, load_model, model_inputs, per_model
+
+if TYPE_CHECKING:
+    from evolver_opt.merge.engine import MergeEngine
+
+
+def linear_layers(engine: MergeEngine) -> dict[str, tuple[nn.Module, bool]]:
+    """Merged, untied linear layers: weight name -> (module, stored transposed?)."""
+    merged = {n for n in engine.layout.names if len(engine.plan.aliases[n]) == 1}
+    found = {}
+    for mod_name, mod in engine.model.named_modules():
+        transposed = type(mod).__name__ == "Conv1D"
+        if not (isinstance(mod, nn.Linear) or transposed):
+            continue
+        name = f"{mod_name}.weight"
+        if name in merged:
+            found[name] = (mod, transposed)
+    return found
+
+
+def _scaled_gram(gram: torch.Tensor, alpha: float) -> torch.Tensor:
+    diag = torch.diag(torch.diagonal(gram))
+    return alpha * gram + (1.0 - alpha) * diag
+
+
+class RegMean(MergeMethod):
+    """RegMean over ``examples`` (model name -> batches); ``alpha`` scales off-diagonals."""
+
+    name = "regmean"
+    url = "https://arxiv.org/abs/2212.09849"
+    params = ("examples", "weights", "alpha")
+
+    def write(
+        self,
+        engine: MergeEngine,
+        examples: Examples | None = None,
+        weights: Sequence[float] | None = None,
+        alpha: float = 0.9,
+    ) -> None:
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise ConfigError(f"alpha={alpha} must be in [0, 1]")
+        lists = per_model(engine, examples)
+        w = model_weights(weights, engine.n_models, normalize=True)
+        layers = linear_layers(engine)
+        sum_g: dict[str, torch.Tensor] = {}
+        sum_gw: dict[str, torch.Tensor] = {}
+        for i, batches in enumerate(lists):
+            load_model(engine, i)
+            grams = self._grams(engine, layers, batches)
+            for name, gram in grams.items():
+                mod, transposed = layers[name]
+                weight_t = mod.weight.double() if transposed else mod.weight.double().t()
+                g = _scaled_gram(gram, float(alpha)) * w[i]
+                sum_g[name] = sum_g.get(name, 0) + g
+                sum_gw[name] = sum_gw.get(name, 0) + g @ weight_t
+        engine.apply(np.repeat(w[:, None], engine.n_groups, axis=1))
+        with torch.no_grad():
+            for name, g in sum_g.items():
+                if not torch.diagonal(g).gt(0).any():
+                    continue  # never saw an input: keep the average
+                ridge = 1e-8 * torch.diagonal(g).mean() * torch.eye(len(g), dtype=g.dtype)
+                solved = torch.linalg.solve(g + ridge.to(g.device), sum_gw[name])
+                mod, transposed = layers[name]
+                mod.weight.copy_(solved if transposed else solved.t())
+
+    @staticmethod
+    def _grams(
+        engine: MergeEngine, layers: dict[str, tuple[nn.Module, bool]], batches: Sequence
+    ) -> dict[str, torch.Tensor]:
+        grams: dict[str, torch.Tensor] = {}
+
+        def hook(name: str) -> Any:
+            def record(_mod: nn.Module, inputs: tuple) -> None:
+                x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).double()
+                grams[name] = grams.get(name, 0) + x.t() @ x
+
+            return record
+
+        handles = [mod.register_forward_pre_hook(hook(n)) for n, (mod, _) in layers.items()]
+        try:
+            with torch.no_grad():
+                for batch in batches:
+                    engine.model(**model_inputs(batch, engine.device))
+        finally:
+            for h in handles:
+                h.remove()
+        return grams

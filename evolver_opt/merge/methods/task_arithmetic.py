@@ -1,0 +1,34 @@
+"""Task arithmetic: ``base + lambda * sum_i w_i * (theta_i - base)`` (Ilharco et al. 2023)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from evolver_opt.errors import ConfigError
+from evolver_opt.merge.methods._base import MergeMethod, model_weights
+
+if TYPE_CHECKING:
+    from evolver_opt.merge.engine import MergeEngine
+
+
+class TaskArithmetic(MergeMethod):
+    """Scaled sum of task vectors; weights default to 1 and lambda to 1."""
+
+    name = "task_arithmetic"
+    url = "https://arxiv.org/abs/2212.04089"
+    linear = True
+    params = ("weights", "lambda_")
+
+    def coefficients(
+        self,
+        engine: MergeEngine,
+        weights: Sequence[float] | None = None,
+        lambda_: float = 1.0,
+    ) -> np.ndarray:
+        if not np.isfinite(lambda_):
+            raise ConfigError(f"lambda={lambda_} must be finite")
+        w = model_weights(weights, engine.n_models, normalize=False)
+        return np.repeat((float(lambda_) * w)[:, None], engine.n_groups, axis=1)
