@@ -75,7 +75,9 @@ class EvolverConfig:
         if not 0.0 <= self.CR <= 1.0:
             raise ConfigError(f"CR={self.CR!r} is invalid: expected 0 <= CR <= 1")
         if self.mutation not in ("interpolate", "de"):
-            raise ConfigError(f"mutation={self.mutation!r} is invalid: expected 'interpolate' or 'de'")
+            raise ConfigError(
+                f"mutation={self.mutation!r} is invalid: expected 'interpolate' or 'de'"
+            )
         if self.bound_handling not in ("clip", "reflect"):
             raise ConfigError(
                 f"bound_handling={self.bound_handling!r} is invalid: expected 'clip' or 'reflect'"
@@ -136,7 +138,9 @@ def random_point(seed: int, index: int, lower: np.ndarray, upper: np.ndarray) ->
     return np.where(finite, lower + uniform * np.where(finite, upper - lower, 0.0), normal)
 
 
-def into_bounds(x: np.ndarray, lower: np.ndarray, upper: np.ndarray, how: BoundHandling) -> np.ndarray:
+def into_bounds(
+    x: np.ndarray, lower: np.ndarray, upper: np.ndarray, how: BoundHandling
+) -> np.ndarray:
     """Map ``x`` into ``[lower, upper]`` by clipping or by reflection at the bounds."""
     if how == "reflect":
         width = upper - lower
@@ -178,13 +182,17 @@ def make_offspring(
     else:
         rest = others[others != reference]
         if rest.size < 2:
-            raise ConfigError(f"population_size={size} is too small: mutation='de' needs at least 4")
+            raise ConfigError(
+                f"population_size={size} is too small: mutation='de' needs at least 4"
+            )
         r2, r3 = (int(j) for j in rng.choice(rest, size=2, replace=False))
         references = (reference, r2, r3)
         mutant = xs[reference] + config.F * (xs[r2] - xs[r3])
     mask = rng.random(dim) < config.CR
-    if dim:
-        mask[rng.integers(dim)] = True
+    if dim:  # Eq. 3's j_rand, drawn where the mutant differs, so u never repeats its parent
+        differs = np.flatnonzero(mutant != xs[target])
+        j_rand = rng.integers(dim)
+        mask[differs[j_rand % differs.size] if differs.size else j_rand] = True
     x = into_bounds(np.where(mask, mutant, xs[target]), lower, upper, config.bound_handling)
     return Offspring(
         index=index,
@@ -241,7 +249,9 @@ class Evolver:
             )
         if np.any(self._lower > self._upper):
             raise ConfigError("lower must be <= upper in every coordinate")
-        points = np.zeros((0, self.dim)) if initial_points is None else np.asarray(initial_points, float)
+        points = (
+            np.zeros((0, self.dim)) if initial_points is None else np.asarray(initial_points, float)
+        )
         if points.ndim != 2 or points.shape[1] != self.dim:
             raise ConfigError(f"initial_points has shape {points.shape}; expected (n, {self.dim})")
         size = population_size if population_size is not None else (len(points) or 10)
@@ -257,7 +267,10 @@ class Evolver:
         self.seed = int(seed)
         self._xs = np.vstack(
             [points]
-            + [random_point(self.seed, i, self._lower, self._upper)[None] for i in range(len(points), size)]
+            + [
+                random_point(self.seed, i, self._lower, self._upper)[None]
+                for i in range(len(points), size)
+            ]
         )
         self._xs = into_bounds(self._xs, self._lower, self._upper, "clip")
         self._values: list[float | None] = [None] * size
@@ -318,7 +331,9 @@ class Evolver:
         busy = [p["target"] for p in self._pending.values()]
         target = choose_target(self.seed, k, self.population_size, busy)
         values = np.array([np.nan if v is None else v for v in self._values])
-        child = make_offspring(k, target, self._xs, values, self._lower, self._upper, self.seed, self.config)
+        child = make_offspring(
+            k, target, self._xs, values, self._lower, self._upper, self.seed, self.config
+        )
         self._pending[index] = {"role": "offspring", "target": target, "x": child.x.tolist()}
         return Candidate(index, child.x, "offspring", target, child.references)
 
@@ -353,7 +368,10 @@ class Evolver:
             slot = free[0]
             self._n_init_asked = max(self._n_init_asked, slot + 1)
         else:
-            slot = max(range(self.population_size), key=lambda i: (self._values[i] is None, self._values[i] or 0.0))
+            slot = max(
+                range(self.population_size),
+                key=lambda i: (self._values[i] is None, self._values[i] or 0.0),
+            )
             if not is_better(value, self._values[slot]):
                 return False
         self._xs[slot] = x

@@ -33,7 +33,9 @@ class NumericSpace:
     """Ordered numeric parameters (sorted by name) as a box ``[lower, upper]``."""
 
     def __init__(self, distributions: Mapping[str, BaseDistribution]) -> None:
-        self.distributions = {k: distributions[k] for k in sorted(distributions) if is_numeric(distributions[k])}
+        self.distributions = {
+            k: distributions[k] for k in sorted(distributions) if is_numeric(distributions[k])
+        }
         self.names = list(self.distributions)
         bounds = [_internal_bounds(d) for d in self.distributions.values()]
         self.lower = np.array([b[0] for b in bounds], dtype=float)

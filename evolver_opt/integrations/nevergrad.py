@@ -112,7 +112,9 @@ def register_nevergrad() -> base.ConfiguredOptimizer:
     if existing is None:
         registry.register_name(REGISTRY_NAME, Evolver_)
     elif not isinstance(existing, EvolverOptimizer):
-        raise ConfigError(f"nevergrad's registry already has another optimizer named {REGISTRY_NAME!r}")
+        raise ConfigError(
+            f"nevergrad's registry already has another optimizer named {REGISTRY_NAME!r}"
+        )
     return registry[REGISTRY_NAME]
 
 
@@ -124,7 +126,9 @@ def optimizer_class(name: str) -> base.ConfiguredOptimizer | type[base.Optimizer
     if name not in registry:
         close = difflib.get_close_matches(name, list(registry), n=5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ConfigError(f"unknown Nevergrad optimizer {name!r}{hint} (see nevergrad.optimizers.registry)")
+        raise ConfigError(
+            f"unknown Nevergrad optimizer {name!r}{hint} (see nevergrad.optimizers.registry)"
+        )
     return registry[name]
 
 
@@ -168,9 +172,13 @@ class NevergradSampler(BaseSampler):
     def reseed_rng(self) -> None:
         self._independent.reseed_rng()
 
-    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+    def infer_relative_search_space(
+        self, study: Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
         space = self._search_space.calculate(study, use_cache=True)
-        return {k: d for k, d in space.items() if isinstance(d, FloatDistribution) and not d.single()}
+        return {
+            k: d for k, d in space.items() if isinstance(d, FloatDistribution) and not d.single()
+        }
 
     def sample_relative(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
@@ -188,7 +196,11 @@ class NevergradSampler(BaseSampler):
             return space.to_params(np.asarray(candidate.value, dtype=float))
 
     def sample_independent(
-        self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
     ) -> Any:
         if self._warn_independent and not self._warned:
             self._warned = True
@@ -208,9 +220,13 @@ class NevergradSampler(BaseSampler):
         key = (id(study._storage), study._study_id)
         replay = self._state.get(key)
         if replay is None or replay.names != space.names or replay.storage is not study._storage:
-            parametrization = ng.p.Array(init=(space.lower + space.upper) / 2, lower=space.lower, upper=space.upper)
+            parametrization = ng.p.Array(
+                init=(space.lower + space.upper) / 2, lower=space.lower, upper=space.upper
+            )
             parametrization.random_state = np.random.RandomState(self._seed)
-            optimizer = self._factory(parametrization, budget=self._budget, num_workers=self._num_workers)
+            optimizer = self._factory(
+                parametrization, budget=self._budget, num_workers=self._num_workers
+            )
             sign = 1.0 if study.direction == StudyDirection.MINIMIZE else -1.0
             replay = self._state[key] = _Replay(study._storage, space, optimizer, sign)
         return replay
@@ -219,7 +235,9 @@ class NevergradSampler(BaseSampler):
 class _Replay:
     """A Nevergrad optimizer fed with a study's finished trials, each exactly once."""
 
-    def __init__(self, storage: Any, space: NumericSpace, optimizer: base.Optimizer, sign: float) -> None:
+    def __init__(
+        self, storage: Any, space: NumericSpace, optimizer: base.Optimizer, sign: float
+    ) -> None:
         self.storage = storage
         self.space = space
         self.names = space.names

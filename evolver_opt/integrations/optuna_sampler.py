@@ -48,15 +48,10 @@ from evolver_opt.integrations._space import NumericSpace, name_salt, random_valu
 _logger = optuna.logging.get_logger(__name__)
 
 PREFIX = "evolver:"
-KEY_TRIAL = PREFIX + "trial"  # number of the trial the draw was made for (marks fresh trials)
-KEY_INDEX = PREFIX + "index"
-KEY_ROLE = PREFIX + "role"
-KEY_SLOT = PREFIX + "slot"
-KEY_REFERENCES = PREFIX + "references"
-KEY_REFERENCE_KIND = PREFIX + "reference_kind"
-KEY_PARENT_TRIAL = PREFIX + "parent_trial"
-KEY_PARENT_VALUE = PREFIX + "parent_value"
-KEY_POPULATION = PREFIX + "population"  # study attr: {"size": P, "n_enqueued": E}
+# One trial system attribute holds a trial's whole lineage, written in one call, so that no
+# reader ever sees half of it.
+KEY_LINEAGE = PREFIX + "lineage"
+KEY_POPULATION = PREFIX + "population"  # study system attr: {"size": P, "n_enqueued": E}
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 _STREAM_NAMED = 3  # per-parameter draws (random initial points, params outside the space)
@@ -73,40 +68,46 @@ class Lineage:
     reference_kind: str | None = None
     parent_trial: int | None = None
     parent_value: float | None = None
+    trial: int = -1  # number of the trial it was drawn for (a retry keeps the original's)
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> Lineage | None:
-        if KEY_INDEX not in attrs:
+        raw = attrs.get(KEY_LINEAGE)
+        if raw is None:
             return None
         try:
-            role = attrs[KEY_ROLE]
+            if not isinstance(raw, dict):
+                raise TypeError(f"expected a JSON object, got {type(raw).__name__}")
+            role = raw["role"]
             if role not in ("init", "offspring"):
                 raise ValueError(f"role {role!r}")
-            parent_value = attrs.get(KEY_PARENT_VALUE)
+            parent_value = raw.get("parent_value")
+            parent_trial = raw.get("parent_trial")
             return cls(
-                index=_as_int(attrs[KEY_INDEX]),
+                index=_as_int(raw["index"]),
                 role=role,
-                slot=_as_int(attrs[KEY_SLOT]),
-                references=tuple(_as_int(r) for r in attrs.get(KEY_REFERENCES, ())),
-                reference_kind=attrs.get(KEY_REFERENCE_KIND),
-                parent_trial=None if attrs.get(KEY_PARENT_TRIAL) is None else _as_int(attrs[KEY_PARENT_TRIAL]),
+                slot=_as_int(raw["slot"]),
+                references=tuple(_as_int(r) for r in raw.get("references", ())),
+                reference_kind=raw.get("reference_kind"),
+                parent_trial=None if parent_trial is None else _as_int(parent_trial),
                 parent_value=None if parent_value is None else float(parent_value),
+                trial=_as_int(raw["trial"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(
-                f"malformed evolver:* system attributes {_preview(attrs)}: {type(exc).__name__}: {exc}"
+                f"malformed {KEY_LINEAGE} system attribute {_preview(raw)}: {type(exc).__name__}: {exc}"
             ) from exc
 
-    def to_attrs(self, trial_number: int) -> dict[str, Any]:
+    def to_attr(self) -> dict[str, Any]:
         return {
-            KEY_TRIAL: trial_number,
-            KEY_INDEX: self.index,
-            KEY_ROLE: self.role,
-            KEY_SLOT: self.slot,
-            KEY_REFERENCES: list(self.references),
-            KEY_REFERENCE_KIND: self.reference_kind,
-            KEY_PARENT_TRIAL: self.parent_trial,
-            KEY_PARENT_VALUE: self.parent_value,
+            "trial": self.trial,
+            "index": self.index,
+            "role": self.role,
+            "slot": self.slot,
+            "references": list(self.references),
+            "reference_kind": self.reference_kind,
+            "parent_trial": self.parent_trial,
+            "parent_value": self.parent_value,
         }
 
 
@@ -181,8 +182,12 @@ class EvolverSampler(BaseSampler):
             raise ValueError(f"seed={seed!r} is invalid: expected None or a non-negative int")
         try:
             self._config = EvolverConfig(
-                F=F, CR=CR, mutation=mutation, p_random=p_random,  # type: ignore[arg-type]
-                n_generations=n_generations, bound_handling=bound_handling,  # type: ignore[arg-type]
+                F=F,
+                CR=CR,
+                mutation=mutation,
+                p_random=p_random,  # type: ignore[arg-type]
+                n_generations=n_generations,
+                bound_handling=bound_handling,  # type: ignore[arg-type]
             )
         except ConfigError as exc:
             raise ValueError(str(exc)) from exc
@@ -214,7 +219,9 @@ class EvolverSampler(BaseSampler):
         self, study: Study, trial: FrozenTrial
     ) -> dict[str, BaseDistribution]:
         space = self._search_space.calculate(study, use_cache=True)
-        return {k: d for k, d in space.items() if isinstance(d, FloatDistribution) and not d.single()}
+        return {
+            k: d for k, d in space.items() if isinstance(d, FloatDistribution) and not d.single()
+        }
 
     def sample_relative(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
@@ -222,8 +229,13 @@ class EvolverSampler(BaseSampler):
         _check_single_objective(study)
         if not search_space:
             return {}
-        _, params = self._decide(study, trial, search_space)
-        return {name: params[name] for name in search_space if name in params}
+        lineage, params = self._decide(study, trial, search_space)
+        out = {}
+        for name, distribution in search_space.items():
+            out[name] = (
+                params[name] if name in params else self._named_draw(lineage, name, distribution)
+            )
+        return out
 
     def sample_independent(
         self,
@@ -235,8 +247,7 @@ class EvolverSampler(BaseSampler):
         _check_single_objective(study)
         if isinstance(param_distribution, FloatDistribution):
             lineage, _ = self._decide(study, trial, {})
-            rng = rng_for(self._seed, _STREAM_NAMED, lineage.index * 2**32 + name_salt(param_name))
-            return random_value(param_distribution, rng)
+            return self._named_draw(lineage, param_name, param_distribution)
         if self._warn_independent and not self._warned:
             self._warned = True
             _logger.warning(
@@ -245,6 +256,11 @@ class EvolverSampler(BaseSampler):
                 f"{type(self._independent).__name__}. Further warnings are suppressed."
             )
         return self._independent.sample_independent(study, trial, param_name, param_distribution)
+
+    def _named_draw(self, lineage: Lineage, name: str, distribution: BaseDistribution) -> Any:
+        """A uniform draw for one parameter outside the evolved vector, keyed on (seed, k, name)."""
+        rng = rng_for(self._seed, _STREAM_NAMED, lineage.index * 2**32 + name_salt(name))
+        return random_value(distribution, rng)
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         self._independent.before_trial(study, trial)
@@ -278,8 +294,9 @@ class EvolverSampler(BaseSampler):
                 lineage = view.next_lineage(trial)
             params, lineage = view.params_for(lineage, space, self._config)
             if fresh:  # store the decision, so that every process (and a retry) sees it
-                for key, value in lineage.to_attrs(trial.number).items():
-                    study._storage.set_trial_system_attr(trial._trial_id, key, value)
+                study._storage.set_trial_system_attr(
+                    trial._trial_id, KEY_LINEAGE, lineage.to_attr()
+                )
             self._decisions[trial._trial_id] = (lineage, params)
             return lineage, params
 
@@ -304,8 +321,11 @@ class EvolverSampler(BaseSampler):
             return {
                 "size": size,
                 "slots": [
-                    {"slot": s, "trial": r.number if r else None,
-                     "value": None if r is None else r.value * view.sign}
+                    {
+                        "slot": s,
+                        "trial": r.number if r else None,
+                        "value": None if r is None else r.value * view.sign,
+                    }
                     for s, r in enumerate(best)
                 ],
             }
@@ -348,7 +368,12 @@ class _PopulationView:
     """Population derived from a snapshot of the study's trials."""
 
     def __init__(
-        self, sampler: EvolverSampler, study: Study, trials: list[FrozenTrial], sign: float, cache: _StudyCache
+        self,
+        sampler: EvolverSampler,
+        study: Study,
+        trials: list[FrozenTrial],
+        sign: float,
+        cache: _StudyCache,
     ) -> None:
         self.sampler = sampler
         self.study = study
@@ -357,7 +382,9 @@ class _PopulationView:
         self.cache = cache
         self.finished = cache.finished
         self._lineages = {t.number: self._parse_lineage(t) for t in trials}
-        self._enqueued = [t.number for t in trials if _is_enqueued(t) and self._lineages[t.number] is None]
+        self._enqueued = [
+            t.number for t in trials if _is_enqueued(t) and self._lineages[t.number] is None
+        ]
 
     def _parse_lineage(self, t: FrozenTrial) -> Lineage | None:
         record = self.finished.get(t.number)
@@ -377,12 +404,16 @@ class _PopulationView:
         return self.cache.population
 
     def _read_or_fix_population(self) -> dict[str, int]:
-        stored = self.study._storage.get_study_system_attrs(self.study._study_id).get(KEY_POPULATION)
+        stored = self.study._storage.get_study_system_attrs(self.study._study_id).get(
+            KEY_POPULATION
+        )
         if stored is not None:
             try:
                 size, n_enqueued = _as_int(stored["size"]), _as_int(stored["n_enqueued"])
             except (KeyError, TypeError, ValueError) as exc:
-                raise StateError(f"malformed study attribute {KEY_POPULATION}={_preview(stored)}") from exc
+                raise StateError(
+                    f"malformed study attribute {KEY_POPULATION}={_preview(stored)}"
+                ) from exc
             if size < 2 or not 0 <= n_enqueued <= size:
                 raise StateError(f"malformed study attribute {KEY_POPULATION}={_preview(stored)}")
             return {"size": size, "n_enqueued": n_enqueued}
@@ -391,7 +422,11 @@ class _PopulationView:
         if s._population_size is not None:
             size = s._population_size
         else:
-            size = n_enqueued + (s._n_startup_trials if s._n_startup_trials is not None else (0 if n_enqueued else 10))
+            size = n_enqueued + (
+                s._n_startup_trials
+                if s._n_startup_trials is not None
+                else (0 if n_enqueued else 10)
+            )
         if size < 2:
             raise ConfigError(
                 f"Evolver needs a population of at least 2 individuals; found {n_enqueued} enqueued "
@@ -408,7 +443,7 @@ class _PopulationView:
         for t in self.trials:
             lineage = self._lineage(t)
             if t.number < trial.number:
-                if lineage is not None and t.system_attrs.get(KEY_TRIAL) == t.number:
+                if lineage is not None and lineage.trial == t.number:
                     k += 1
                 elif lineage is None and _being_drawn(t):
                     k += 1  # another worker is drawing for it right now: it will take an index
@@ -424,7 +459,7 @@ class _PopulationView:
         pop = self.population()
         n_random = pop["size"] - pop["n_enqueued"]
         if k < n_random:
-            return Lineage(index=k, role="init", slot=pop["n_enqueued"] + k)
+            return Lineage(index=k, role="init", slot=pop["n_enqueued"] + k, trial=trial.number)
         target = choose_target(self.sampler.seed, k - n_random, pop["size"], busy)
         parent = self.best_per_slot(pop["size"])[target]
         return Lineage(
@@ -432,7 +467,10 @@ class _PopulationView:
             role="offspring",
             slot=target,
             parent_trial=None if parent is None else parent.number,
-            parent_value=None if parent is None or parent.value is None else parent.value * self.sign,
+            parent_value=None
+            if parent is None or parent.value is None
+            else parent.value * self.sign,
+            trial=trial.number,
         )
 
     def best_per_slot(self, size: int) -> list[_Record | None]:
@@ -458,18 +496,30 @@ class _PopulationView:
         lineage completed with the offspring's references."""
         seed = self.sampler.seed
         if lineage.role == "init":
-            return space.to_params(random_point(seed, lineage.slot, space.lower, space.upper)), lineage
+            return space.to_params(
+                random_point(seed, lineage.slot, space.lower, space.upper)
+            ), lineage
         pop = self.population()
         size = pop["size"]
         best = self.best_per_slot(size)
         initial = self._initial_vectors(space, size, pop["n_enqueued"])
         xs = np.array(
-            [initial[s] if r is None else space.to_vector(r.params, fill=initial[s]) for s, r in enumerate(best)]
+            [
+                initial[s] if r is None else space.to_vector(r.params, fill=initial[s])
+                for s, r in enumerate(best)
+            ]
         ).reshape(size, space.dim)
         values = np.array([np.nan if r is None or r.value is None else r.value for r in best])
         n_random = size - pop["n_enqueued"]
         child = make_offspring(
-            lineage.index - n_random, lineage.slot, xs, values, space.lower, space.upper, seed, config
+            lineage.index - n_random,
+            lineage.slot,
+            xs,
+            values,
+            space.lower,
+            space.upper,
+            seed,
+            config,
         )
         lineage = replace(lineage, references=child.references, reference_kind=child.reference_kind)
         return space.to_params(child.x), lineage
@@ -483,7 +533,9 @@ class _PopulationView:
             fallback = random_point(self.sampler.seed, slot, space.lower, space.upper)
             if slot < len(numbers):
                 t = by_number[numbers[slot]]
-                out.append(space.to_vector(t.system_attrs.get("fixed_params", t.params), fill=fallback))
+                out.append(
+                    space.to_vector(t.system_attrs.get("fixed_params", t.params), fill=fallback)
+                )
             else:
                 out.append(fallback)
         return out
@@ -494,7 +546,7 @@ def _is_enqueued(trial: FrozenTrial) -> bool:
     if "failed_trial" in trial.system_attrs:
         return False  # a retry: it belongs to the trial it retries
     return "fixed_params" in trial.system_attrs or (
-        trial.state in _FINISHED and KEY_INDEX not in trial.system_attrs and bool(trial.params)
+        trial.state in _FINISHED and KEY_LINEAGE not in trial.system_attrs and bool(trial.params)
     )
 
 

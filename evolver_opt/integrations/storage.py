@@ -16,6 +16,7 @@ worker is failed after the grace period and re-queued with the same parameters.
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,9 @@ def _journal(path: str) -> BaseStorage:
     return JournalStorage(JournalFileBackend(path))
 
 
-def _rdb(url: str, heartbeat_interval: int | None, grace_period: int | None, max_retry: int | None) -> RDBStorage:
+def _rdb(
+    url: str, heartbeat_interval: int | None, grace_period: int | None, max_retry: int | None
+) -> RDBStorage:
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:"):
         database = sqlalchemy.engine.make_url(url).database
@@ -81,33 +84,51 @@ def _rdb(url: str, heartbeat_interval: int | None, grace_period: int | None, max
     if url.startswith("postgresql"):
         engine_kwargs["pool_pre_ping"] = True
         engine_kwargs["connect_args"] = {"connect_timeout": 10}
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry) if heartbeat_interval else None
     try:
-        storage = RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            heartbeat_stale_trial_callback=retry,
-        )
+        with warnings.catch_warnings():  # heartbeat and retry are "experimental" since Optuna 2.8
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = (
+                RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+                if heartbeat_interval
+                else None
+            )
+            storage = RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=retry,
+            )
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ArgumentError, ImportError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise StorageError(f"cannot open storage {redact(url)}: {reason}") from None
     except RuntimeError as exc:  # Optuna refuses a schema from another version
         raise StorageError(f"cannot use storage {redact(url)}: {exc}") from None
     if url.startswith("sqlite:"):
-        _enable_wal(storage)
+        _tune_sqlite(storage)
     return storage
 
 
-def _enable_wal(storage: RDBStorage) -> None:
-    """WAL lets readers run beside one writer; NORMAL sync is durable across process crashes."""
+def _tune_sqlite(storage: RDBStorage) -> None:
+    """WAL (readers run beside a writer), NORMAL sync (durable across process crashes), and
+    ``BEGIN IMMEDIATE`` transactions.
+
+    pysqlite runs a SELECT outside any transaction and begins one only at the first write, so
+    Optuna's read-check-write steps (e.g. popping an enqueued trial) race: two threads or
+    processes can both take the same WAITING trial, and one crashes with
+    ``UpdateFinishedTrialError``. Taking the write lock at BEGIN makes each step atomic.
+    """
 
     @sqlalchemy.event.listens_for(storage.engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
-    storage.engine.dispose()  # reconnect so that the pragmas apply to every pooled connection
+    @sqlalchemy.event.listens_for(storage.engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    storage.engine.dispose()  # reconnect so that every pooled connection is tuned
