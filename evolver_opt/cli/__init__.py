@@ -15,6 +15,7 @@ from evolver_opt import __version__
 # command name -> "module:attribute"; each module defines one click command or group.
 _COMMANDS = {
     "demo": "evolver_opt.cli.demo:demo",
+    "merge": "evolver_opt.cli.merge:merge",
 }
 
 

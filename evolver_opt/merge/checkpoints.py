@@ -18,6 +18,12 @@ import torch
 from evolver_opt.errors import CheckpointError
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# torch dtype -> the safetensors header name, so both kinds of file report dtypes alike
+_DTYPE_NAMES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+    torch.uint8: "U8", torch.bool: "BOOL",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -108,7 +114,8 @@ def _index_pickle(files: Sequence[Path]) -> dict[str, TensorInfo]:
         state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
         for k, t in state.items():
             if isinstance(t, torch.Tensor):
-                index[k] = TensorInfo(file, tuple(t.shape), str(t.dtype).removeprefix("torch."))
+                name = _DTYPE_NAMES.get(t.dtype, str(t.dtype).removeprefix("torch."))
+                index[k] = TensorInfo(file, tuple(t.shape), name)
     return index
 
 
