@@ -44,8 +44,7 @@ class _Evolver(base.Optimizer):
     ) -> None:
         super().__init__(parametrization, budget=budget, num_workers=num_workers)
         options = (config or EvolverOptimizer()).config()
-        size = options["population_size"] or max(4, int(4 + 3 * math.log(max(self.dimension, 1))))
-        size = max(size, num_workers)
+        size = max(options["population_size"] or 30, num_workers)
         self._core = Evolver(
             np.full(self.dimension, -np.inf),
             np.full(self.dimension, np.inf),
@@ -84,7 +83,9 @@ class EvolverOptimizer(base.ConfiguredOptimizer):
     """Evolver (Du et al., ACL Findings 2024) for Nevergrad.
 
     Args:
-        population_size: individuals (default ``max(4, 4 + 3 ln D)``, at least ``num_workers``).
+        population_size: individuals (default 30 as Nevergrad's DE; at least ``num_workers``).
+            Interpolation never leaves the population's hull, so small populations on
+            general problems converge early; merge searches seed it with the experts instead.
         mutation: ``"interpolate"`` or ``"de"``; F, CR, p_random, n_generations: see ``EvolverConfig``.
     """
 
