@@ -57,6 +57,17 @@ def _no_init() -> contextlib.AbstractContextManager:
     return no_init_weights()
 
 
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Construct modules in ``dtype`` like ``from_pretrained(dtype=...)`` does."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
 def build_working_model(
     ckpts: CheckpointSet, auto_class: Any, device: torch.device, dtype: torch.dtype
 ) -> nn.Module:
@@ -77,10 +88,11 @@ def build_working_model(
                 f"model {ckpts.models[0].name!r}: architecture {arch!r} is not a transformers "
                 "class; pass auto_class (e.g. 'AutoModelForSequenceClassification')"
             )
-    with _no_init(), torch.device(device):
+    with _no_init(), torch.device(device), _default_dtype(dtype):
         model = cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
     model.tie_weights()  # skipped by no_init_weights; the tied names must share one parameter
-    model.to(dtype=dtype)
+    for p in model.parameters():  # buffers keep their own dtype, as from_pretrained leaves them
+        p.data = p.data.to(dtype)
     model.eval()
     model.requires_grad_(False)
     return model

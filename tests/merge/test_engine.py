@@ -133,9 +133,11 @@ def test_bfloat16_engine(families):
     assert all(p.dtype == torch.bfloat16 for p in engine.model.parameters())
     for i, path in enumerate(fam.models):
         engine.apply(engine.one_hot(i))
-        ref = load_reference(path, fam.cls).to(torch.bfloat16).state_dict()
+        ref_model = fam.cls.from_pretrained(str(path), dtype=torch.bfloat16).eval()
+        ref = ref_model.state_dict()
         for slot in engine.slots():
             assert torch.equal(slot.out, ref[slot.name]), slot.name
+        assert torch.equal(_outputs(engine.model, fam.inputs), _outputs(ref_model, fam.inputs))
     c = np.random.default_rng(1).uniform(size=(engine.n_models, engine.n_groups))
     engine.apply(c)
     refs = [load_reference(p, fam.cls).to(torch.bfloat16).state_dict() for p in fam.models]
