@@ -16,6 +16,9 @@ from evolver_opt import __version__
 _COMMANDS = {
     "demo": "evolver_opt.cli.demo:demo",
     "merge": "evolver_opt.cli.merge:merge",
+    "data": "evolver_opt.cli.data:data",
+    "zoo": "evolver_opt.cli.zoo:zoo",
+    "evaluate": "evolver_opt.cli.evaluate:evaluate",
 }
 
 

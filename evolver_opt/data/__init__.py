@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from evolver_opt.data.api import Split, list_domains, load_split, require_selectable
-from evolver_opt.data.prepare import DOMAINS, ensure_prepared, is_prepared, prepare, size_table
+from evolver_opt.data.pipeline import DOMAINS, ensure_prepared, is_prepared, prepare, size_table
 from evolver_opt.data.splits import SplitPlan
 
 __all__ = [

