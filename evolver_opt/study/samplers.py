@@ -1,0 +1,51 @@
+"""Samplers by name (``evolver``, ``cmaes``, ``random``, ``tpe``, ``ng:NAME``) and the starting
+points every sampler shares in a merge search.
+
+Every study starts from the same enqueued points: each model alone (one-hot in every group) and
+the uniform average; CmaEsSampler also gets ``x0`` at the uniform average.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import optuna
+
+from evolver_opt.errors import ConfigError
+
+SAMPLER_NAMES = ("evolver", "cmaes", "random", "tpe", "ng:NAME")
+
+
+def initial_points(param_names: Sequence[str], model_of: Sequence[int], n_models: int) -> list[dict[str, float]]:
+    """Each model alone, then the uniform average; ``model_of[j]`` is the model of parameter j."""
+    points = [{name: float(m == j) for name, m in zip(param_names, model_of, strict=True)} for j in range(n_models)]
+    points.append({name: 1.0 / n_models for name in param_names})
+    return points
+
+
+def make_sampler(
+    name: str,
+    *,
+    seed: int | None,
+    x0: dict[str, float] | None = None,
+    budget: int | None = None,
+    evolver_options: dict | None = None,
+) -> optuna.samplers.BaseSampler:
+    """The sampler called ``name``; an unknown name lists the valid ones."""
+    from evolver_opt import EvolverSampler, NevergradSampler
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("ignore", FutureWarning)  # CmaEsSampler's x0/sigma0 (Optuna >= 4.9)
+        if name == "evolver":
+            return EvolverSampler(seed=seed, **(evolver_options or {}))
+        if name == "cmaes":
+            return optuna.samplers.CmaEsSampler(x0=x0, sigma0=0.3, seed=seed, warn_independent_sampling=False)
+        if name == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if name == "tpe":
+            return optuna.samplers.TPESampler(seed=seed)
+        if name.startswith("ng:") and len(name) > 3:
+            return NevergradSampler(name[3:], seed=seed, budget=budget)
+    raise ConfigError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLER_NAMES)}")
