@@ -243,25 +243,25 @@ def test_sigkill_and_resume_repeats_the_uninterrupted_run(tmp_path):
     """Exact resume: kill -9 mid-study, resume in a new process, same COMPLETE parameter sets."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
 
-    def worker(url: str, n: int) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, str(WORKER), url, "s", str(n), "0.05"], env=env)
+    def worker(url: str, n: int, *extra: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, str(WORKER), url, "s", str(n), "0.01", *extra], env=env)
 
     straight = f"sqlite:///{tmp_path / 'straight.db'}"
     assert worker(straight, 60).wait(timeout=300) == 0
 
     killed = f"sqlite:///{tmp_path / 'killed.db'}"
-    proc = worker(killed, 60)
+    proc = worker(killed, 60, "33")  # trial 33 hangs mid-evaluation: it is killed there
     storage = open_storage(killed, heartbeat_interval=None)
-    deadline = time.time() + 120
-    while time.time() < deadline:
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
         try:
             trials = storage.get_all_trials(storage.get_study_id_from_name("s"), deepcopy=False)
         except KeyError:
             trials = []
-        done = sum(t.state == TrialState.COMPLETE for t in trials)
-        if done >= 30 and trials[-1].state == TrialState.RUNNING:
+        if len(trials) > 33 and trials[33].state == TrialState.RUNNING and trials[33].params:
             break
-        time.sleep(0.005)
+        time.sleep(0.05)
+    assert proc.poll() is None, "the worker ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     time.sleep(2.5)  # past the grace period: the next worker fails the stale trial and retries it
