@@ -152,24 +152,32 @@ def test_bfloat16_engine(families):
     assert not torch.isnan(_outputs(engine.model, fam.inputs)).any()
 
 
-def test_bfloat16_kernel_chunks_match_unchunked():
+def test_kernel_modes_round_once():
     from evolver_opt.merge.kernels import GroupMatVec
 
     gen = torch.Generator().manual_seed(0)
-    stacked = torch.randn(4, 1000, generator=gen).to(torch.bfloat16)
+    stacked64 = torch.randn(4, 1000, generator=gen, dtype=torch.float64)
     spans = [(0, 10), (10, 10), (10, 777), (777, 1000)]
     coef = np.random.default_rng(0).normal(size=(4, 4))
-    outs = []
-    for chunk in (7, 4096):
-        out = torch.empty(1000, dtype=torch.bfloat16)
-        GroupMatVec(stacked, out, spans, chunk=chunk)(coef)
-        outs.append(out)
-    assert torch.equal(outs[0], outs[1])
-    expected = torch.cat(
-        [stacked[:, s:e].float().t() @ torch.tensor(coef[g]).float() for g, (s, e) in
-         enumerate(spans)]
-    )  # fmt: skip
-    assert torch.equal(outs[0], expected.to(torch.bfloat16))
+    coef[3] = [0.0, 1.0, 0.0, 0.0]  # one-hot group
+    coef[0] = 0.0  # all-zero group
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        rows = stacked64.to(dtype)  # the stored weights; the sum below is exact in float64
+        exact = torch.cat(
+            [rows[:, s:e].double().t() @ torch.tensor(coef[g]) for g, (s, e) in enumerate(spans)]
+        )
+        outs = []
+        for chunk in (7, None):  # chunk boundaries do not change the result
+            out = torch.empty(1000, dtype=dtype)
+            kernel = GroupMatVec(rows, out, spans, chunk=chunk)
+            assert kernel.mode == ("mv" if dtype == torch.float32 else "chunked")
+            kernel(coef)
+            outs.append(out)
+        assert torch.equal(outs[0], outs[1])
+        # float32 accumulation, one rounding to the dtype: within one ulp of the exact sum
+        ulp = {torch.float32: 2**-20, torch.bfloat16: 2**-7, torch.float16: 2**-10}[dtype]
+        torch.testing.assert_close(outs[0].double(), exact, rtol=ulp, atol=1e-6)
+        assert torch.equal(outs[0][777:], rows[1, 777:]) and (outs[0][:10] == 0).all()
 
 
 def test_model_names(families):

@@ -1,0 +1,169 @@
+"""How close does ``MergeEngine.apply`` get to memory bandwidth, and how much faster is it than
+the naive path (per-tensor Python loop + ``load_state_dict``)?
+
+For each model size, dtype and granularity this builds random checkpoints (base + N
+fine-tuned, no download), then times, in the same run and on the same device:
+
+- copy:  ``dst.copy_(src)`` of one model's bytes (2 x model bytes moved);
+- apply: ``engine.apply(c)`` moving (N + 2) x model bytes (N models and the base read, one
+  output written);
+- naive: ``theta = base + sum_i c_i * tau_i`` per tensor from a dict of task vectors, then
+  ``model.load_state_dict``.
+
+Prints GB/s of copy and apply, their ratio (goal >= 0.7 on CPU), and the naive/apply speedup.
+
+    python benchmarks/merge_bandwidth.py                       # MiniLM-size and ~135M, CPU
+    python benchmarks/merge_bandwidth.py --device cuda --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from evolver_opt.merge import MergeEngine
+
+
+def _configs() -> dict:
+    import transformers as tf
+
+    return {
+        # all-MiniLM-L6-v2's shape: 22.7M parameters
+        "minilm": (
+            tf.BertModel,
+            tf.BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6,
+                          num_attention_heads=12, intermediate_size=1536),
+        ),
+        # SmolLM2-135M's shape (Llama, tied embeddings): 134.5M parameters
+        "large": (
+            tf.LlamaForCausalLM,
+            tf.LlamaConfig(vocab_size=49152, hidden_size=576, num_hidden_layers=30,
+                           num_attention_heads=9, num_key_value_heads=3, intermediate_size=1536,
+                           tie_word_embeddings=True),
+        ),
+    }  # fmt: skip
+
+
+def build_checkpoints(root: Path, size: str, n_models: int) -> tuple[Path, list[Path]]:
+    """Save a random base and ``n_models`` perturbed copies (safetensors) under ``root``."""
+    cls, cfg = _configs()[size]
+    torch.manual_seed(0)
+    model = cls(cfg)
+    model.save_pretrained(root / "base")
+    dirs = []
+    for i in range(n_models):
+        gen = torch.Generator().manual_seed(i)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=gen), alpha=0.01)
+        dirs.append(root / f"ft{i}")
+        model.save_pretrained(dirs[-1])
+    return root / "base", dirs
+
+
+def _time(fns: list, reps: int, device: torch.device) -> list[float]:
+    """Median seconds of each function; runs alternate so load changes hit all alike."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for fn in fns * 2:  # warm-up
+        fn()
+    sync()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(reps):
+        for fn, ts in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            ts.append(time.perf_counter() - t0)
+    return [statistics.median(ts) for ts in times]
+
+
+def naive_merge(engine: MergeEngine, base: dict, taus: list[dict], c: np.ndarray) -> None:
+    """The path the engine replaces: a Python loop over tensors, then ``load_state_dict``."""
+    state = {}
+    groups = {s.name: s.group for s in engine.slots()}
+    for name, b in base.items():
+        merged = b.clone()
+        for i, tau in enumerate(taus):
+            merged.add_(tau[name], alpha=float(c[i, groups[name]]))
+        state[name] = merged
+    engine.model.load_state_dict(state, strict=False)
+
+
+def bench(engine: MergeEngine, reps: int, naive_reps: int) -> dict:
+    """Copy, apply and naive timings for one engine."""
+    device, out = engine.device, engine.output
+    src = torch.empty_like(out).copy_(engine.stacked[0])
+    nbytes = out.numel() * out.element_size()
+    c = np.random.default_rng(0).uniform(0, 1, (engine.n_models, engine.n_groups))
+    t_copy, t_apply = _time([lambda: out.copy_(src), lambda: engine.apply(c)], reps, device)
+    slots = list(engine.slots())
+    base = {s.name: s.base.clone() for s in slots}
+    taus = [{s.name: (s.models[i] - s.base) for s in slots} for i in range(engine.n_models)]
+    t_naive, t_apply2 = _time(
+        [lambda: naive_merge(engine, base, taus, c), lambda: engine.apply(c)], naive_reps, device
+    )
+    copy_gbs = 2 * nbytes / t_copy / 1e9
+    apply_gbs = (engine.n_models + 2) * nbytes / t_apply / 1e9
+    return {
+        "params": out.numel(),
+        "groups": engine.n_groups,
+        "copy_ms": 1e3 * t_copy,
+        "apply_ms": 1e3 * t_apply,
+        "naive_ms": 1e3 * t_naive,
+        "copy_GBps": copy_gbs,
+        "apply_GBps": apply_gbs,
+        "ratio": apply_gbs / copy_gbs,
+        "speedup_vs_naive": t_naive / t_apply2,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="minilm,large")
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--granularities", default="model,layer,tensor")
+    parser.add_argument("--models", type=int, default=3, help="fine-tuned models N")
+    parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--naive-reps", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    rows = []
+    header = (f"{'size':7} {'dtype':9} {'gran':7} {'params':>11} {'groups':>6} {'copy GB/s':>9} "
+              f"{'apply GB/s':>10} {'ratio':>6} {'apply ms':>9} {'naive ms':>9} {'speedup':>8}")  # fmt: skip
+    print(
+        f"device={device} threads={torch.get_num_threads()} N={args.models} torch={torch.__version__}"
+    )
+    print(header)
+    for size in args.sizes.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            base, dirs = build_checkpoints(Path(tmp), size, args.models)
+            for dtype_name in args.dtypes.split(","):
+                dtype = getattr(torch, dtype_name)
+                for gran in args.granularities.split(","):
+                    engine = MergeEngine.from_dirs(
+                        base, dirs, granularity=gran, device=device, dtype=dtype
+                    )
+                    r = {"size": size, "dtype": dtype_name, "granularity": gran}
+                    r |= bench(engine, args.reps, args.naive_reps)
+                    rows.append(r)
+                    print(f"{size:7} {dtype_name:9} {gran:7} {r['params']:>11,} {r['groups']:>6} "
+                          f"{r['copy_GBps']:>9.1f} {r['apply_GBps']:>10.1f} {r['ratio']:>6.2f} "
+                          f"{r['apply_ms']:>9.2f} {r['naive_ms']:>9.1f} "
+                          f"{r['speedup_vs_naive']:>7.1f}x", flush=True)  # fmt: skip
+                    del engine
+    if args.json:
+        args.json.write_text(json.dumps({"device": str(device), "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
