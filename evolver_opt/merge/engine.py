@@ -112,9 +112,9 @@ class MergeEngine:
         ]
         self._name_index = {n: i for i, n in enumerate(self.param_names)}
         n = len(self.model_names)
-        self.stacked = torch.empty(n + 1, layout.numel, dtype=dtype, device=device)
         self.output = torch.empty(layout.numel, dtype=dtype, device=device)
-        self._bind_parameters()
+        self._bind_parameters()  # frees the constructed parameters before the rows exist
+        self.stacked = torch.empty(n + 1, layout.numel, dtype=dtype, device=device)
         self._load_stacked()
         self.task_heads: dict[str, dict[str, torch.Tensor]] = {}
         self.active_head: str | None = None

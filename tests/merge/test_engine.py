@@ -190,3 +190,28 @@ def test_model_names(families):
         load_checkpoints(fam.base, fam.models, model_names=["a", "a", "c"])
     with pytest.raises(ConfigError, match="2 names, expected 3"):
         load_checkpoints(fam.base, fam.models, model_names=["a", "b"])
+
+
+def test_apply_allocates_nothing_of_model_size(families):
+    from torch.profiler import ProfilerActivity, profile
+
+    fam = families["bert"]
+    for dtype in (torch.float32, torch.bfloat16):
+        engine = MergeEngine.from_dirs(fam.base, fam.models, granularity="tensor", dtype=dtype)
+        c = engine.uniform()
+        engine.apply(c)
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            engine.apply(c)
+        allocated = sum(max(e.self_cpu_memory_usage, 0) for e in prof.events())
+        model_bytes = engine.output.numel() * engine.output.element_size()
+        assert allocated < 0.05 * model_bytes, (dtype, allocated, model_bytes)
+
+
+def test_auto_class_choice(families):
+    fam = families["bert"]
+    engine = MergeEngine.from_dirs(
+        fam.base, fam.models, auto_class="AutoModelForSequenceClassification"
+    )
+    assert type(engine.model).__name__ == "BertForSequenceClassification"
+    with pytest.raises(ConfigError, match="auto_class='AutoModelForNothing' is not a transformers"):
+        MergeEngine.from_dirs(fam.base, fam.models, auto_class="AutoModelForNothing")
