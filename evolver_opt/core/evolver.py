@@ -170,6 +170,9 @@ def make_offspring(
     rng = rng_for(seed, _STREAM_OFFSPRING, index)
     generation = index // size
     others = np.array([j for j in range(size) if j != target])
+    distinct = others[np.any(xs[others] != xs[target], axis=1)]
+    if distinct.size:  # a reference equal to the target would only re-evaluate the parent
+        others = distinct
     scored = others[np.isfinite(values[others])]
     use_random = rng.random() < config.p_random_at(generation) or scored.size == 0
     if use_random:
@@ -180,7 +183,7 @@ def make_offspring(
         references: tuple[int, ...] = (reference,)
         mutant = (1.0 - config.F) * xs[target] + config.F * xs[reference]
     else:
-        rest = others[others != reference]
+        rest = np.array([j for j in range(size) if j not in (target, reference)])
         if rest.size < 2:
             raise ConfigError(
                 f"population_size={size} is too small: mutation='de' needs at least 4"

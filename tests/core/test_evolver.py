@@ -249,3 +249,12 @@ def test_fuzz_tell_keeps_invariants():
             best_so_far[i] = v
             assert v is None or np.isfinite(v)
     json.dumps(opt.state_dict())
+
+
+def test_reference_identical_to_target_is_avoided():
+    xs = np.array([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+    values = np.array([0.1, 0.2, 0.9])  # the best other of slot 1 is a copy of it
+    for k in range(30):
+        child = make_offspring(k, 1, xs, values, np.zeros(2), np.ones(2), seed=0, config=EvolverConfig(p_random=0.0))
+        assert child.references == (2,)
+        assert not np.array_equal(child.x, xs[1])
