@@ -10,10 +10,11 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from evolver_opt.errors import CheckpointError, ConfigError
-from evolver_opt.merge.checkpoints import CheckpointSet, label_space, resolve_key
+from evolver_opt.merge.checkpoints import Checkpoint, CheckpointSet, label_space, resolve_key
 
 HEAD_MODES = ("merge", "separate", "auto")
 
@@ -85,6 +86,8 @@ def plan_merge(ckpts: CheckpointSet, model: nn.Module, heads: str) -> Plan:
                     f"({type(model).__name__}) expects {want}"
                 )
 
+    for c in all_ckpts:
+        _check_tied(c, names, aliases)
     heads_merged, reason = _decide_heads(ckpts, keys, head_names, heads)
     if not heads_merged and heads == "merge":
         raise CheckpointError(f"heads='merge' is impossible: {reason}")
@@ -100,6 +103,22 @@ def plan_merge(ckpts: CheckpointSet, model: nn.Module, heads: str) -> Plan:
                 )
     _warn_dtypes(ckpts, keys, names)
     return Plan(names, shapes, aliases, keys, head_names, heads_merged, base_head_missing)
+
+
+def _check_tied(ckpt: Checkpoint, names: list[str], aliases: dict[str, list[str]]) -> None:
+    """A checkpoint storing several names of one tied parameter must store one value."""
+    for n in names:
+        present = [a for a in aliases[n] if a in ckpt.index]
+        if len(present) < 2:
+            continue
+        tensors = dict(ckpt.iter_read(present))
+        first = tensors[present[0]]
+        for other in present[1:]:
+            if not torch.equal(tensors[other], first):
+                raise CheckpointError(
+                    f"model {ckpt.name!r}: tensors {present[0]} and {other} differ, but the "
+                    "architecture ties them (one parameter); was it saved untied?"
+                )
 
 
 def _decide_heads(

@@ -162,3 +162,19 @@ def test_base_without_a_head(families, tmp_path):
     engine.apply(engine.uniform())
     heads = [load_reference(p, fam.cls).classifier.weight for p in fam.models]
     torch.testing.assert_close(engine.model.classifier.weight, sum(heads) / 3)
+
+
+def test_tied_weights_stored_twice_must_agree(families, tmp_path):
+    fam = families["t5"]
+    twice = _copy(fam.models[0], tmp_path / "twice")
+    state = load_file(twice / "model.safetensors")
+    state["lm_head.weight"] = state["shared.weight"].clone()
+    save_file(state, twice / "model.safetensors", metadata={"format": "pt"})
+    engine = MergeEngine.from_dirs(fam.base, [twice, fam.models[1]])  # same value: fine
+    assert engine.layout.names.count("shared.weight") == 1
+    state["lm_head.weight"] += 1.0
+    save_file(state, twice / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(
+        CheckpointError, match="'twice': tensors shared.weight and lm_head.weight differ"
+    ):
+        MergeEngine.from_dirs(fam.base, [twice, fam.models[1]])
