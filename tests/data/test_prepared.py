@@ -142,3 +142,20 @@ def test_real_prepare_from_cached_archives(tmp_path):
             }
             assert not keys & seen
             seen |= keys
+
+
+def test_first_use_prepares_with_a_message(tmp_path, monkeypatch, capsys):
+    from evolver_opt.data import pipeline
+
+    calls = []
+
+    def fake_prepare(data_dir, echo=print, **kwargs):
+        calls.append(data_dir)
+        return write_tiny_data(data_dir)
+
+    monkeypatch.setattr(pipeline, "prepare", fake_prepare)
+    split = load_split("uci-yelp", "train", data_dir=tmp_path / "fresh")
+    assert len(split) > 0 and calls == [tmp_path / "fresh"]
+    assert "first use, preparing data" in capsys.readouterr().err
+    load_split("uci-yelp", "dev", data_dir=tmp_path / "fresh")
+    assert len(calls) == 1
