@@ -15,6 +15,7 @@ from evolver_opt import __version__
 # command name -> "module:attribute"; each module defines one click command or group.
 _COMMANDS = {
     "demo": "evolver_opt.cli.demo:demo",
+    "run": "evolver_opt.cli.run:run",
     "merge": "evolver_opt.cli.merge:merge",
     "data": "evolver_opt.cli.data:data",
     "zoo": "evolver_opt.cli.zoo:zoo",

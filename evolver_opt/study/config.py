@@ -1,0 +1,188 @@
+"""``StudyConfig``: one merge search, read from a study TOML (a frozen pydantic model).
+
+A study file has a ``[study]`` table (and optionally the ``[zoo]`` recipe its experts come from)::
+
+    [study]
+    name = "sentiment-domains"
+    granularity = "tensor"            # model | layer | tensor
+    bounds = [0.0, 1.0]
+    form = "task_arithmetic"          # or "average": coefficients normalized per group
+    seed_merges = ["average"]         # static merges enqueued beside each expert alone
+    dev = ["vader-tweets", "vader-movies"]
+    test_in_domain = ["vader-tweets", "vader-movies"]
+    test_out_of_domain = ["uci-imdb"]
+    n_trials = 150
+
+    [study.evaluation]
+    batch_size = 64
+    device = "cpu"
+
+    [study.evolver]                   # EvolverSampler settings
+    F = 0.5
+    CR = 0.5
+
+Bad values fail at load with the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from evolver_opt.errors import ConfigError
+from evolver_opt.zoo import ZooRecipe
+
+# The fields that define a search: resuming a study with any of them changed is refused.
+IDENTITY_FIELDS = ("base", "experts", "granularity", "bounds", "form", "heads", "dev", "metric", "evolver")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ExpertSpec(_Frozen):
+    """A fine-tuned model: a name (used in parameter names) and its directory."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    path: Path
+
+
+class EvaluationSettings(_Frozen):
+    batch_size: int = Field(64, ge=1)
+    device: str = "cpu"
+    max_length: int = Field(128, ge=8)
+    bf16: bool = False
+
+
+class EvolverSettings(_Frozen):
+    """Keyword arguments of ``EvolverSampler`` (see its docstring)."""
+
+    population_size: int | None = Field(None, ge=2)
+    mutation: Literal["interpolate", "de"] = "interpolate"
+    F: float = Field(0.5, gt=0, le=2)
+    CR: float = Field(0.5, ge=0, le=1)
+    p_random: float | None = Field(0.5, ge=0, le=1)
+    n_generations: int | None = Field(None, ge=1)
+    bound_handling: Literal["clip", "reflect"] = "clip"
+
+
+class StudyConfig(_Frozen):
+    """Everything that defines one merge search."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    base: str | None = None  # an installed model package or a directory; default: the zoo's base
+    experts: tuple[ExpertSpec, ...] = ()  # default: the zoo's expert per zoo domain
+    zoo: ZooRecipe | None = None
+    granularity: Literal["model", "layer", "tensor"] = "model"
+    bounds: tuple[float, float] = (0.0, 1.0)
+    form: Literal["task_arithmetic", "average"] = "task_arithmetic"
+    heads: Literal["auto", "merge", "separate"] = "auto"
+    seed_merges: tuple[Literal["average", "task_arithmetic"], ...] = ("average",)
+    dev: tuple[str, ...] = Field(min_length=1)
+    test_in_domain: tuple[str, ...] = ()
+    test_out_of_domain: tuple[str, ...] = ()
+    metric: Literal["accuracy", "macro_f1"] = "accuracy"
+    racing: bool = True
+    n_trials: int = Field(150, ge=1)
+    evaluation: EvaluationSettings = EvaluationSettings()
+    evolver: EvolverSettings = EvolverSettings()
+
+    @field_validator("bounds")
+    @classmethod
+    def _ordered(cls, bounds: tuple[float, float]) -> tuple[float, float]:
+        if not bounds[0] < bounds[1]:
+            raise ValueError(f"expected lower < upper, got {list(bounds)}")
+        return bounds
+
+    @model_validator(mode="after")
+    def _experts_known(self) -> StudyConfig:
+        if not self.experts and self.zoo is None:
+            raise ValueError("give [study] experts = [{name=..., path=...}, ...] or a [zoo] table")
+        if self.base is None and self.zoo is None:
+            raise ValueError("give [study] base (a model package or directory) or a [zoo] table")
+        names = [e.name for e in self.expert_specs()]
+        if len(set(names)) != len(names):
+            raise ValueError(f"expert names must be unique, got {names}")
+        if len(names) < 2:
+            raise ValueError(f"a merge needs at least 2 experts, got {names}")
+        return self
+
+    def expert_specs(self, zoo_root: Path | None = None) -> tuple[ExpertSpec, ...]:
+        """The experts to merge: explicit ones, else the zoo's (one per zoo domain)."""
+        if self.experts:
+            return self.experts
+        assert self.zoo is not None
+        return tuple(ExpertSpec(name=d, path=self.zoo.expert_dir(d, zoo_root)) for d in self.zoo.domains)
+
+    @property
+    def base_name(self) -> str:
+        return self.base if self.base is not None else self.zoo.base  # type: ignore[union-attr]
+
+    def identity(self) -> dict[str, Any]:
+        """The JSON fields that define the search (compared on resume)."""
+        data = self.model_dump(mode="json")
+        data["base"] = self.base_name
+        data["experts"] = [e.model_dump(mode="json") for e in self.expert_specs()]
+        return {key: data[key] for key in IDENTITY_FIELDS}
+
+    def identity_hash(self) -> str:
+        text = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_config(path: str | Path) -> StudyConfig:
+    """Read ``path``'s ``[study]`` (and ``[zoo]``) tables; errors name field, value, allowed."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read study file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    if "study" not in data:
+        raise ConfigError(f"{path}: no [study] table (found tables: {sorted(data) or 'none'})")
+    table = dict(data["study"])
+    if "zoo" in data:
+        table["zoo"] = data["zoo"]
+    return parse_config(table, source=str(path))
+
+
+def parse_config(table: dict[str, Any], source: str = "config") -> StudyConfig:
+    try:
+        config = StudyConfig.model_validate(table)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: " + "; ".join(_describe(e) for e in exc.errors())) from None
+    _check_domains(config, source)
+    return config
+
+
+def _describe(error: dict[str, Any]) -> str:
+    where = ".".join(str(p) for p in error["loc"]) or "study"
+    value = error.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"study.{where}: {error['msg']}{shown}"
+
+
+def _check_domains(config: StudyConfig, source: str) -> None:
+    from evolver_opt.data import DOMAINS
+
+    for field in ("dev", "test_in_domain", "test_out_of_domain"):
+        for domain in getattr(config, field):
+            if domain not in DOMAINS:
+                raise ConfigError(
+                    f"{source}: study.{field}: unknown domain {domain!r}; expected one of {sorted(DOMAINS)}"
+                )
+
+
+def config_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two ``identity()`` dicts."""
+    out = []
+    for key in sorted(set(stored) | set(current)):
+        if stored.get(key) != current.get(key):
+            out.append(f"{key}: stored {stored.get(key)!r}, now {current.get(key)!r}")
+    return out

@@ -1,0 +1,164 @@
+"""The objective of a merge search: trial -> coefficients -> in-place merge -> dev score.
+
+Everything that does not depend on the coefficients (checkpoints, task vectors, tokenized dev
+sets) is built once per process in :class:`MergeSetup`; a trial only suggests its floats,
+writes the merge into the one working model and evaluates it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+
+from evolver_opt.errors import CheckpointError, ConfigError
+from evolver_opt.integrations.optuna_sampler import offspring_info
+from evolver_opt.study.config import StudyConfig
+
+
+@dataclass
+class MergeSetup:
+    """The expensive, coefficient-independent part of a study: built once per process."""
+
+    config: StudyConfig
+    engine: Any  # evolver_opt.merge.MergeEngine
+    evaluator: Any  # evolver_opt.evaluation.Evaluator
+    tokenizer: Any
+    dev_keys: list[str]
+    head_of: dict[str, str]  # split key -> expert whose head scores it (heads kept separate)
+
+    @property
+    def param_names(self) -> list[str]:
+        return list(self.engine.param_names)
+
+    def initial_points(self) -> list[dict[str, float]]:
+        """Each expert alone, then the configured static merges (all as coefficients)."""
+        from evolver_opt.merge import get_method
+
+        points = [self.engine.one_hot(i) for i in range(self.engine.n_models)]
+        for name in self.config.seed_merges:
+            points.append(get_method(name).coefficients(self.engine))
+        lo, hi = self.config.bounds
+        return [dict(zip(self.param_names, np.clip(p, lo, hi).ravel().tolist(), strict=True)) for p in points]
+
+    def coefficients(self, params: dict[str, float]) -> np.ndarray:
+        """The (models x groups) coefficients of a trial; ``average`` normalizes each group."""
+        c = self.engine.as_array(params)
+        if self.config.form == "average":
+            total = c.sum(axis=0, keepdims=True)
+            c = np.where(total > 0, c / np.where(total > 0, total, 1.0), 1.0 / c.shape[0])
+        return c
+
+
+def build_setup(config: StudyConfig, *, data_dir: Path | None = None, zoo_root: Path | None = None) -> MergeSetup:
+    """Load the experts, stack their task vectors and tokenize the dev sets (once)."""
+    import torch
+
+    from evolver_opt.data import load_split
+    from evolver_opt.data.pipeline import ensure_prepared
+    from evolver_opt.evaluation import Evaluator
+    from evolver_opt.merge import MergeEngine
+    from evolver_opt.zoo import build_zoo, resolve_base
+
+    data_dir = ensure_prepared(data_dir)
+    experts = config.expert_specs(zoo_root)
+    missing = [e for e in experts if not Path(e.path).is_dir()]
+    if missing and config.zoo is not None and not config.experts:
+        build_zoo(config.zoo, root=zoo_root, data_dir=data_dir)
+    for e in experts:
+        if not Path(e.path).is_dir():
+            raise CheckpointError(f"expert {e.name!r}: directory {e.path} does not exist")
+    base = resolve_base(config.base_name)
+    ev = config.evaluation
+    dtype = torch.bfloat16 if ev.bf16 else torch.float32
+    engine = MergeEngine.from_dirs(
+        base,
+        [e.path for e in experts],
+        granularity=config.granularity,
+        heads=config.heads,
+        device=ev.device,
+        dtype=dtype,
+        model_names=[e.name for e in experts],
+    )
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(experts[0].path)
+    splits = [load_split(domain, "dev", data_dir=data_dir) for domain in config.dev]
+    evaluator = Evaluator(
+        engine.model, tokenizer, splits, batch_size=ev.batch_size, device=ev.device, max_length=ev.max_length
+    )
+    head_of = {}
+    if not engine.heads_merged:
+        names = {e.name for e in experts}
+        for split in splits:
+            if split.domain not in names:
+                raise ConfigError(
+                    f"heads are kept separate, so dev domain {split.domain!r} needs the expert of "
+                    f"the same name for its head; experts are {sorted(names)}"
+                )
+            head_of[split.key] = split.domain
+    return MergeSetup(config, engine, evaluator, tokenizer, [s.key for s in splits], head_of)
+
+
+def evaluate_dev(setup: MergeSetup, stop_below: float | None = None) -> Any:
+    """The mean dev score of the working model as it is now (racing when ``stop_below``)."""
+    if setup.head_of:  # one head per task: switch heads per split; no joint racing bound
+        from evolver_opt.evaluation import MeanResult
+
+        per_split = {}
+        for key in setup.dev_keys:
+            setup.engine.use_head(setup.head_of[key])
+            per_split[key] = setup.evaluator.evaluate(key, metric=setup.config.metric)
+        values = [getattr(r, setup.config.metric) for r in per_split.values()]
+        return MeanResult(metric=setup.config.metric, score=float(np.mean(values)), per_split=per_split)
+    return setup.evaluator.dev_score(setup.dev_keys, stop_below=stop_below, metric=setup.config.metric)
+
+
+class MergeObjective:
+    """``objective(trial)``: one float per coefficient, merge in place, mean dev score.
+
+    When the trial is an Evolver offspring, the parent's dev score is known and racing is on,
+    evaluation stops as soon as the offspring cannot beat it; the lost race is recorded in user
+    attributes and the trial is PRUNED (a lost offspring).
+    """
+
+    def __init__(self, setup: MergeSetup) -> None:
+        self.setup = setup
+        self.lower, self.upper = setup.config.bounds
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        setup = self.setup
+        params = {name: trial.suggest_float(name, self.lower, self.upper) for name in setup.param_names}
+        start = time.perf_counter()
+        setup.engine.apply(setup.coefficients(params))
+        merged = time.perf_counter()
+        threshold = self._race_threshold(trial)
+        result = evaluate_dev(setup, stop_below=threshold)
+        done = time.perf_counter()
+        trial.set_user_attr("merge_s", round(merged - start, 4))
+        trial.set_user_attr("eval_s", round(done - merged, 4))
+        trial.set_user_attr("raced", threshold is not None)
+        trial.set_user_attr("examples_seen", int(result.n_seen))
+        if result.stopped_early:
+            trial.set_user_attr("race_lost", {"parent": threshold, "best_possible": result.best_possible})
+            raise optuna.TrialPruned(
+                f"offspring cannot beat its parent ({result.best_possible:.4f} < {threshold:.4f})"
+            )
+        for key, r in result.per_split.items():
+            trial.set_user_attr(f"dev:{key}", getattr(r, setup.config.metric))
+        if result.score is None or not math.isfinite(result.score):
+            raise ConfigError(f"dev score is {result.score!r}; expected a finite number")
+        return float(result.score)
+
+    def _race_threshold(self, trial: optuna.Trial) -> float | None:
+        if not self.setup.config.racing or self.setup.config.metric != "accuracy" or self.setup.head_of:
+            return None
+        lineage = offspring_info(trial)
+        if lineage is None or lineage.role != "offspring" or lineage.parent_value is None:
+            return None
+        return lineage.parent_value

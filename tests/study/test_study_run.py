@@ -1,0 +1,77 @@
+"""A merge search end to end on tiny models: config, objective, runner, resume, refusal."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from click.testing import CliRunner
+
+from evolver_opt import ConfigError
+from evolver_opt.cli import main
+from evolver_opt.study.config import load_config
+from evolver_opt.study.objective import MergeObjective, build_setup, evaluate_dev
+from evolver_opt.study.runner import open_study, run_study
+from tests.study.conftest import write_study
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def test_config_errors_name_field_value_and_allowed(tiny_world, tmp_path):
+    bad = write_study(tmp_path / "bad.toml", tiny_world, granularity='"block"')
+    with pytest.raises(ConfigError, match=r"study.granularity: Input should be 'model', 'layer' or 'tensor' \(got 'block'\)"):
+        load_config(bad)
+    bad = write_study(tmp_path / "bad2.toml", tiny_world, dev='["vader-tweets", "imdb"]')
+    with pytest.raises(ConfigError, match="unknown domain 'imdb'; expected one of"):
+        load_config(bad)
+    bad = write_study(tmp_path / "bad3.toml", tiny_world, bounds="[1.0, 0.0]")
+    with pytest.raises(ConfigError, match=r"study.bounds: .*lower < upper"):
+        load_config(bad)
+
+
+def test_objective_one_hot_scores_each_expert_and_records_attributes(study_env, tmp_path):
+    config = load_config(write_study(tmp_path / "s.toml", study_env["world"]))
+    setup = build_setup(config)
+    points = setup.initial_points()
+    assert len(points) == 4 and len(points[0]) == len(setup.param_names)  # 3 experts + average
+    study = open_study(config, points, sampler="evolver", seed=0, storage=study_env["storage"])
+    run_study(study, MergeObjective(setup), n_trials=12)
+    trials = study.trials
+    assert len(trials) == 12
+    first = trials[0]
+    assert first.state == optuna.trial.TrialState.COMPLETE
+    assert {"merge_s", "eval_s", "raced", "dev:vader-tweets/dev"} <= set(first.user_attrs)
+    assert first.value == pytest.approx(sum(first.user_attrs[f"dev:{d}/dev"] for d in config.dev) / 3)
+    # Re-applying trial 0's coefficients reproduces its score (the merge is deterministic).
+    setup.engine.apply(setup.coefficients(first.params))
+    assert evaluate_dev(setup).score == pytest.approx(first.value)
+    raced = [t for t in trials[4:] if t.user_attrs.get("raced")]
+    assert raced, "offspring with a known parent score are raced"
+    for t in trials:
+        if t.state == optuna.trial.TrialState.PRUNED:
+            assert t.user_attrs["race_lost"]["best_possible"] < t.user_attrs["race_lost"]["parent"]
+
+
+def test_resume_with_another_config_is_refused_naming_the_difference(study_env, tmp_path):
+    world = study_env["world"]
+    config = load_config(write_study(tmp_path / "s.toml", world))
+    setup = build_setup(config)
+    open_study(config, setup.initial_points(), storage=study_env["storage"], study_name="x")
+    changed = load_config(write_study(tmp_path / "s2.toml", world, bounds="[0.0, 2.0]"))
+    with pytest.raises(ConfigError, match=r"bounds: stored \[0.0, 1.0\], now \[0.0, 2.0\]"):
+        open_study(changed, setup.initial_points(), storage=study_env["storage"], study_name="x")
+    with pytest.raises(ConfigError, match="sampler.name: stored 'evolver', now 'random'"):
+        open_study(config, setup.initial_points(), sampler="random", storage=study_env["storage"], study_name="x")
+
+
+def test_cli_run_then_resume_adds_only_missing_trials(study_env, tmp_path):
+    study_file = write_study(tmp_path / "s.toml", study_env["world"], granularity='"model"')
+    runner = CliRunner()
+    args = ["run", str(study_file), "--storage", study_env["storage"], "--no-progress"]
+    first = runner.invoke(main, [*args, "--n-trials", "6"])
+    assert first.exit_code == 0, first.output
+    assert "ran 6 trials" in first.output
+    second = runner.invoke(main, [*args, "--n-trials", "9"])
+    assert second.exit_code == 0, second.output
+    assert "ran 3 trials" in second.output
+    (summary,) = optuna.get_all_study_summaries(storage=study_env["storage"])
+    assert summary.n_trials == 9 and summary.study_name == "tiny-model-evolver-seed0"
