@@ -16,6 +16,8 @@ from evolver_opt import __version__
 _COMMANDS = {
     "demo": "evolver_opt.cli.demo:demo",
     "run": "evolver_opt.cli.run:run",
+    "export": "evolver_opt.cli.export:export",
+    "studies": "evolver_opt.cli.studies:studies",
     "merge": "evolver_opt.cli.merge:merge",
     "data": "evolver_opt.cli.data:data",
     "zoo": "evolver_opt.cli.zoo:zoo",

@@ -47,48 +47,48 @@ class MergeSetup:
         return [dict(zip(self.param_names, np.clip(p, lo, hi).ravel().tolist(), strict=True)) for p in points]
 
     def coefficients(self, params: dict[str, float]) -> np.ndarray:
-        """The (models x groups) coefficients of a trial; ``average`` normalizes each group."""
-        c = self.engine.as_array(params)
-        if self.config.form == "average":
-            total = c.sum(axis=0, keepdims=True)
-            c = np.where(total > 0, c / np.where(total > 0, total, 1.0), 1.0 / c.shape[0])
-        return c
+        return coefficients_of(self.config, self.engine, params)
 
 
-def build_setup(config: StudyConfig, *, data_dir: Path | None = None, zoo_root: Path | None = None) -> MergeSetup:
-    """Load the experts, stack their task vectors and tokenize the dev sets (once)."""
+def build_engine(config: StudyConfig, *, data_dir: Path | None = None, zoo_root: Path | None = None) -> Any:
+    """Load and check the experts and stack their task vectors (building the zoo if needed)."""
     import torch
 
-    from evolver_opt.data import load_split
-    from evolver_opt.data.pipeline import ensure_prepared
-    from evolver_opt.evaluation import Evaluator
     from evolver_opt.merge import MergeEngine
     from evolver_opt.zoo import build_zoo, resolve_base
 
-    data_dir = ensure_prepared(data_dir)
     experts = config.expert_specs(zoo_root)
-    missing = [e for e in experts if not Path(e.path).is_dir()]
-    if missing and config.zoo is not None and not config.experts:
+    if config.zoo is not None and not config.experts and any(not Path(e.path).is_dir() for e in experts):
         build_zoo(config.zoo, root=zoo_root, data_dir=data_dir)
     for e in experts:
         if not Path(e.path).is_dir():
             raise CheckpointError(f"expert {e.name!r}: directory {e.path} does not exist")
-    base = resolve_base(config.base_name)
     ev = config.evaluation
-    dtype = torch.bfloat16 if ev.bf16 else torch.float32
-    engine = MergeEngine.from_dirs(
-        base,
+    return MergeEngine.from_dirs(
+        resolve_base(config.base_name),
         [e.path for e in experts],
         granularity=config.granularity,
         heads=config.heads,
         device=ev.device,
-        dtype=dtype,
+        dtype=torch.bfloat16 if ev.bf16 else torch.float32,
         model_names=[e.name for e in experts],
     )
+
+
+def build_setup(config: StudyConfig, *, data_dir: Path | None = None, zoo_root: Path | None = None) -> MergeSetup:
+    """Load the experts, stack their task vectors and tokenize the dev sets (once)."""
     from transformers import AutoTokenizer
 
+    from evolver_opt.data import load_split
+    from evolver_opt.data.pipeline import ensure_prepared
+    from evolver_opt.evaluation import Evaluator
+
+    data_dir = ensure_prepared(data_dir)
+    engine = build_engine(config, data_dir=data_dir, zoo_root=zoo_root)
+    experts = config.expert_specs(zoo_root)
     tokenizer = AutoTokenizer.from_pretrained(experts[0].path)
     splits = [load_split(domain, "dev", data_dir=data_dir) for domain in config.dev]
+    ev = config.evaluation
     evaluator = Evaluator(
         engine.model, tokenizer, splits, batch_size=ev.batch_size, device=ev.device, max_length=ev.max_length
     )
@@ -103,6 +103,15 @@ def build_setup(config: StudyConfig, *, data_dir: Path | None = None, zoo_root: 
                 )
             head_of[split.key] = split.domain
     return MergeSetup(config, engine, evaluator, tokenizer, [s.key for s in splits], head_of)
+
+
+def coefficients_of(config: StudyConfig, engine: Any, params: dict[str, float]) -> np.ndarray:
+    """The (models x groups) coefficients of a trial; ``average`` normalizes each group."""
+    c = engine.as_array(params)
+    if config.form == "average":
+        total = c.sum(axis=0, keepdims=True)
+        c = np.where(total > 0, c / np.where(total > 0, total, 1.0), 1.0 / c.shape[0])
+    return c
 
 
 def evaluate_dev(setup: MergeSetup, stop_below: float | None = None) -> Any:

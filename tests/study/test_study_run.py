@@ -75,3 +75,28 @@ def test_cli_run_then_resume_adds_only_missing_trials(study_env, tmp_path):
     assert "ran 3 trials" in second.output
     (summary,) = optuna.get_all_study_summaries(storage=study_env["storage"])
     assert summary.n_trials == 9 and summary.study_name == "tiny-model-evolver-seed0"
+
+
+def test_cli_export_reloads_with_identical_outputs_and_studies_lists(study_env, tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    study_file = write_study(tmp_path / "s.toml", study_env["world"], granularity='"tensor"')
+    runner = CliRunner()
+    ran = runner.invoke(main, ["run", str(study_file), "--storage", study_env["storage"], "--n-trials", "6", "--no-progress"])
+    assert ran.exit_code == 0, ran.output
+    out = tmp_path / "merged"
+    name = "tiny-tensor-evolver-seed0"
+    result = runner.invoke(main, ["export", "--storage", study_env["storage"], "--study-name", name, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name=name, storage=study_env["storage"])
+    setup = build_setup(load_config(study_file))
+    setup.engine.apply(setup.coefficients(study.best_trial.params))
+    reloaded = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    ids = torch.tensor([[2, 5, 9, 3]])
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=ids).logits, setup.engine.model.eval()(input_ids=ids).logits)
+    listing = runner.invoke(main, ["studies", "--storage", study_env["storage"]])
+    assert name in listing.output and f"{study.best_value:.4f}" in listing.output
+    missing = runner.invoke(main, ["export", "--storage", study_env["storage"], "--study-name", "nope", "--out", str(tmp_path / "x")])
+    assert missing.exit_code != 0 and "no study named 'nope'" in missing.output

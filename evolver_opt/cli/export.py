@@ -1,0 +1,53 @@
+"""``evolver-opt export``: write a study trial's merge as a normal Hugging Face model."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.option("--storage", default=None, help="Optuna storage URL (default: sqlite:///runs/evolver.db).")
+@click.option("--study-name", required=True)
+@click.option("--trial", "trial_ref", default="best", show_default=True, help="A trial number or 'best'.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--overwrite/--no-overwrite", default=False, show_default=True)
+def export(storage: str | None, study_name: str, trial_ref: str, out: str, overwrite: bool) -> None:
+    """Export trial TRIAL of STUDY_NAME (merge recipe included) to OUT."""
+    import optuna
+
+    from evolver_opt.errors import EvolverError
+    from evolver_opt.integrations.storage import open_storage
+    from evolver_opt.merge import export_merged
+    from evolver_opt.study.config import parse_config
+    from evolver_opt.study.objective import build_engine, coefficients_of
+    from evolver_opt.study.runner import ATTR_CONFIG
+
+    try:
+        try:
+            study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+        except KeyError:
+            raise click.ClickException(f"no study named {study_name!r} in this storage") from None
+        stored = study.user_attrs.get(ATTR_CONFIG)
+        if stored is None:
+            raise click.ClickException(f"study {study_name!r} was not made by evolver-opt (no {ATTR_CONFIG})")
+        config = parse_config(stored, source=f"study {study_name!r}")
+        trial = _pick_trial(study, trial_ref)
+        engine = build_engine(config)
+        recipe = {"study": study_name, "trial": trial.number, "dev_score": trial.value, "params": trial.params}
+        path = export_merged(engine, out, coefficients_of(config, engine, trial.params), recipe, overwrite=overwrite)
+    except EvolverError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"exported trial {trial.number} (dev {trial.value:.4f}) to {path}")
+
+
+def _pick_trial(study, ref: str):
+    import optuna
+
+    if ref == "best":
+        return study.best_trial
+    if not ref.isdigit() or int(ref) >= len(study.trials):
+        raise click.ClickException(f"--trial {ref!r}: expected 'best' or a trial number below {len(study.trials)}")
+    trial = study.trials[int(ref)]
+    if trial.state != optuna.trial.TrialState.COMPLETE:
+        raise click.ClickException(f"trial {trial.number} is {trial.state.name}, not COMPLETE")
+    return trial
