@@ -1,0 +1,131 @@
+"""The compare harness: every sampler and seed on one problem, in one storage, plus the static
+merges and each expert alone as reference rows.
+
+Selection is by dev score only; the test splits (in-domain and out-of-domain) are evaluated
+once per row, for the final best-by-dev model, through the reporting door.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+
+from evolver_opt.study.objective import MergeObjective, MergeSetup, evaluate_dev
+from evolver_opt.study.runner import open_study, run_study
+
+STATIC_METHODS = ("average", "task_arithmetic", "ties", "dare")
+
+
+@dataclass
+class Row:
+    """One line of the compare report."""
+
+    kind: str  # "sampler", "static" or "expert"
+    name: str
+    seed: int | None
+    best_dev: float
+    test_in: float | None
+    test_out: float | None
+    test: dict[str, float] = field(default_factory=dict)
+    trials: int = 0
+    wall_s: float = 0.0
+    study_name: str | None = None
+    curve: list[float] = field(default_factory=list)  # best-so-far dev by trial
+    examples: list[int] = field(default_factory=list)  # cumulative dev examples evaluated
+
+
+class TestReporter:
+    """Scores the working model, as it is now, on the study's test splits (reporting only)."""
+
+    def __init__(self, setup: MergeSetup) -> None:
+        from evolver_opt.data.reporting import load_test_split
+        from evolver_opt.evaluation import Evaluator
+
+        config = setup.config
+        self.setup = setup
+        self.in_domain = list(config.test_in_domain)
+        self.out_of_domain = list(config.test_out_of_domain)
+        splits = [load_test_split(d) for d in dict.fromkeys(self.in_domain + self.out_of_domain)]
+        ev = config.evaluation
+        self.evaluator = Evaluator(
+            setup.engine.model, setup.tokenizer, splits, batch_size=ev.batch_size, device=ev.device,
+            max_length=ev.max_length,
+        )  # fmt: skip
+
+    def __call__(self) -> dict[str, float]:
+        scores = {}
+        for key in self.evaluator.splits:
+            domain = key.split("/")[0]
+            if not self.setup.engine.heads_merged:
+                self.setup.engine.use_head(domain if domain in self.setup.engine.model_names else self.setup.engine.model_names[0])
+            scores[domain] = getattr(self.evaluator.evaluate(key), self.setup.config.metric)
+        return scores
+
+    def summarize(self, scores: dict[str, float]) -> tuple[float | None, float | None]:
+        def mean(domains: list[str]) -> float | None:
+            return float(np.mean([scores[d] for d in domains])) if domains else None
+
+        return mean(self.in_domain), mean(self.out_of_domain)
+
+
+def run_compare(
+    setup: MergeSetup,
+    samplers: Sequence[str],
+    *,
+    seeds: int,
+    n_trials: int,
+    storage: str | None,
+    echo: Callable[[str], Any] = print,
+    progress: bool = False,
+) -> list[Row]:
+    """Run every (sampler, seed) study to ``n_trials`` and score the reference rows."""
+    reporter = TestReporter(setup)
+    rows = []
+    objective = MergeObjective(setup)
+    for sampler in samplers:
+        for seed in range(seeds):
+            study = open_study(setup.config, setup.initial_points(), sampler=sampler, seed=seed, storage=storage, budget=n_trials)
+            echo(f"{study.study_name}: running to {n_trials} trials")
+            start = time.perf_counter()
+            run_study(study, objective, n_trials=n_trials, show_progress_bar=progress)
+            rows.append(_sampler_row(study, sampler, seed, time.perf_counter() - start, setup, reporter))
+    for method in STATIC_METHODS:
+        from evolver_opt.merge import get_method
+
+        get_method(method).merge(setup.engine)
+        rows.append(_reference_row("static", method, setup, reporter))
+    for i, name in enumerate(setup.engine.model_names):
+        setup.engine.apply(setup.engine.one_hot(i))
+        rows.append(_reference_row("expert", name, setup, reporter))
+    return rows
+
+
+def _sampler_row(study: optuna.Study, sampler: str, seed: int, wall: float, setup: MergeSetup, reporter: TestReporter) -> Row:
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    values = [t.value if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None else -np.inf for t in trials]
+    examples = np.cumsum([t.user_attrs.get("examples_seen", 0) for t in trials]).tolist()
+    best = study.best_trial
+    setup.engine.apply(setup.coefficients(best.params))
+    scores = reporter()
+    test_in, test_out = reporter.summarize(scores)
+    return Row(
+        kind="sampler", name=sampler, seed=seed, best_dev=float(best.value), test_in=test_in, test_out=test_out,
+        test=scores, trials=len(trials), wall_s=round(wall, 1), study_name=study.study_name,
+        curve=np.maximum.accumulate(values).tolist(), examples=[int(e) for e in examples],
+    )  # fmt: skip
+
+
+def _reference_row(kind: str, name: str, setup: MergeSetup, reporter: TestReporter) -> Row:
+    dev = evaluate_dev(setup).score
+    scores = reporter()
+    test_in, test_out = reporter.summarize(scores)
+    return Row(kind=kind, name=name, seed=None, best_dev=float(dev), test_in=test_in, test_out=test_out, test=scores)
+
+
+def rows_as_json(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in rows]

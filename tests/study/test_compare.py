@@ -1,0 +1,42 @@
+"""The compare harness writes a report with every sampler, static merge and expert."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+from click.testing import CliRunner
+
+from evolver_opt.cli import main
+from tests.study.conftest import write_study
+
+
+def test_compare_writes_report_json_and_plots(study_env, tmp_path):
+    study_file = write_study(tmp_path / "s.toml", study_env["world"], granularity='"model"')
+    out = tmp_path / "report"
+    result = CliRunner().invoke(
+        main,
+        ["compare", str(study_file), "--samplers", "evolver,random", "--seeds", "2", "--n-trials", "6",
+         "--storage", study_env["storage"], "--out", str(out), "--no-progress"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for name in ("report.md", "results.json", "best_so_far.png", "best_so_far.html"):
+        assert (out / name).stat().st_size > 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    samplers = [r for r in rows if r["kind"] == "sampler"]
+    assert sorted((r["name"], r["seed"]) for r in samplers) == [("evolver", 0), ("evolver", 1), ("random", 0), ("random", 1)]
+    assert {r["name"] for r in rows if r["kind"] == "static"} == {"average", "task_arithmetic", "ties", "dare"}
+    assert {r["name"] for r in rows if r["kind"] == "expert"} == {"vader-tweets", "vader-movies", "vader-amazon"}
+    for r in samplers:
+        assert r["trials"] == 6 and len(r["curve"]) == 6
+        assert r["curve"] == sorted(r["curve"]) and r["best_dev"] == r["curve"][-1]
+        assert set(r["test"]) == {"vader-tweets", "vader-movies", "vader-amazon", "uci-imdb"}
+    # Every sampler starts from the same enqueued points: each expert alone and the average.
+    studies = [optuna.load_study(study_name=r["study_name"], storage=study_env["storage"]) for r in samplers]
+    first_params = [[t.params for t in s.trials[:4]] for s in studies]
+    assert all(p == first_params[0] for p in first_params)
+    seeded = [r["best_dev"] for r in rows if r["kind"] == "expert" or r["name"] == "average"]
+    for r in samplers:  # each search evaluated the experts and the average: it is at least as good
+        assert r["best_dev"] >= max(seeded) - 1e-9
+    report = (out / "report.md").read_text()
+    assert "| evolver | 2 |" in report and "| random | 2 |" in report
