@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -124,6 +126,30 @@ def bench(engine: MergeEngine, reps: int, naive_reps: int) -> dict:
     }
 
 
+def peak_memory(base: Path, dirs: list[Path], granularity: str) -> dict:
+    """Peak RSS of ``from_dirs`` + 20 applies, in a fresh process, in model-size units."""
+    code = f"""
+import resource, numpy as np, torch
+from evolver_opt.merge import MergeEngine
+import transformers  # imported before the baseline, like the engine's own imports
+torch.empty(1)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+e = MergeEngine.from_dirs({str(base)!r}, {[str(d) for d in dirs]!r}, granularity={granularity!r})
+loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for _ in range(20):
+    e.apply(np.random.default_rng(0).uniform(size=(e.n_models, e.n_groups)))
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(before, loaded, after, e.output.numel() * e.output.element_size())
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    before, loaded, after, model = (int(x) for x in res.stdout.split()[-4:])
+    return {
+        "model_MB": model / 1e6,
+        "peak_load_models": (loaded - before) * 1024 / model,
+        "peak_after_applies_models": (after - before) * 1024 / model,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="minilm,large")
@@ -134,6 +160,7 @@ def main() -> None:
     parser.add_argument("--naive-reps", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    parser.add_argument("--memory", action="store_true", help="also measure peak RSS (CPU)")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -147,6 +174,12 @@ def main() -> None:
     for size in args.sizes.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             base, dirs = build_checkpoints(Path(tmp), size, args.models)
+            if args.memory:
+                mem = peak_memory(base, dirs, "layer")
+                rows.append({"size": size, "memory": mem})
+                print(f"{size}: peak RSS growth loading {mem['peak_load_models']:.2f} x model bytes "
+                      f"({mem['model_MB']:.0f} MB), after 20 applies "
+                      f"{mem['peak_after_applies_models']:.2f} x (N + 2 = {args.models + 2})")  # fmt: skip
             for dtype_name in args.dtypes.split(","):
                 dtype = getattr(torch, dtype_name)
                 for gran in args.granularities.split(","):

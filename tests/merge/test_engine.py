@@ -167,9 +167,9 @@ def test_kernel_modes_round_once():
             [rows[:, s:e].double().t() @ torch.tensor(coef[g]) for g, (s, e) in enumerate(spans)]
         )
         outs = []
-        for chunk in (7, None):  # chunk boundaries do not change the result
+        for chunk, workers in ((7, 3), (None, 1)):  # chunks and workers do not change it
             out = torch.empty(1000, dtype=dtype)
-            kernel = GroupMatVec(rows, out, spans, chunk=chunk)
+            kernel = GroupMatVec(rows, out, spans, chunk=chunk, workers=workers)
             assert kernel.mode == ("mv" if dtype == torch.float32 else "chunked")
             kernel(coef)
             outs.append(out)
@@ -199,7 +199,9 @@ def test_apply_allocates_nothing_of_model_size(families):
     for dtype in (torch.float32, torch.bfloat16):
         engine = MergeEngine.from_dirs(fam.base, fam.models, granularity="tensor", dtype=dtype)
         c = engine.uniform()
+        threads = torch.get_num_threads()
         engine.apply(c)
+        assert torch.get_num_threads() == threads
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             engine.apply(c)
         allocated = sum(max(e.self_cpu_memory_usage, 0) for e in prof.events())
