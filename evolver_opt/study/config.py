@@ -78,6 +78,7 @@ class StudyConfig(_Frozen):
     base: str | None = None  # an installed model package or a directory; default: the zoo's base
     experts: tuple[ExpertSpec, ...] = ()  # default: the zoo's expert per zoo domain
     zoo: ZooRecipe | None = None
+    zoo_experts: tuple[str, ...] | None = None  # a subset of the zoo's domains (default: all)
     granularity: Literal["model", "layer", "tensor"] = "model"
     bounds: tuple[float, float] = (0.0, 1.0)
     form: Literal["task_arithmetic", "average"] = "task_arithmetic"
@@ -105,6 +106,12 @@ class StudyConfig(_Frozen):
             raise ValueError("give [study] experts = [{name=..., path=...}, ...] or a [zoo] table")
         if self.base is None and self.zoo is None:
             raise ValueError("give [study] base (a model package or directory) or a [zoo] table")
+        if self.zoo_experts is not None:
+            if self.zoo is None:
+                raise ValueError("zoo_experts needs a [zoo] table")
+            unknown = [d for d in self.zoo_experts if d not in self.zoo.domains]
+            if unknown:
+                raise ValueError(f"zoo_experts {unknown} are not [zoo] domains {list(self.zoo.domains)}")
         names = [e.name for e in self.expert_specs()]
         if len(set(names)) != len(names):
             raise ValueError(f"expert names must be unique, got {names}")
@@ -117,7 +124,8 @@ class StudyConfig(_Frozen):
         if self.experts:
             return self.experts
         assert self.zoo is not None
-        return tuple(ExpertSpec(name=d, path=self.zoo.expert_dir(d, zoo_root)) for d in self.zoo.domains)
+        domains = self.zoo_experts or self.zoo.domains
+        return tuple(ExpertSpec(name=d, path=self.zoo.expert_dir(d, zoo_root)) for d in domains)
 
     @property
     def base_name(self) -> str:
