@@ -9,7 +9,6 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from evolver_opt.errors import CheckpointError, ConfigError
+from evolver_opt.errors import ConfigError
 from evolver_opt.merge.checkpoints import CheckpointSet, label_space, load_checkpoints
-from evolver_opt.merge.compat import Plan, plan_merge
-from evolver_opt.merge.groups import Layout, build_layout, param_name
+from evolver_opt.merge.compat import HEAD_MODES, Plan, plan_merge
+from evolver_opt.merge.groups import GRANULARITIES, Layout, build_layout, param_name
 from evolver_opt.merge.kernels import GroupMatVec
+from evolver_opt.merge.working_model import build_working_model, set_parameter
 
 Coefficients = np.ndarray | Mapping[str, float] | Sequence[float] | torch.Tensor
 
@@ -38,64 +38,6 @@ class TensorSlot:
     base: torch.Tensor
     models: tuple[torch.Tensor, ...]
     out: torch.Tensor
-
-
-def _set_parameter(model: nn.Module, aliases: Sequence[str], param: nn.Parameter) -> None:
-    for alias in aliases:
-        owner, _, attr = alias.rpartition(".")
-        setattr(model.get_submodule(owner) if owner else model, attr, param)
-
-
-def _no_init() -> contextlib.AbstractContextManager:
-    try:
-        from transformers.initialization import no_init_weights
-    except ImportError:  # transformers 4.x
-        try:
-            from transformers.modeling_utils import no_init_weights
-        except ImportError:
-            return contextlib.nullcontext()
-    return no_init_weights()
-
-
-@contextlib.contextmanager
-def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    """Construct modules in ``dtype`` like ``from_pretrained(dtype=...)`` does."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
-
-
-def build_working_model(
-    ckpts: CheckpointSet, auto_class: Any, device: torch.device, dtype: torch.dtype
-) -> nn.Module:
-    """An empty model of the fine-tuned models' architecture (weights come later)."""
-    import transformers
-
-    config = ckpts.models[0].config
-    cls = auto_class
-    if isinstance(cls, str):
-        cls = getattr(transformers, cls, None)
-        if cls is None:
-            raise ConfigError(f"auto_class={auto_class!r} is not a transformers class")
-    if cls is None:
-        arch = (getattr(config, "architectures", None) or [None])[0]
-        cls = getattr(transformers, arch, None) if arch else None
-        if cls is None:
-            raise CheckpointError(
-                f"model {ckpts.models[0].name!r}: architecture {arch!r} is not a transformers "
-                "class; pass auto_class (e.g. 'AutoModelForSequenceClassification')"
-            )
-    with _no_init(), torch.device(device), _default_dtype(dtype):
-        model = cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
-    model.tie_weights()  # skipped by no_init_weights; the tied names must share one parameter
-    for p in model.parameters():  # buffers keep their own dtype, as from_pretrained leaves them
-        p.data = p.data.to(dtype)
-    model.eval()
-    model.requires_grad_(False)
-    return model
 
 
 class MergeEngine:
@@ -143,6 +85,10 @@ class MergeEngine:
         """Load, check and stack the checkpoints; peak memory about (N + 2) x model bytes."""
         if dtype not in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
             raise ConfigError(f"dtype={dtype} is not a floating dtype (float32, bfloat16, ...)")
+        if granularity not in GRANULARITIES:
+            raise ConfigError(f"granularity={granularity!r} is not one of {list(GRANULARITIES)}")
+        if heads not in HEAD_MODES:
+            raise ConfigError(f"heads={heads!r} is not one of {list(HEAD_MODES)}")
         ckpts = load_checkpoints(
             base_dir, model_dirs, model_names=model_names, allow_pickle=allow_pickle,
             trust_remote_code=trust_remote_code,
@@ -162,7 +108,7 @@ class MergeEngine:
         for name, shape, off in zip(self.layout.names, self.layout.shapes, self.layout.offsets):
             n = int(np.prod(shape, dtype=np.int64))
             view = self.output[off : off + n].view(shape)
-            _set_parameter(self.model, self.plan.aliases[name], nn.Parameter(view, False))
+            set_parameter(self.model, self.plan.aliases[name], nn.Parameter(view, False))
 
     def _load_stacked(self) -> None:
         ckpts = [self.checkpoints.base, *self.checkpoints.models]

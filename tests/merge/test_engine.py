@@ -121,8 +121,10 @@ def test_bad_coefficients_are_refused(families):
     bad[0, 0] = np.nan
     with pytest.raises(ConfigError, match="finite.*w.ft0.embeddings"):
         engine.apply(bad)
-    with pytest.raises(ConfigError, match="granularity='block'"):
+    with pytest.raises(ConfigError, match=r"granularity='block' is not one of \['model'"):
         MergeEngine.from_dirs(fam.base, fam.models, granularity="block")
+    with pytest.raises(ConfigError, match=r"heads='some' is not one of \['merge'"):
+        MergeEngine.from_dirs(fam.base, fam.models, heads="some")
     with pytest.raises(ConfigError, match="model 'nope' is not one of"):
         engine.one_hot("nope")
 
