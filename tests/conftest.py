@@ -49,3 +49,20 @@ def journal_path(tmp_path) -> str:
 @pytest.fixture
 def unique_name() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory) -> dict:
+    """Prepared synthetic data, a tiny base BERT and three experts (tests/study/tiny_world.py)."""
+    from tests.study.tiny_world import build_tiny_world
+
+    return build_tiny_world(tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture
+def study_env(tiny_world, tmp_path, monkeypatch) -> dict:
+    """Caches pointed at the tiny world, and a SQLite storage URL for this test."""
+    monkeypatch.setenv("EVOLVER_OPT_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "data").symlink_to(tiny_world["data_dir"], target_is_directory=True)
+    return {"world": tiny_world, "tmp": tmp_path, "storage": f"sqlite:///{tmp_path / 'runs.db'}"}

@@ -1,42 +1,87 @@
-"""``evolver-opt demo``: Evolver against CMA-ES and random search in one SQLite study database.
+"""``evolver-opt demo``: the whole product on embedded defaults, first run included.
 
-Until the model zoo and the study runner land, the demo searches a synthetic merge-shaped
-problem (``evolver_opt.study.synthetic``): 4 "models" x 10 groups of coefficients, every
-sampler starting from the same points (each model alone and the uniform average).
+Prepares the data, builds the MiniLM expert zoo (cached: a second run reuses it), runs a small
+compare (Evolver vs CMA-ES vs random) into a SQLite database and prints the table.
+``--synthetic`` runs the same compare on a synthetic merge-shaped problem instead (seconds, no
+models).
 """
 
 from __future__ import annotations
 
 import time
+from importlib import resources
+from pathlib import Path
 
 import click
 
+DEMO_SAMPLERS = ("evolver", "cmaes", "random")
+
 
 @click.command()
-@click.option("--budget", default=60, show_default=True, help="Trials per sampler.")
+@click.option("--budget", type=int, default=None, help="Trials per sampler (default: 25; synthetic: 60).")
 @click.option("--storage", default=None, help="Optuna storage URL (default: sqlite:///runs/demo.db).")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--groups", default=10, show_default=True, help="Coefficient groups per model.")
-def demo(budget: int, storage: str | None, seed: int, groups: int) -> None:
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Report folder (default: runs/demo).")
+@click.option("--study", "study_file", default=None, type=click.Path(exists=True, dir_okay=False), help="Another study file.")
+@click.option("--synthetic", is_flag=True, help="A synthetic problem instead of real models (seconds).")
+@click.option("--groups", default=10, show_default=True, help="Synthetic: coefficient groups per model.")
+def demo(budget: int | None, storage: str | None, out: str | None, study_file: str | None, synthetic: bool, groups: int) -> None:
     """Run a small compare (Evolver vs CMA-ES vs random) and print the table."""
+    import optuna
+
+    from evolver_opt.paths import runs_dir
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = storage or f"sqlite:///{runs_dir() / 'demo.db'}"
+    start = time.perf_counter()
+    if synthetic:
+        _synthetic(budget or 60, url, groups)
+    else:
+        _real(budget, url, Path(out) if out else runs_dir() / "demo", study_file)
+    click.echo(f"\nDone in {time.perf_counter() - start:.0f} s. Studies are in {url}; inspect them with:")
+    click.echo(f"  optuna-dashboard {url}")
+
+
+def _real(budget: int | None, url: str, out: Path, study_file: str | None) -> None:
+    from evolver_opt.errors import EvolverError
+    from evolver_opt.study.compare import run_compare
+    from evolver_opt.study.config import load_config
+    from evolver_opt.study.objective import build_setup
+    from evolver_opt.study.report import markdown, write_report
+
+    try:
+        if study_file is None:
+            with resources.as_file(resources.files("evolver_opt.study") / "demo.toml") as path:
+                config = load_config(path)
+        else:
+            config = load_config(study_file)
+        click.echo(f"demo: {config.name}, {len(config.expert_specs())} experts, {config.granularity} granularity")
+        setup = build_setup(config)  # prepares data and builds the zoo on the first run
+        n_trials = budget or config.n_trials
+        rows = run_compare(setup, DEMO_SAMPLERS, seeds=1, n_trials=n_trials, storage=url, echo=click.echo, progress=True)
+    except EvolverError as exc:
+        raise click.ClickException(str(exc)) from None
+    title = f"demo: {config.name} ({config.granularity}), {n_trials} trials per sampler"
+    report = write_report(rows, out, title=title, command="evolver-opt demo")
+    click.echo("\n" + markdown(rows, title=title, command="evolver-opt demo").split("## Every study")[0])
+    click.echo(f"report: {report}")
+
+
+def _synthetic(budget: int, url: str, groups: int) -> None:
     import numpy as np
     import optuna
 
     from evolver_opt import open_storage
-    from evolver_opt.paths import runs_dir
     from evolver_opt.study import synthetic
     from evolver_opt.study.samplers import initial_points, make_sampler
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = storage or f"sqlite:///{runs_dir() / 'demo.db'}"
     opened = open_storage(url)
     n_models = 4
     names = synthetic.param_names(n_models, groups)
     points = initial_points(names, synthetic.model_of(n_models, groups), n_models)
     rows = []
-    for sampler_name in ("evolver", "cmaes", "random"):
-        study_name = f"demo-synthetic-g{groups}-{sampler_name}-seed{seed}"
-        sampler = make_sampler(sampler_name, seed=seed, x0=points[-1], budget=budget)
+    for sampler_name in DEMO_SAMPLERS:
+        study_name = f"demo-synthetic-g{groups}-{sampler_name}-seed0"
+        sampler = make_sampler(sampler_name, seed=0, x0=points[-1], budget=budget)
         study = optuna.create_study(study_name=study_name, storage=opened, sampler=sampler, load_if_exists=True)
         if not study.trials:
             for point in points:
@@ -53,4 +98,3 @@ def demo(budget: int, storage: str | None, seed: int, groups: int) -> None:
     click.echo(f"{'sampler':<10} {'best loss':>10} {'trials':>7} {'seconds':>8}")
     for name, best, n, seconds in rows:
         click.echo(f"{name:<10} {best:>10.4f} {n:>7} {seconds:>8.1f}")
-    click.echo(f"\nStudies are in {url}. Inspect them with:\n  optuna-dashboard {url}")

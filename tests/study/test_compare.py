@@ -8,7 +8,7 @@ import optuna
 from click.testing import CliRunner
 
 from evolver_opt.cli import main
-from tests.study.conftest import write_study
+from tests.study.tiny_world import write_study
 
 
 def test_compare_writes_report_json_and_plots(study_env, tmp_path):

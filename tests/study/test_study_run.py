@@ -11,7 +11,7 @@ from evolver_opt.cli import main
 from evolver_opt.study.config import load_config
 from evolver_opt.study.objective import MergeObjective, build_setup, evaluate_dev
 from evolver_opt.study.runner import open_study, run_study
-from tests.study.conftest import write_study
+from tests.study.tiny_world import write_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -1,10 +1,10 @@
-"""A tiny study world: prepared synthetic data, a base BERT and three experts (no network)."""
+"""A tiny study world: prepared synthetic data, a base BERT and three experts (no network).
+
+The fixtures ``tiny_world`` and ``study_env`` (tests/conftest.py) build it once per session."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import pytest
 
 from tests.data.tiny_data import write_tiny_data
 from tests.evaluation.tiny import tiny_bert, tiny_tokenizer
@@ -24,9 +24,7 @@ def _perturbed_expert(base_state: dict, seed: int):
     return model
 
 
-@pytest.fixture(scope="session")
-def tiny_world(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("world")
+def build_tiny_world(root: Path) -> dict:
     data_dir = root / "data"
     write_tiny_data(data_dir, n=60)
     tokenizer = tiny_tokenizer()
@@ -60,12 +58,3 @@ def write_study(path: Path, world: dict, **overrides) -> Path:
     body = "\n".join(f"{k} = {v}" for k, v in fields.items())
     path.write_text(f"[study]\n{body}\n\n[study.evaluation]\nbatch_size = 16\nmax_length = 32\n")
     return path
-
-
-@pytest.fixture
-def study_env(tiny_world, tmp_path, monkeypatch) -> dict:
-    """Environment pointing the caches at the tiny world."""
-    monkeypatch.setenv("EVOLVER_OPT_CACHE", str(tmp_path / "cache"))
-    (tmp_path / "cache").mkdir()
-    (tmp_path / "cache" / "data").symlink_to(tiny_world["data_dir"], target_is_directory=True)
-    return {"world": tiny_world, "tmp": tmp_path, "storage": f"sqlite:///{tmp_path / 'runs.db'}"}
