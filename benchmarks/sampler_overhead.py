@@ -92,24 +92,39 @@ def main() -> None:
     history = make_history(max(checkpoints) + len(initial_points(N_MODELS, N_GROUPS)))
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'overhead.db'}"
-        study = optuna.create_study(study_name="overhead", storage=open_storage(url), sampler=EvolverSampler(seed=0))
+        study = optuna.create_study(
+            study_name="overhead", storage=open_storage(url), sampler=EvolverSampler(seed=0)
+        )
         copied = 0
-        print(f"D = {N_MODELS * N_GROUPS} coefficients, SQLite file, {args.repeats} trials per cell\n")
-        print("| finished trials | sampler | ms/trial (wall) | ms/trial in sampler | wall / random |")
+        print(
+            f"D = {N_MODELS * N_GROUPS} coefficients, SQLite file, {args.repeats} trials per cell\n"
+        )
+        print(
+            "| finished trials | sampler | ms/trial (wall) | ms/trial in sampler | wall / random |"
+        )
         print("|---|---|---|---|---|")
-        samplers = {name: TimedSampler(make_sampler(name, 0, N_MODELS, N_GROUPS, 10_000)) for name in names}
+        samplers = {
+            name: TimedSampler(make_sampler(name, 0, N_MODELS, N_GROUPS, 10_000)) for name in names
+        }
         for checkpoint in checkpoints:
             start = time.perf_counter()
             study.add_trials(history[copied:checkpoint])
             copied = checkpoint
             fill = time.perf_counter() - start
-            rows = {name: time_trials(study, sampler, args.repeats) for name, sampler in samplers.items()}
+            rows = {
+                name: time_trials(study, sampler, args.repeats)
+                for name, sampler in samplers.items()
+            }
             base = rows.get("random", next(iter(rows.values())))[0]
             for name, (wall, inside) in rows.items():
-                print(f"| {checkpoint} | {name} | {1e3 * wall:.0f} | {1e3 * inside:.1f} | {wall / base:.2f} |")
+                print(
+                    f"| {checkpoint} | {name} | {1e3 * wall:.0f} | {1e3 * inside:.1f} | {wall / base:.2f} |"
+                )
             print(f"<!-- copying {checkpoint} trials took {fill:.1f} s -->")
         start = time.perf_counter()
-        resumed = optuna.load_study(study_name="overhead", storage=open_storage(url), sampler=EvolverSampler(seed=0))
+        resumed = optuna.load_study(
+            study_name="overhead", storage=open_storage(url), sampler=EvolverSampler(seed=0)
+        )
         trial = resumed.ask()
         resumed.tell(trial, objective(trial))
         print(

@@ -18,5 +18,7 @@ def initial_points(n_models: int, n_groups: int) -> list[dict[str, float]]:
     return _initial_points(param_names(n_models, n_groups), model_of(n_models, n_groups), n_models)
 
 
-def make_sampler(name: str, seed: int, n_models: int, n_groups: int, budget: int) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    name: str, seed: int, n_models: int, n_groups: int, budget: int
+) -> optuna.samplers.BaseSampler:
     return _make_sampler(name, seed=seed, x0=initial_points(n_models, n_groups)[-1], budget=budget)

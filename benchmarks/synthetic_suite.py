@@ -22,7 +22,9 @@ from samplers import SAMPLERS, initial_points, make_sampler
 from evolver_opt.study import synthetic
 
 
-def run_one(sampler_name: str, kind: str, n_models: int, n_groups: int, seed: int, budget: int) -> list[float]:
+def run_one(
+    sampler_name: str, kind: str, n_models: int, n_groups: int, seed: int, budget: int
+) -> list[float]:
     sampler = make_sampler(sampler_name, seed, n_models, n_groups, budget)
     study = optuna.create_study(sampler=sampler)
     for point in initial_points(n_models, n_groups):
@@ -53,7 +55,10 @@ def main() -> None:
             results[key] = {}
             for name in samplers:
                 start = time.perf_counter()
-                curves = [run_one(name, kind, args.models, n_groups, s, max(budgets)) for s in range(args.seeds)]
+                curves = [
+                    run_one(name, kind, args.models, n_groups, s, max(budgets))
+                    for s in range(args.seeds)
+                ]
                 results[key][name] = {"curves": curves, "seconds": time.perf_counter() - start}
             print_table(key, results[key], budgets)
     out = Path(args.out)
@@ -71,7 +76,11 @@ def print_table(key: str, rows: dict, budgets: list[int]) -> None:
     order = sorted(finals, key=finals.get)
     for name, r in rows.items():
         cells = [f"{np.median([c[b - 1] for c in r['curves']]):.4g}" for b in budgets]
-        print(f"| {name} | " + " | ".join(cells) + f" | {order.index(name) + 1} | {r['seconds']:.1f} |")
+        print(
+            f"| {name} | "
+            + " | ".join(cells)
+            + f" | {order.index(name) + 1} | {r['seconds']:.1f} |"
+        )
 
 
 def plot(results: dict, path: Path) -> None:
@@ -89,12 +98,14 @@ def plot(results: dict, path: Path) -> None:
             curves = np.array(r["curves"])
             x = np.arange(1, curves.shape[1] + 1)
             ax.plot(x, np.median(curves, axis=0), label=name)
-            ax.fill_between(x, np.quantile(curves, 0.25, axis=0), np.quantile(curves, 0.75, axis=0), alpha=0.15)
+            ax.fill_between(
+                x, np.quantile(curves, 0.25, axis=0), np.quantile(curves, 0.75, axis=0), alpha=0.15
+            )
         ax.set_title(key, fontsize=9)
         ax.set_yscale("log")
         ax.set_xlabel("trials")
         ax.set_ylabel("best loss")
-    for ax in list(axes.flat)[len(keys):]:
+    for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.tight_layout()

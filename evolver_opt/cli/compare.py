@@ -12,12 +12,29 @@ import click
 @click.command()
 @click.argument("study_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--samplers", default="evolver,cmaes,random,tpe,ng:NGOpt", show_default=True)
-@click.option("--n-trials", type=int, default=None, help="Trials per study (default: the study's n_trials).")
+@click.option(
+    "--n-trials", type=int, default=None, help="Trials per study (default: the study's n_trials)."
+)
 @click.option("--seeds", type=int, default=3, show_default=True)
-@click.option("--storage", default=None, help="Optuna storage URL (default: sqlite:///runs/evolver.db).")
-@click.option("--out", default=None, type=click.Path(file_okay=False), help="Report folder (default: runs/compare-<name>).")
+@click.option(
+    "--storage", default=None, help="Optuna storage URL (default: sqlite:///runs/evolver.db)."
+)
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Report folder (default: runs/compare-<name>).",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def compare(study_file: str, samplers: str, n_trials: int | None, seeds: int, storage: str | None, out: str | None, progress: bool) -> None:
+def compare(
+    study_file: str,
+    samplers: str,
+    n_trials: int | None,
+    seeds: int,
+    storage: str | None,
+    out: str | None,
+    progress: bool,
+) -> None:
     """Compare samplers on STUDY_FILE; writes report.md, results.json and plots."""
     import optuna
 
@@ -33,12 +50,22 @@ def compare(study_file: str, samplers: str, n_trials: int | None, seeds: int, st
     try:
         config = load_config(study_file)
         setup = build_setup(config)
-        rows = run_compare(setup, names, seeds=seeds, n_trials=n_trials or config.n_trials, storage=storage, echo=click.echo, progress=progress)
+        rows = run_compare(
+            setup,
+            names,
+            seeds=seeds,
+            n_trials=n_trials or config.n_trials,
+            storage=storage,
+            echo=click.echo,
+            progress=progress,
+        )
     except EvolverError as exc:
         raise click.ClickException(str(exc)) from None
     folder = Path(out) if out else runs_dir() / f"compare-{config.name}-{config.granularity}"
     command = "evolver-opt " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     notes = ["fisher and regmean need examples from the caller and are not among the static rows."]
-    report = write_report(rows, folder, title=f"{config.name} ({config.granularity})", command=command, notes=notes)
+    report = write_report(
+        rows, folder, title=f"{config.name} ({config.granularity})", command=command, notes=notes
+    )
     click.echo(report.read_text())
     click.echo(f"wrote {report}")

@@ -18,13 +18,39 @@ DEMO_SAMPLERS = ("evolver", "cmaes", "random")
 
 
 @click.command()
-@click.option("--budget", type=int, default=None, help="Trials per sampler (default: 25; synthetic: 60).")
-@click.option("--storage", default=None, help="Optuna storage URL (default: sqlite:///runs/demo.db).")
-@click.option("--out", default=None, type=click.Path(file_okay=False), help="Report folder (default: runs/demo).")
-@click.option("--study", "study_file", default=None, type=click.Path(exists=True, dir_okay=False), help="Another study file.")
-@click.option("--synthetic", is_flag=True, help="A synthetic problem instead of real models (seconds).")
-@click.option("--groups", default=10, show_default=True, help="Synthetic: coefficient groups per model.")
-def demo(budget: int | None, storage: str | None, out: str | None, study_file: str | None, synthetic: bool, groups: int) -> None:
+@click.option(
+    "--budget", type=int, default=None, help="Trials per sampler (default: 25; synthetic: 60)."
+)
+@click.option(
+    "--storage", default=None, help="Optuna storage URL (default: sqlite:///runs/demo.db)."
+)
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Report folder (default: runs/demo).",
+)
+@click.option(
+    "--study",
+    "study_file",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Another study file.",
+)
+@click.option(
+    "--synthetic", is_flag=True, help="A synthetic problem instead of real models (seconds)."
+)
+@click.option(
+    "--groups", default=10, show_default=True, help="Synthetic: coefficient groups per model."
+)
+def demo(
+    budget: int | None,
+    storage: str | None,
+    out: str | None,
+    study_file: str | None,
+    synthetic: bool,
+    groups: int,
+) -> None:
     """Run a small compare (Evolver vs CMA-ES vs random) and print the table."""
     import optuna
 
@@ -37,7 +63,9 @@ def demo(budget: int | None, storage: str | None, out: str | None, study_file: s
         _synthetic(budget or 60, url, groups)
     else:
         _real(budget, url, Path(out) if out else runs_dir() / "demo", study_file)
-    click.echo(f"\nDone in {time.perf_counter() - start:.0f} s. Studies are in {url}; inspect them with:")
+    click.echo(
+        f"\nDone in {time.perf_counter() - start:.0f} s. Studies are in {url}; inspect them with:"
+    )
     click.echo(f"  optuna-dashboard {url}")
 
 
@@ -54,15 +82,27 @@ def _real(budget: int | None, url: str, out: Path, study_file: str | None) -> No
                 config = load_config(path)
         else:
             config = load_config(study_file)
-        click.echo(f"demo: {config.name}, {len(config.expert_specs())} experts, {config.granularity} granularity")
+        click.echo(
+            f"demo: {config.name}, {len(config.expert_specs())} experts, {config.granularity} granularity"
+        )
         setup = build_setup(config)  # prepares data and builds the zoo on the first run
         n_trials = budget or config.n_trials
-        rows = run_compare(setup, DEMO_SAMPLERS, seeds=1, n_trials=n_trials, storage=url, echo=click.echo, progress=True)
+        rows = run_compare(
+            setup,
+            DEMO_SAMPLERS,
+            seeds=1,
+            n_trials=n_trials,
+            storage=url,
+            echo=click.echo,
+            progress=True,
+        )
     except EvolverError as exc:
         raise click.ClickException(str(exc)) from None
     title = f"demo: {config.name} ({config.granularity}), {n_trials} trials per sampler"
     report = write_report(rows, out, title=title, command="evolver-opt demo")
-    click.echo("\n" + markdown(rows, title=title, command="evolver-opt demo").split("## Every study")[0])
+    click.echo(
+        "\n" + markdown(rows, title=title, command="evolver-opt demo").split("## Every study")[0]
+    )
     click.echo(f"report: {report}")
 
 
@@ -82,7 +122,9 @@ def _synthetic(budget: int, url: str, groups: int) -> None:
     for sampler_name in DEMO_SAMPLERS:
         study_name = f"demo-synthetic-g{groups}-{sampler_name}-seed0"
         sampler = make_sampler(sampler_name, seed=0, x0=points[-1], budget=budget)
-        study = optuna.create_study(study_name=study_name, storage=opened, sampler=sampler, load_if_exists=True)
+        study = optuna.create_study(
+            study_name=study_name, storage=opened, sampler=sampler, load_if_exists=True
+        )
         if not study.trials:
             for point in points:
                 study.enqueue_trial(point)
@@ -91,8 +133,12 @@ def _synthetic(budget: int, url: str, groups: int) -> None:
         if remaining > 0:
             click.echo(f"{sampler_name}: {remaining} trials ...")
             study.optimize(synthetic.objective("merge", n_models, groups), n_trials=remaining)
-        rows.append((sampler_name, study.best_value, len(study.trials), time.perf_counter() - start))
-    uniform = synthetic.loss_function("merge", n_models, groups)(np.full((n_models, groups), 1.0 / n_models))
+        rows.append(
+            (sampler_name, study.best_value, len(study.trials), time.perf_counter() - start)
+        )
+    uniform = synthetic.loss_function("merge", n_models, groups)(
+        np.full((n_models, groups), 1.0 / n_models)
+    )
     click.echo(f"\nSynthetic merge search, {n_models} models x {groups} groups (lower is better)")
     click.echo(f"uniform average: {uniform:.4f}\n")
     click.echo(f"{'sampler':<10} {'best loss':>10} {'trials':>7} {'seconds':>8}")

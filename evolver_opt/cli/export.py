@@ -6,9 +6,13 @@ import click
 
 
 @click.command()
-@click.option("--storage", default=None, help="Optuna storage URL (default: sqlite:///runs/evolver.db).")
+@click.option(
+    "--storage", default=None, help="Optuna storage URL (default: sqlite:///runs/evolver.db)."
+)
 @click.option("--study-name", required=True)
-@click.option("--trial", "trial_ref", default="best", show_default=True, help="A trial number or 'best'.")
+@click.option(
+    "--trial", "trial_ref", default="best", show_default=True, help="A trial number or 'best'."
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--overwrite/--no-overwrite", default=False, show_default=True)
 def export(storage: str | None, study_name: str, trial_ref: str, out: str, overwrite: bool) -> None:
@@ -29,12 +33,21 @@ def export(storage: str | None, study_name: str, trial_ref: str, out: str, overw
             raise click.ClickException(f"no study named {study_name!r} in this storage") from None
         stored = study.user_attrs.get(ATTR_CONFIG)
         if stored is None:
-            raise click.ClickException(f"study {study_name!r} was not made by evolver-opt (no {ATTR_CONFIG})")
+            raise click.ClickException(
+                f"study {study_name!r} was not made by evolver-opt (no {ATTR_CONFIG})"
+            )
         config = parse_config(stored, source=f"study {study_name!r}")
         trial = _pick_trial(study, trial_ref)
         engine = build_engine(config)
-        recipe = {"study": study_name, "trial": trial.number, "dev_score": trial.value, "params": trial.params}
-        path = export_merged(engine, out, coefficients_of(config, engine, trial.params), recipe, overwrite=overwrite)
+        recipe = {
+            "study": study_name,
+            "trial": trial.number,
+            "dev_score": trial.value,
+            "params": trial.params,
+        }
+        path = export_merged(
+            engine, out, coefficients_of(config, engine, trial.params), recipe, overwrite=overwrite
+        )
     except EvolverError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"exported trial {trial.number} (dev {trial.value:.4f}) to {path}")
@@ -46,7 +59,9 @@ def _pick_trial(study, ref: str):
     if ref == "best":
         return study.best_trial
     if not ref.isdigit() or int(ref) >= len(study.trials):
-        raise click.ClickException(f"--trial {ref!r}: expected 'best' or a trial number below {len(study.trials)}")
+        raise click.ClickException(
+            f"--trial {ref!r}: expected 'best' or a trial number below {len(study.trials)}"
+        )
     trial = study.trials[int(ref)]
     if trial.state != optuna.trial.TrialState.COMPLETE:
         raise click.ClickException(f"trial {trial.number} is {trial.state.name}, not COMPLETE")

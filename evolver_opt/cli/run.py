@@ -7,12 +7,28 @@ import click
 
 @click.command()
 @click.argument("study_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--sampler", default="evolver", show_default=True, help="evolver | cmaes | random | tpe | ng:NAME")
-@click.option("--n-trials", type=int, default=None, help="Finished trials to reach (default: the study's n_trials).")
-@click.option("--storage", default=None, help="Optuna storage URL (default: sqlite:///runs/evolver.db).")
-@click.option("--study-name", default=None, help="Default: <name>-<granularity>-<sampler>-seed<seed>.")
+@click.option(
+    "--sampler",
+    default="evolver",
+    show_default=True,
+    help="evolver | cmaes | random | tpe | ng:NAME",
+)
+@click.option(
+    "--n-trials",
+    type=int,
+    default=None,
+    help="Finished trials to reach (default: the study's n_trials).",
+)
+@click.option(
+    "--storage", default=None, help="Optuna storage URL (default: sqlite:///runs/evolver.db)."
+)
+@click.option(
+    "--study-name", default=None, help="Default: <name>-<granularity>-<sampler>-seed<seed>."
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--n-jobs", type=int, default=1, show_default=True, help="Worker threads in this process.")
+@click.option(
+    "--n-jobs", type=int, default=1, show_default=True, help="Worker threads in this process."
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def run(
     study_file: str,
@@ -39,10 +55,17 @@ def run(
         click.echo(f"setting up {config.name}: {config.granularity} granularity ...")
         setup = build_setup(config)
         study = open_study(
-            config, setup.initial_points(), sampler=sampler, seed=seed, storage=storage, study_name=study_name
+            config,
+            setup.initial_points(),
+            sampler=sampler,
+            seed=seed,
+            storage=storage,
+            study_name=study_name,
         )
         target = n_trials or config.n_trials
-        ran = run_study(study, MergeObjective(setup), n_trials=target, n_jobs=n_jobs, show_progress_bar=progress)
+        ran = run_study(
+            study, MergeObjective(setup), n_trials=target, n_jobs=n_jobs, show_progress_bar=progress
+        )
     except EvolverError as exc:
         raise click.ClickException(str(exc)) from None
     best = study.best_trial

@@ -6,7 +6,9 @@ import click
 
 
 @click.command()
-@click.option("--storage", default=None, help="Optuna storage URL (default: sqlite:///runs/evolver.db).")
+@click.option(
+    "--storage", default=None, help="Optuna storage URL (default: sqlite:///runs/evolver.db)."
+)
 def studies(storage: str | None) -> None:
     """List the studies in STORAGE."""
     import optuna
@@ -16,7 +18,9 @@ def studies(storage: str | None) -> None:
     from evolver_opt.study.runner import ATTR_SAMPLER
 
     try:
-        summaries = optuna.get_all_study_summaries(storage=open_storage(storage), include_best_trial=True)
+        summaries = optuna.get_all_study_summaries(
+            storage=open_storage(storage), include_best_trial=True
+        )
     except EvolverError as exc:
         raise click.ClickException(str(exc)) from None
     if not summaries:

@@ -91,5 +91,5 @@ def _to_external(d: BaseDistribution, v: float) -> Any:
         x = d.low + round((x - d.low) / d.step) * d.step
     x = min(max(x, d.low), d.high)
     if isinstance(d, IntDistribution):
-        return int(round(x))
+        return round(x)
     return float(x)

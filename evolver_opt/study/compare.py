@@ -62,7 +62,11 @@ class TestReporter:
         for key in self.evaluator.splits:
             domain = key.split("/")[0]
             if not self.setup.engine.heads_merged:
-                self.setup.engine.use_head(domain if domain in self.setup.engine.model_names else self.setup.engine.model_names[0])
+                self.setup.engine.use_head(
+                    domain
+                    if domain in self.setup.engine.model_names
+                    else self.setup.engine.model_names[0]
+                )
             scores[domain] = getattr(self.evaluator.evaluate(key), self.setup.config.metric)
         return scores
 
@@ -89,11 +93,20 @@ def run_compare(
     objective = MergeObjective(setup)
     for sampler in samplers:
         for seed in range(seeds):
-            study = open_study(setup.config, setup.initial_points(), sampler=sampler, seed=seed, storage=storage, budget=n_trials)
+            study = open_study(
+                setup.config,
+                setup.initial_points(),
+                sampler=sampler,
+                seed=seed,
+                storage=storage,
+                budget=n_trials,
+            )
             echo(f"{study.study_name}: running to {n_trials} trials")
             start = time.perf_counter()
             run_study(study, objective, n_trials=n_trials, show_progress_bar=progress)
-            rows.append(_sampler_row(study, sampler, seed, time.perf_counter() - start, setup, reporter))
+            rows.append(
+                _sampler_row(study, sampler, seed, time.perf_counter() - start, setup, reporter)
+            )
     for method in STATIC_METHODS:
         from evolver_opt.merge import get_method
 
@@ -105,9 +118,19 @@ def run_compare(
     return rows
 
 
-def _sampler_row(study: optuna.Study, sampler: str, seed: int, wall: float, setup: MergeSetup, reporter: TestReporter) -> Row:
+def _sampler_row(
+    study: optuna.Study,
+    sampler: str,
+    seed: int,
+    wall: float,
+    setup: MergeSetup,
+    reporter: TestReporter,
+) -> Row:
     trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
-    values = [t.value if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None else -np.inf for t in trials]
+    values = [
+        t.value if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None else -np.inf
+        for t in trials
+    ]
     examples = np.cumsum([t.user_attrs.get("examples_seen", 0) for t in trials]).tolist()
     best = study.best_trial
     setup.engine.apply(setup.coefficients(best.params))
@@ -124,7 +147,15 @@ def _reference_row(kind: str, name: str, setup: MergeSetup, reporter: TestReport
     dev = evaluate_dev(setup).score
     scores = reporter()
     test_in, test_out = reporter.summarize(scores)
-    return Row(kind=kind, name=name, seed=None, best_dev=float(dev), test_in=test_in, test_out=test_out, test=scores)
+    return Row(
+        kind=kind,
+        name=name,
+        seed=None,
+        best_dev=float(dev),
+        test_in=test_in,
+        test_out=test_out,
+        test=scores,
+    )
 
 
 def rows_as_json(rows: Sequence[Row]) -> list[dict[str, Any]]:

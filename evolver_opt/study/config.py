@@ -38,7 +38,17 @@ from evolver_opt.errors import ConfigError
 from evolver_opt.zoo import ZooRecipe
 
 # The fields that define a search: resuming a study with any of them changed is refused.
-IDENTITY_FIELDS = ("base", "experts", "granularity", "bounds", "form", "heads", "dev", "metric", "evolver")
+IDENTITY_FIELDS = (
+    "base",
+    "experts",
+    "granularity",
+    "bounds",
+    "form",
+    "heads",
+    "dev",
+    "metric",
+    "evolver",
+)
 
 
 class _Frozen(BaseModel):
@@ -111,7 +121,9 @@ class StudyConfig(_Frozen):
                 raise ValueError("zoo_experts needs a [zoo] table")
             unknown = [d for d in self.zoo_experts if d not in self.zoo.domains]
             if unknown:
-                raise ValueError(f"zoo_experts {unknown} are not [zoo] domains {list(self.zoo.domains)}")
+                raise ValueError(
+                    f"zoo_experts {unknown} are not [zoo] domains {list(self.zoo.domains)}"
+                )
         names = [e.name for e in self.expert_specs()]
         if len(set(names)) != len(names):
             raise ValueError(f"expert names must be unique, got {names}")

@@ -44,13 +44,18 @@ class MergeSetup:
         for name in self.config.seed_merges:
             points.append(get_method(name).coefficients(self.engine))
         lo, hi = self.config.bounds
-        return [dict(zip(self.param_names, np.clip(p, lo, hi).ravel().tolist(), strict=True)) for p in points]
+        return [
+            dict(zip(self.param_names, np.clip(p, lo, hi).ravel().tolist(), strict=True))
+            for p in points
+        ]
 
     def coefficients(self, params: dict[str, float]) -> np.ndarray:
         return coefficients_of(self.config, self.engine, params)
 
 
-def build_engine(config: StudyConfig, *, data_dir: Path | None = None, zoo_root: Path | None = None) -> Any:
+def build_engine(
+    config: StudyConfig, *, data_dir: Path | None = None, zoo_root: Path | None = None
+) -> Any:
     """Load and check the experts and stack their task vectors (building the zoo if needed)."""
     import torch
 
@@ -58,7 +63,11 @@ def build_engine(config: StudyConfig, *, data_dir: Path | None = None, zoo_root:
     from evolver_opt.zoo import build_zoo, resolve_base
 
     experts = config.expert_specs(zoo_root)
-    if config.zoo is not None and not config.experts and any(not Path(e.path).is_dir() for e in experts):
+    if (
+        config.zoo is not None
+        and not config.experts
+        and any(not Path(e.path).is_dir() for e in experts)
+    ):
         build_zoo(config.zoo, root=zoo_root, data_dir=data_dir)
     for e in experts:
         if not Path(e.path).is_dir():
@@ -75,7 +84,9 @@ def build_engine(config: StudyConfig, *, data_dir: Path | None = None, zoo_root:
     )
 
 
-def build_setup(config: StudyConfig, *, data_dir: Path | None = None, zoo_root: Path | None = None) -> MergeSetup:
+def build_setup(
+    config: StudyConfig, *, data_dir: Path | None = None, zoo_root: Path | None = None
+) -> MergeSetup:
     """Load the experts, stack their task vectors and tokenize the dev sets (once)."""
     from transformers import AutoTokenizer
 
@@ -90,7 +101,12 @@ def build_setup(config: StudyConfig, *, data_dir: Path | None = None, zoo_root: 
     splits = [load_split(domain, "dev", data_dir=data_dir) for domain in config.dev]
     ev = config.evaluation
     evaluator = Evaluator(
-        engine.model, tokenizer, splits, batch_size=ev.batch_size, device=ev.device, max_length=ev.max_length
+        engine.model,
+        tokenizer,
+        splits,
+        batch_size=ev.batch_size,
+        device=ev.device,
+        max_length=ev.max_length,
     )
     head_of = {}
     if not engine.heads_merged:
@@ -124,8 +140,12 @@ def evaluate_dev(setup: MergeSetup, stop_below: float | None = None) -> Any:
             setup.engine.use_head(setup.head_of[key])
             per_split[key] = setup.evaluator.evaluate(key, metric=setup.config.metric)
         values = [getattr(r, setup.config.metric) for r in per_split.values()]
-        return MeanResult(metric=setup.config.metric, score=float(np.mean(values)), per_split=per_split)
-    return setup.evaluator.dev_score(setup.dev_keys, stop_below=stop_below, metric=setup.config.metric)
+        return MeanResult(
+            metric=setup.config.metric, score=float(np.mean(values)), per_split=per_split
+        )
+    return setup.evaluator.dev_score(
+        setup.dev_keys, stop_below=stop_below, metric=setup.config.metric
+    )
 
 
 class MergeObjective:
@@ -142,7 +162,9 @@ class MergeObjective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         setup = self.setup
-        params = {name: trial.suggest_float(name, self.lower, self.upper) for name in setup.param_names}
+        params = {
+            name: trial.suggest_float(name, self.lower, self.upper) for name in setup.param_names
+        }
         start = time.perf_counter()
         setup.engine.apply(setup.coefficients(params))
         merged = time.perf_counter()
@@ -154,7 +176,9 @@ class MergeObjective:
         trial.set_user_attr("raced", threshold is not None)
         trial.set_user_attr("examples_seen", int(result.n_seen))
         if result.stopped_early:
-            trial.set_user_attr("race_lost", {"parent": threshold, "best_possible": result.best_possible})
+            trial.set_user_attr(
+                "race_lost", {"parent": threshold, "best_possible": result.best_possible}
+            )
             raise optuna.TrialPruned(
                 f"offspring cannot beat its parent ({result.best_possible:.4f} < {threshold:.4f})"
             )
@@ -165,7 +189,11 @@ class MergeObjective:
         return float(result.score)
 
     def _race_threshold(self, trial: optuna.Trial) -> float | None:
-        if not self.setup.config.racing or self.setup.config.metric != "accuracy" or self.setup.head_of:
+        if (
+            not self.setup.config.racing
+            or self.setup.config.metric != "accuracy"
+            or self.setup.head_of
+        ):
             return None
         lineage = offspring_info(trial)
         if lineage is None or lineage.role != "offspring" or lineage.parent_value is None:

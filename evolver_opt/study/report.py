@@ -20,7 +20,10 @@ def markdown(rows: Sequence[Row], *, title: str, command: str, notes: Sequence[s
     lines = [f"# {title}", "", f"Command: `{command}`", ""]
     lines += ["Selection is by dev score only; test scores are of the best-by-dev model.", ""]
     lines += ["## Medians over seeds", ""]
-    lines += ["| sampler | seeds | best dev | test in-domain | test out-of-domain | trials | wall s |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "| sampler | seeds | best dev | test in-domain | test out-of-domain | trials | wall s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name in dict.fromkeys(r.name for r in samplers):
         group = [r for r in samplers if r.name == name]
 
@@ -33,12 +36,20 @@ def markdown(rows: Sequence[Row], *, title: str, command: str, notes: Sequence[s
             f"{_fmt(med('test_out'))} | {med('trials'):.0f} | {med('wall_s'):.0f} |"
         )
     lines += ["", "## Static merges and experts alone", ""]
-    lines += ["| kind | name | dev | test in-domain | test out-of-domain |", "|---|---|---|---|---|"]
+    lines += [
+        "| kind | name | dev | test in-domain | test out-of-domain |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
         if r.kind != "sampler":
-            lines.append(f"| {r.kind} | {r.name} | {_fmt(r.best_dev)} | {_fmt(r.test_in)} | {_fmt(r.test_out)} |")
+            lines.append(
+                f"| {r.kind} | {r.name} | {_fmt(r.best_dev)} | {_fmt(r.test_in)} | {_fmt(r.test_out)} |"
+            )
     lines += ["", "## Every study", ""]
-    lines += ["| sampler | seed | study | best dev | test in-domain | test out-of-domain | trials | wall s |", "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "| sampler | seed | study | best dev | test in-domain | test out-of-domain | trials | wall s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in samplers:
         lines.append(
             f"| {r.name} | {r.seed} | {r.study_name} | {_fmt(r.best_dev)} | {_fmt(r.test_in)} | "
@@ -49,10 +60,14 @@ def markdown(rows: Sequence[Row], *, title: str, command: str, notes: Sequence[s
     return "\n".join(lines) + "\n"
 
 
-def write_report(rows: Sequence[Row], out_dir: Path, *, title: str, command: str, notes: Sequence[str] = ()) -> Path:
+def write_report(
+    rows: Sequence[Row], out_dir: Path, *, title: str, command: str, notes: Sequence[str] = ()
+) -> Path:
     """Write the report files into ``out_dir``; returns the path of ``report.md``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps({"title": title, "command": command, "rows": rows_as_json(rows)}, indent=1))
+    (out_dir / "results.json").write_text(
+        json.dumps({"title": title, "command": command, "rows": rows_as_json(rows)}, indent=1)
+    )
     plot_png(rows, out_dir / "best_so_far.png")
     plot_html(rows, out_dir / "best_so_far.html")
     report = out_dir / "report.md"
@@ -60,7 +75,9 @@ def write_report(rows: Sequence[Row], out_dir: Path, *, title: str, command: str
     return report
 
 
-def _bands(rows: Sequence[Row], x_attr: str) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+def _bands(
+    rows: Sequence[Row], x_attr: str
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Per sampler: x, median, lower and upper quartile of best-so-far dev over seeds."""
     out = {}
     for name in dict.fromkeys(r.name for r in rows if r.kind == "sampler"):
@@ -73,7 +90,12 @@ def _bands(rows: Sequence[Row], x_attr: str) -> dict[str, tuple[np.ndarray, np.n
             x = np.arange(1, n + 1)
         else:
             x = np.median(np.array([r.examples[:n] for r in group]), axis=0)
-        out[name] = (x, np.median(curves, axis=0), np.quantile(curves, 0.25, axis=0), np.quantile(curves, 0.75, axis=0))
+        out[name] = (
+            x,
+            np.median(curves, axis=0),
+            np.quantile(curves, 0.25, axis=0),
+            np.quantile(curves, 0.75, axis=0),
+        )
     return out
 
 
@@ -84,7 +106,10 @@ def plot_png(rows: Sequence[Row], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, x_attr, label in ((axes[0], "trials", "trials"), (axes[1], "examples", "dev examples evaluated (forward passes)")):
+    for ax, x_attr, label in (
+        (axes[0], "trials", "trials"),
+        (axes[1], "examples", "dev examples evaluated (forward passes)"),
+    ):
         for name, (x, med, lo, hi) in _bands(rows, x_attr).items():
             ax.plot(x, med, label=name)
             ax.fill_between(x, lo, hi, alpha=0.2)
@@ -93,7 +118,9 @@ def plot_png(rows: Sequence[Row], path: Path) -> None:
     for r in rows:
         if r.kind == "static" and r.name == "average":
             for ax in axes:
-                ax.axhline(r.best_dev, color="grey", linestyle="--", linewidth=1, label="uniform average")
+                ax.axhline(
+                    r.best_dev, color="grey", linestyle="--", linewidth=1, label="uniform average"
+                )
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -105,7 +132,17 @@ def plot_html(rows: Sequence[Row], path: Path) -> None:
 
     fig = go.Figure()
     for name, (x, med, lo, hi) in _bands(rows, "trials").items():
-        fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([hi, lo[::-1]]), fill="toself", opacity=0.2, line={"width": 0}, name=f"{name} IQR", showlegend=False))
+        fig.add_trace(
+            go.Scatter(
+                x=np.concatenate([x, x[::-1]]),
+                y=np.concatenate([hi, lo[::-1]]),
+                fill="toself",
+                opacity=0.2,
+                line={"width": 0},
+                name=f"{name} IQR",
+                showlegend=False,
+            )
+        )
         fig.add_trace(go.Scatter(x=x, y=med, name=name, mode="lines"))
     fig.update_layout(xaxis_title="trials", yaxis_title="best dev score so far (median over seeds)")
     fig.write_html(path, include_plotlyjs="cdn")

@@ -57,10 +57,18 @@ def open_study(
     opened = open_storage(storage)
     evolver_options = config.evolver.model_dump()
     optuna_sampler = make_sampler(
-        sampler, seed=seed, x0=initial_points[-1], budget=budget or config.n_trials, evolver_options=evolver_options
+        sampler,
+        seed=seed,
+        x0=initial_points[-1],
+        budget=budget or config.n_trials,
+        evolver_options=evolver_options,
     )
     study = optuna.create_study(
-        study_name=name, storage=opened, sampler=optuna_sampler, direction="maximize", load_if_exists=True
+        study_name=name,
+        storage=opened,
+        sampler=optuna_sampler,
+        direction="maximize",
+        load_if_exists=True,
     )
     attrs = study.user_attrs
     if ATTR_HASH in attrs:
@@ -84,7 +92,9 @@ def _check_resume(study: optuna.Study, config: StudyConfig, choice: SamplerChoic
     wanted = choice.as_json(config)
     for key in ("name", "seed", "options"):
         if stored_sampler.get(key) != wanted[key]:
-            differences.append(f"sampler.{key}: stored {stored_sampler.get(key)!r}, now {wanted[key]!r}")
+            differences.append(
+                f"sampler.{key}: stored {stored_sampler.get(key)!r}, now {wanted[key]!r}"
+            )
     if differences:
         raise ConfigError(
             f"study {study.study_name!r} was created with another configuration; refusing to resume it.\n  "

@@ -17,9 +17,14 @@ from evolver_opt.errors import ConfigError
 SAMPLER_NAMES = ("evolver", "cmaes", "random", "tpe", "ng:NAME")
 
 
-def initial_points(param_names: Sequence[str], model_of: Sequence[int], n_models: int) -> list[dict[str, float]]:
+def initial_points(
+    param_names: Sequence[str], model_of: Sequence[int], n_models: int
+) -> list[dict[str, float]]:
     """Each model alone, then the uniform average; ``model_of[j]`` is the model of parameter j."""
-    points = [{name: float(m == j) for name, m in zip(param_names, model_of, strict=True)} for j in range(n_models)]
+    points = [
+        {name: float(m == j) for name, m in zip(param_names, model_of, strict=True)}
+        for j in range(n_models)
+    ]
     points.append({name: 1.0 / n_models for name in param_names})
     return points
 
@@ -41,7 +46,9 @@ def make_sampler(
         if name == "evolver":
             return EvolverSampler(seed=seed, **(evolver_options or {}))
         if name == "cmaes":
-            return optuna.samplers.CmaEsSampler(x0=x0, sigma0=0.3, seed=seed, warn_independent_sampling=False)
+            return optuna.samplers.CmaEsSampler(
+                x0=x0, sigma0=0.3, seed=seed, warn_independent_sampling=False
+            )
         if name == "random":
             return optuna.samplers.RandomSampler(seed=seed)
         if name == "tpe":

@@ -26,7 +26,9 @@ def model_of(n_models: int, n_groups: int) -> list[int]:
     return [i for i in range(n_models) for _ in range(n_groups)]
 
 
-def loss_function(kind: str, n_models: int, n_groups: int, seed: int = 1234) -> Callable[[np.ndarray], float]:
+def loss_function(
+    kind: str, n_models: int, n_groups: int, seed: int = 1234
+) -> Callable[[np.ndarray], float]:
     """``loss(c)`` for an N x G coefficient matrix ``c``."""
     rng = np.random.default_rng(seed)
     if kind == "merge":
@@ -35,7 +37,9 @@ def loss_function(kind: str, n_models: int, n_groups: int, seed: int = 1234) -> 
         def merge(c: np.ndarray) -> float:
             diff = c - weights
             group = np.mean(np.sum(diff**2, axis=0))
-            smooth = np.mean(np.sum((diff[:, 1:] - diff[:, :-1]) ** 2, axis=0)) if n_groups > 1 else 0.0
+            smooth = (
+                np.mean(np.sum((diff[:, 1:] - diff[:, :-1]) ** 2, axis=0)) if n_groups > 1 else 0.0
+            )
             return float(group + 0.3 * smooth)
 
         return merge

@@ -16,14 +16,18 @@ from tests.study.tiny_world import write_study
 def test_synthetic_demo_runs_three_samplers_and_resumes(tmp_path):
     url = f"sqlite:///{tmp_path / 'demo.db'}"
     runner = CliRunner()
-    first = runner.invoke(main, ["demo", "--synthetic", "--budget", "12", "--groups", "2", "--storage", url])
+    first = runner.invoke(
+        main, ["demo", "--synthetic", "--budget", "12", "--groups", "2", "--storage", url]
+    )
     assert first.exit_code == 0, first.output
     for name in ("evolver", "cmaes", "random"):
         assert f"\n{name} " in first.output
     summaries = optuna.get_all_study_summaries(storage=url)
     assert sorted(s.study_name.split("-")[3] for s in summaries) == ["cmaes", "evolver", "random"]
     assert all(s.n_trials == 12 for s in summaries)
-    second = runner.invoke(main, ["demo", "--synthetic", "--budget", "12", "--groups", "2", "--storage", url])
+    second = runner.invoke(
+        main, ["demo", "--synthetic", "--budget", "12", "--groups", "2", "--storage", url]
+    )
     assert second.exit_code == 0 and "trials ..." not in second.output
     assert all(s.n_trials == 12 for s in optuna.get_all_study_summaries(storage=url))
 
@@ -31,24 +35,48 @@ def test_synthetic_demo_runs_three_samplers_and_resumes(tmp_path):
 def test_real_demo_path_on_a_tiny_world(study_env, tmp_path):
     study_file = write_study(tmp_path / "s.toml", study_env["world"], granularity='"model"')
     out = tmp_path / "demo"
-    args = ["demo", "--study", str(study_file), "--budget", "5", "--storage", study_env["storage"], "--out", str(out)]
+    args = [
+        "demo",
+        "--study",
+        str(study_file),
+        "--budget",
+        "5",
+        "--storage",
+        study_env["storage"],
+        "--out",
+        str(out),
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "| evolver | 1 |" in result.output and "| cmaes | 1 |" in result.output
     assert (out / "report.md").exists() and "optuna-dashboard" in result.output
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0 and "running to 5 trials" in again.output
-    assert all(s.n_trials == 5 for s in optuna.get_all_study_summaries(storage=study_env["storage"]))
+    assert all(
+        s.n_trials == 5 for s in optuna.get_all_study_summaries(storage=study_env["storage"])
+    )
 
 
 def test_demo_shares_the_reference_study_zoo():
     demo = tomllib.loads((resources.files("evolver_opt.study") / "demo.toml").read_text())
-    reference = tomllib.loads((Path(__file__).parents[2] / "studies" / "sentiment-domains.toml").read_text())
+    reference = tomllib.loads(
+        (Path(__file__).parents[2] / "studies" / "sentiment-domains.toml").read_text()
+    )
     assert demo["zoo"] == reference["zoo"]
 
 
 def test_cli_lists_commands():
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
-    for command in ("demo", "run", "compare", "export", "studies", "merge", "data", "zoo", "evaluate"):
+    for command in (
+        "demo",
+        "run",
+        "compare",
+        "export",
+        "studies",
+        "merge",
+        "data",
+        "zoo",
+        "evaluate",
+    ):
         assert command in result.output

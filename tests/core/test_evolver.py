@@ -65,7 +65,9 @@ def test_reference_is_best_other_when_p_random_is_zero():
     xs, values = _population()
     values = np.array([0.5, 0.1, 0.9, 0.3, 0.7])
     for k in range(20):
-        child = make_offspring(k, 1, xs, values, LOWER, UPPER, seed=k, config=EvolverConfig(p_random=0.0))
+        child = make_offspring(
+            k, 1, xs, values, LOWER, UPPER, seed=k, config=EvolverConfig(p_random=0.0)
+        )
         assert child.references == (3,)  # best other than the target itself (slot 1)
         assert child.reference_kind == "best"
 
@@ -73,7 +75,9 @@ def test_reference_is_best_other_when_p_random_is_zero():
 def test_random_reference_covers_all_others():
     xs, values = _population()
     refs = {
-        make_offspring(k, 2, xs, values, LOWER, UPPER, seed=0, config=EvolverConfig(p_random=1.0)).references[0]
+        make_offspring(
+            k, 2, xs, values, LOWER, UPPER, seed=0, config=EvolverConfig(p_random=1.0)
+        ).references[0]
         for k in range(200)
     }
     assert refs == {0, 1, 3, 4}
@@ -175,7 +179,13 @@ def test_state_round_trips_through_json_and_continues_identically():
     def objective(x):
         return float(np.sum((x - 0.3) ** 2))
 
-    a = Evolver(LOWER, UPPER, initial_points=np.eye(6)[:5], seed=11, config=EvolverConfig(bound_handling="reflect"))
+    a = Evolver(
+        LOWER,
+        UPPER,
+        initial_points=np.eye(6)[:5],
+        seed=11,
+        config=EvolverConfig(bound_handling="reflect"),
+    )
     for _ in range(17):
         c = a.ask()
         a.tell(c.index, objective(c.x))
@@ -213,7 +223,9 @@ def test_improves_on_a_sphere(mutation, factor):
     improves the best initial point several-fold but may stop short of the optimum."""
     points = np.random.default_rng(0).random((10, 6))
     initial_best = min(float(np.sum((p - 0.4) ** 2)) for p in points)
-    opt = Evolver(LOWER, UPPER, initial_points=points, seed=0, config=EvolverConfig(mutation=mutation))
+    opt = Evolver(
+        LOWER, UPPER, initial_points=points, seed=0, config=EvolverConfig(mutation=mutation)
+    )
     for _ in range(1500):
         c = opt.ask()
         opt.tell(c.index, float(np.sum((c.x - 0.4) ** 2)))
@@ -236,7 +248,10 @@ def test_fuzz_tell_keeps_invariants():
     for _ in range(400):
         if pending and rng.random() < 0.5:
             c = pending.pop(int(rng.integers(len(pending))))
-            value = rng.choice([float(rng.normal()), float("nan"), float("inf"), -float("inf")], p=[0.85, 0.05, 0.05, 0.05])
+            value = rng.choice(
+                [float(rng.normal()), float("nan"), float("inf"), -float("inf")],
+                p=[0.85, 0.05, 0.05, 0.05],
+            )
             opt.tell(c.index, value)
         else:
             c = opt.ask()
@@ -255,6 +270,8 @@ def test_reference_identical_to_target_is_avoided():
     xs = np.array([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
     values = np.array([0.1, 0.2, 0.9])  # the best other of slot 1 is a copy of it
     for k in range(30):
-        child = make_offspring(k, 1, xs, values, np.zeros(2), np.ones(2), seed=0, config=EvolverConfig(p_random=0.0))
+        child = make_offspring(
+            k, 1, xs, values, np.zeros(2), np.ones(2), seed=0, config=EvolverConfig(p_random=0.0)
+        )
         assert child.references == (2,)
         assert not np.array_equal(child.x, xs[1])

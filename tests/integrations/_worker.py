@@ -40,7 +40,9 @@ def main() -> None:
 
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if done < n_complete:
-        study.optimize(objective, callbacks=[MaxTrialsCallback(n_complete, states=(TrialState.COMPLETE,))])
+        study.optimize(
+            objective, callbacks=[MaxTrialsCallback(n_complete, states=(TrialState.COMPLETE,))]
+        )
 
 
 if __name__ == "__main__":

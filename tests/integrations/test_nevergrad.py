@@ -88,7 +88,9 @@ def test_nevergrad_sampler_runs_on_sqlite_and_improves(name, tmp_path):
 
 def test_nevergrad_sampler_state_is_rebuilt_from_finished_trials(tmp_path):
     url = f"sqlite:///{tmp_path / 'ng.db'}"
-    study = optuna.create_study(study_name="s", storage=open_storage(url), sampler=NevergradSampler("TwoPointsDE", seed=0))
+    study = optuna.create_study(
+        study_name="s", storage=open_storage(url), sampler=NevergradSampler("TwoPointsDE", seed=0)
+    )
     study.optimize(_objective, n_trials=15)
     study.enqueue_trial({f"w{j}": 0.5 for j in range(4)})  # the optimum, evaluated by the queue
     study.optimize(_objective, n_trials=1)

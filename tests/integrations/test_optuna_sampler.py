@@ -30,7 +30,9 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 WORKER = Path(__file__).with_name("_worker.py")
 
 
-class TestEvolverSamplerConformance(BasicSamplerTestCase, RelativeSamplerTestCase, SingleOnlySamplerTestCase):
+class TestEvolverSamplerConformance(
+    BasicSamplerTestCase, RelativeSamplerTestCase, SingleOnlySamplerTestCase
+):
     @pytest.fixture
     def sampler(self):
         return lambda: EvolverSampler(seed=0, population_size=4)
@@ -114,7 +116,9 @@ def test_lineage_is_json_in_trial_system_attrs_and_readable(sqlite_url):
 def test_lost_offspring_never_stall_or_enter_population(sqlite_url):
     study = optuna.create_study(storage=open_storage(sqlite_url), sampler=EvolverSampler(seed=0))
     _enqueue_one_hots(study)
-    study.optimize(_objective(fail_every=5, nan_every=7, prune_every=11), n_trials=60, catch=(RuntimeError,))
+    study.optimize(
+        _objective(fail_every=5, nan_every=7, prune_every=11), n_trials=60, catch=(RuntimeError,)
+    )
     states = [t.state for t in study.trials]
     assert len(states) == 60
     assert states.count(TrialState.FAIL) >= 10 and states.count(TrialState.PRUNED) >= 4
@@ -159,7 +163,9 @@ def test_same_seed_workers_in_separate_processes_differ(sqlite_url):
 
 
 def test_float_only_other_distributions_warn_once(sqlite_url, caplog):
-    study = optuna.create_study(storage=open_storage(sqlite_url), sampler=EvolverSampler(seed=0, population_size=3))
+    study = optuna.create_study(
+        storage=open_storage(sqlite_url), sampler=EvolverSampler(seed=0, population_size=3)
+    )
 
     def objective(trial):
         trial.suggest_categorical("c", ["a", "b"])
@@ -189,7 +195,9 @@ def test_tampered_trial_state_is_refused(sqlite_url, value):
     _enqueue_one_hots(study)
     study.optimize(_objective(), n_trials=6)
     _tamper_trial_attr(sqlite_url, study.trials[5]._trial_id, KEY_LINEAGE, value)
-    fresh = optuna.load_study(study_name=study.study_name, storage=storage, sampler=EvolverSampler(seed=0))
+    fresh = optuna.load_study(
+        study_name=study.study_name, storage=storage, sampler=EvolverSampler(seed=0)
+    )
     with pytest.raises(StateError, match="malformed evolver:lineage"):
         fresh.optimize(_objective(), n_trials=1)
 
@@ -199,7 +207,9 @@ def _tamper_trial_attr(url: str, trial_id: int, key: str, value) -> None:
     engine = sqlalchemy.create_engine(url)
     with engine.begin() as conn:
         conn.execute(
-            sqlalchemy.text("UPDATE trial_system_attributes SET value_json = :v WHERE trial_id = :t AND key = :k"),
+            sqlalchemy.text(
+                "UPDATE trial_system_attributes SET value_json = :v WHERE trial_id = :t AND key = :k"
+            ),
             {"v": json.dumps(value), "t": trial_id, "k": key},
         )
     engine.dispose()
@@ -211,13 +221,17 @@ def test_tampered_population_attr_is_refused(sqlite_url):
     _enqueue_one_hots(study)
     study.optimize(_objective(), n_trials=6)
     storage.set_study_system_attr(study._study_id, KEY_POPULATION, {"size": "x"})
-    fresh = optuna.load_study(study_name=study.study_name, storage=storage, sampler=EvolverSampler(seed=0))
+    fresh = optuna.load_study(
+        study_name=study.study_name, storage=storage, sampler=EvolverSampler(seed=0)
+    )
     with pytest.raises(StateError, match=KEY_POPULATION):
         fresh.optimize(_objective(), n_trials=1)
 
 
 def test_random_population_without_enqueued_points(sqlite_url):
-    study = optuna.create_study(storage=open_storage(sqlite_url), sampler=EvolverSampler(seed=0, n_startup_trials=5))
+    study = optuna.create_study(
+        storage=open_storage(sqlite_url), sampler=EvolverSampler(seed=0, n_startup_trials=5)
+    )
     study.optimize(_objective(), n_trials=15)
     roles = [offspring_info(t).role for t in study.trials]
     assert roles == ["init"] * 5 + ["offspring"] * 10
@@ -244,7 +258,9 @@ def test_sigkill_and_resume_repeats_the_uninterrupted_run(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
 
     def worker(url: str, n: int, *extra: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, str(WORKER), url, "s", str(n), "0.01", *extra], env=env)
+        return subprocess.Popen(
+            [sys.executable, str(WORKER), url, "s", str(n), "0.01", *extra], env=env
+        )
 
     straight = f"sqlite:///{tmp_path / 'straight.db'}"
     assert worker(straight, 60).wait(timeout=300) == 0
@@ -273,6 +289,9 @@ def test_sigkill_and_resume_repeats_the_uninterrupted_run(tmp_path):
     b = optuna.load_study(study_name="s", storage=open_storage(killed, heartbeat_interval=None))
     states = [t.state for t in b.trials]
     assert states.count(TrialState.FAIL) == 1, states
-    assert b.trials[33].state == TrialState.FAIL and b.trials[34].system_attrs.get("failed_trial") == 33
+    assert (
+        b.trials[33].state == TrialState.FAIL
+        and b.trials[34].system_attrs.get("failed_trial") == 33
+    )
     assert len(_complete_params(b)) == 60
     assert _complete_params(a) == _complete_params(b)

@@ -41,7 +41,11 @@ def test_default_is_a_sqlite_file_under_runs(tmp_path, monkeypatch):
 
 
 def test_stock_optuna_reads_what_we_wrote(sqlite_url):
-    study = optuna.create_study(study_name="s", storage=open_storage(sqlite_url), sampler=EvolverSampler(seed=0, population_size=3))
+    study = optuna.create_study(
+        study_name="s",
+        storage=open_storage(sqlite_url),
+        sampler=EvolverSampler(seed=0, population_size=3),
+    )
     study.optimize(_objective, n_trials=8)
     stock = optuna.load_study(study_name="s", storage=sqlite_url)
     assert [t.params for t in stock.trials] == [t.params for t in study.trials]
@@ -68,7 +72,9 @@ def test_redact():
 @pytest.mark.postgres
 def test_postgresql_study_with_evolver(postgres_url, unique_name):
     storage = open_storage(postgres_url)
-    study = optuna.create_study(study_name=unique_name, storage=storage, sampler=EvolverSampler(seed=0, population_size=3))
+    study = optuna.create_study(
+        study_name=unique_name, storage=storage, sampler=EvolverSampler(seed=0, population_size=3)
+    )
     try:
         study.optimize(_objective, n_trials=10, n_jobs=2)
         assert len(study.trials) == 10

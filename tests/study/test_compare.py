@@ -24,15 +24,32 @@ def test_compare_writes_report_json_and_plots(study_env, tmp_path):
         assert (out / name).stat().st_size > 0
     rows = json.loads((out / "results.json").read_text())["rows"]
     samplers = [r for r in rows if r["kind"] == "sampler"]
-    assert sorted((r["name"], r["seed"]) for r in samplers) == [("evolver", 0), ("evolver", 1), ("random", 0), ("random", 1)]
-    assert {r["name"] for r in rows if r["kind"] == "static"} == {"average", "task_arithmetic", "ties", "dare"}
-    assert {r["name"] for r in rows if r["kind"] == "expert"} == {"vader-tweets", "vader-movies", "vader-amazon"}
+    assert sorted((r["name"], r["seed"]) for r in samplers) == [
+        ("evolver", 0),
+        ("evolver", 1),
+        ("random", 0),
+        ("random", 1),
+    ]
+    assert {r["name"] for r in rows if r["kind"] == "static"} == {
+        "average",
+        "task_arithmetic",
+        "ties",
+        "dare",
+    }
+    assert {r["name"] for r in rows if r["kind"] == "expert"} == {
+        "vader-tweets",
+        "vader-movies",
+        "vader-amazon",
+    }
     for r in samplers:
         assert r["trials"] == 6 and len(r["curve"]) == 6
         assert r["curve"] == sorted(r["curve"]) and r["best_dev"] == r["curve"][-1]
         assert set(r["test"]) == {"vader-tweets", "vader-movies", "vader-amazon", "uci-imdb"}
     # Every sampler starts from the same enqueued points: each expert alone and the average.
-    studies = [optuna.load_study(study_name=r["study_name"], storage=study_env["storage"]) for r in samplers]
+    studies = [
+        optuna.load_study(study_name=r["study_name"], storage=study_env["storage"])
+        for r in samplers
+    ]
     first_params = [[t.params for t in s.trials[:4]] for s in studies]
     assert all(p == first_params[0] for p in first_params)
     seeded = [r["best_dev"] for r in rows if r["kind"] == "expert" or r["name"] == "average"]

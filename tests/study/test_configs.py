@@ -11,12 +11,16 @@ from evolver_opt.study.config import load_config, parse_config
 STUDIES = sorted((Path(__file__).parents[2] / "studies").glob("*.toml"))
 
 
-@pytest.mark.parametrize("path", [p for p in STUDIES if "[study]" in p.read_text()], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", [p for p in STUDIES if "[study]" in p.read_text()], ids=lambda p: p.name
+)
 def test_shipped_study_loads(path):
     config = load_config(path)
     experts = config.expert_specs()
     assert len(experts) >= 2
-    assert set(config.dev) <= set(config.test_in_domain) | set(config.test_out_of_domain) | set(config.dev)
+    assert set(config.dev) <= set(config.test_in_domain) | set(config.test_out_of_domain) | set(
+        config.dev
+    )
     assert parse_config(config.model_dump(mode="json")).identity_hash() == config.identity_hash()
 
 

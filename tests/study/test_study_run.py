@@ -18,7 +18,10 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 def test_config_errors_name_field_value_and_allowed(tiny_world, tmp_path):
     bad = write_study(tmp_path / "bad.toml", tiny_world, granularity='"block"')
-    with pytest.raises(ConfigError, match=r"study.granularity: Input should be 'model', 'layer' or 'tensor' \(got 'block'\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"study.granularity: Input should be 'model', 'layer' or 'tensor' \(got 'block'\)",
+    ):
         load_config(bad)
     bad = write_study(tmp_path / "bad2.toml", tiny_world, dev='["vader-tweets", "imdb"]')
     with pytest.raises(ConfigError, match="unknown domain 'imdb'; expected one of"):
@@ -40,7 +43,9 @@ def test_objective_one_hot_scores_each_expert_and_records_attributes(study_env, 
     first = trials[0]
     assert first.state == optuna.trial.TrialState.COMPLETE
     assert {"merge_s", "eval_s", "raced", "dev:vader-tweets/dev"} <= set(first.user_attrs)
-    assert first.value == pytest.approx(sum(first.user_attrs[f"dev:{d}/dev"] for d in config.dev) / 3)
+    assert first.value == pytest.approx(
+        sum(first.user_attrs[f"dev:{d}/dev"] for d in config.dev) / 3
+    )
     # Re-applying trial 0's coefficients reproduces its score (the merge is deterministic).
     setup.engine.apply(setup.coefficients(first.params))
     assert evaluate_dev(setup).score == pytest.approx(first.value)
@@ -60,7 +65,13 @@ def test_resume_with_another_config_is_refused_naming_the_difference(study_env, 
     with pytest.raises(ConfigError, match=r"bounds: stored \[0.0, 1.0\], now \[0.0, 2.0\]"):
         open_study(changed, setup.initial_points(), storage=study_env["storage"], study_name="x")
     with pytest.raises(ConfigError, match="sampler.name: stored 'evolver', now 'random'"):
-        open_study(config, setup.initial_points(), sampler="random", storage=study_env["storage"], study_name="x")
+        open_study(
+            config,
+            setup.initial_points(),
+            sampler="random",
+            storage=study_env["storage"],
+            study_name="x",
+        )
 
 
 def test_cli_run_then_resume_adds_only_missing_trials(study_env, tmp_path):
@@ -83,11 +94,24 @@ def test_cli_export_reloads_with_identical_outputs_and_studies_lists(study_env, 
 
     study_file = write_study(tmp_path / "s.toml", study_env["world"], granularity='"tensor"')
     runner = CliRunner()
-    ran = runner.invoke(main, ["run", str(study_file), "--storage", study_env["storage"], "--n-trials", "6", "--no-progress"])
+    ran = runner.invoke(
+        main,
+        [
+            "run",
+            str(study_file),
+            "--storage",
+            study_env["storage"],
+            "--n-trials",
+            "6",
+            "--no-progress",
+        ],
+    )
     assert ran.exit_code == 0, ran.output
     out = tmp_path / "merged"
     name = "tiny-tensor-evolver-seed0"
-    result = runner.invoke(main, ["export", "--storage", study_env["storage"], "--study-name", name, "--out", str(out)])
+    result = runner.invoke(
+        main, ["export", "--storage", study_env["storage"], "--study-name", name, "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     study = optuna.load_study(study_name=name, storage=study_env["storage"])
     setup = build_setup(load_config(study_file))
@@ -95,8 +119,21 @@ def test_cli_export_reloads_with_identical_outputs_and_studies_lists(study_env, 
     reloaded = AutoModelForSequenceClassification.from_pretrained(out).eval()
     ids = torch.tensor([[2, 5, 9, 3]])
     with torch.no_grad():
-        torch.testing.assert_close(reloaded(input_ids=ids).logits, setup.engine.model.eval()(input_ids=ids).logits)
+        torch.testing.assert_close(
+            reloaded(input_ids=ids).logits, setup.engine.model.eval()(input_ids=ids).logits
+        )
     listing = runner.invoke(main, ["studies", "--storage", study_env["storage"]])
     assert name in listing.output and f"{study.best_value:.4f}" in listing.output
-    missing = runner.invoke(main, ["export", "--storage", study_env["storage"], "--study-name", "nope", "--out", str(tmp_path / "x")])
+    missing = runner.invoke(
+        main,
+        [
+            "export",
+            "--storage",
+            study_env["storage"],
+            "--study-name",
+            "nope",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+    )
     assert missing.exit_code != 0 and "no study named 'nope'" in missing.output

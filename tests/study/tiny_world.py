@@ -47,7 +47,9 @@ def write_study(path: Path, world: dict, **overrides) -> Path:
     fields = {
         "name": '"tiny"',
         "base": f'"{world["base"]}"',
-        "experts": "[" + ", ".join(f'{{name = "{d}", path = "{p}"}}' for d, p in world["experts"].items()) + "]",
+        "experts": "["
+        + ", ".join(f'{{name = "{d}", path = "{p}"}}' for d, p in world["experts"].items())
+        + "]",
         "granularity": '"layer"',
         "dev": str(list(DOMAINS)).replace("'", '"'),
         "test_in_domain": str(list(DOMAINS)).replace("'", '"'),

@@ -1,0 +1,254 @@
+"""The Evolver population as a study's trials define it (derived, never stored)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from optuna.study import Study
+from optuna.trial import FrozenTrial, TrialState
+
+from evolver_opt.core.evolver import EvolverConfig, choose_target, make_offspring, random_point
+from evolver_opt.errors import ConfigError, StateError
+from evolver_opt.integrations._lineage import (
+    FINISHED,
+    KEY_LINEAGE,
+    KEY_POPULATION,
+    Lineage,
+    as_int,
+    preview,
+)
+from evolver_opt.integrations._space import NumericSpace
+
+if TYPE_CHECKING:
+    from evolver_opt.integrations.optuna_sampler import EvolverSampler
+
+
+class StudyCache:
+    """What this process derived from one study: finished trials never change, so their
+    records are computed once; the population size is fixed once stored."""
+
+    def __init__(self, storage: Any) -> None:
+        self.storage = storage  # keeps the storage alive, so its id() stays unique
+        self.finished: dict[int, _Record] = {}
+        self.population: dict[str, int] | None = None
+
+
+@dataclass(frozen=True)
+class _Record:
+    """A finished trial as the population sees it (value in minimization form)."""
+
+    number: int
+    lineage: Lineage | None
+    enqueued: bool
+    value: float | None  # None: lost (FAIL, PRUNED, NaN)
+    params: dict[str, Any]
+
+    @classmethod
+    def of(cls, trial: FrozenTrial, sign: float) -> _Record:
+        value = trial.value if trial.state == TrialState.COMPLETE else None
+        ok = value is not None and math.isfinite(value)
+        return cls(
+            number=trial.number,
+            lineage=Lineage.from_attrs(trial.system_attrs),
+            enqueued=_is_enqueued(trial),
+            value=sign * value if ok else None,  # type: ignore[operator]
+            params=trial.params,
+        )
+
+
+class PopulationView:
+    """Population derived from a snapshot of the study's trials."""
+
+    def __init__(
+        self,
+        sampler: EvolverSampler,
+        study: Study,
+        trials: list[FrozenTrial],
+        sign: float,
+        cache: StudyCache,
+    ) -> None:
+        self.sampler = sampler
+        self.study = study
+        self.trials = trials
+        self.sign = sign
+        self.cache = cache
+        self.finished = cache.finished
+        self._lineages = {t.number: self._parse_lineage(t) for t in trials}
+        self._enqueued = [
+            t.number for t in trials if _is_enqueued(t) and self._lineages[t.number] is None
+        ]
+
+    def _parse_lineage(self, t: FrozenTrial) -> Lineage | None:
+        record = self.finished.get(t.number)
+        return record.lineage if record is not None else Lineage.from_attrs(t.system_attrs)
+
+    def _lineage(self, t: FrozenTrial) -> Lineage | None:
+        return self._lineages[t.number]
+
+    def enqueued_numbers(self) -> list[int]:
+        """Trial numbers of initial points given by the user (enqueued, not retries)."""
+        return self._enqueued
+
+    def population(self) -> dict[str, int]:
+        """Population size and enqueued count, fixed in a study attribute on first use."""
+        if self.cache.population is None:
+            self.cache.population = self._read_or_fix_population()
+        return self.cache.population
+
+    def _read_or_fix_population(self) -> dict[str, int]:
+        stored = self.study._storage.get_study_system_attrs(self.study._study_id).get(
+            KEY_POPULATION
+        )
+        if stored is not None:
+            try:
+                size, n_enqueued = as_int(stored["size"]), as_int(stored["n_enqueued"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise StateError(
+                    f"malformed study attribute {KEY_POPULATION}={preview(stored)}"
+                ) from exc
+            if size < 2 or not 0 <= n_enqueued <= size:
+                raise StateError(f"malformed study attribute {KEY_POPULATION}={preview(stored)}")
+            return {"size": size, "n_enqueued": n_enqueued}
+        s = self.sampler
+        n_enqueued = len(self.enqueued_numbers())
+        if s._population_size is not None:
+            size = s._population_size
+        else:
+            size = n_enqueued + (
+                s._n_startup_trials
+                if s._n_startup_trials is not None
+                else (0 if n_enqueued else 10)
+            )
+        if size < 2:
+            raise ConfigError(
+                f"Evolver needs a population of at least 2 individuals; found {n_enqueued} enqueued "
+                "trials. Enqueue the initial points or pass population_size/n_startup_trials."
+            )
+        value = {"size": size, "n_enqueued": min(n_enqueued, size)}
+        self.study._storage.set_study_system_attr(self.study._study_id, KEY_POPULATION, value)
+        return value
+
+    def next_lineage(self, trial: FrozenTrial) -> Lineage:
+        """Index, role and target of a fresh trial."""
+        k = 0
+        busy: list[int] = []
+        for t in self.trials:
+            lineage = self._lineage(t)
+            if t.number < trial.number:
+                if lineage is not None and lineage.trial == t.number:
+                    k += 1
+                elif lineage is None and _being_drawn(t):
+                    k += 1  # another worker is drawing for it right now: it will take an index
+            if t.state == TrialState.RUNNING and t.number != trial.number and lineage is not None:
+                busy.append(lineage.slot)
+        taken = {
+            lineage.index
+            for number, lineage in self._lineages.items()
+            if lineage is not None and number != trial.number
+        }
+        while k in taken:  # a race between workers: never reuse an index (same draws)
+            k += 1
+        pop = self.population()
+        n_random = pop["size"] - pop["n_enqueued"]
+        if k < n_random:
+            return Lineage(index=k, role="init", slot=pop["n_enqueued"] + k, trial=trial.number)
+        target = choose_target(self.sampler.seed, k - n_random, pop["size"], busy)
+        parent = self.best_per_slot(pop["size"])[target]
+        return Lineage(
+            index=k,
+            role="offspring",
+            slot=target,
+            parent_trial=None if parent is None else parent.number,
+            parent_value=None
+            if parent is None or parent.value is None
+            else parent.value * self.sign,
+            trial=trial.number,
+        )
+
+    def best_per_slot(self, size: int) -> list[_Record | None]:
+        """Greedy selection, order-free: the best finished trial of each slot."""
+        best: list[_Record | None] = [None] * size
+        enqueued_slot = {n: i for i, n in enumerate(self.enqueued_numbers()[:size])}
+        for record in self.finished.values():
+            if record.lineage is not None:
+                slot = record.lineage.slot
+            else:
+                slot = enqueued_slot.get(record.number, -1)
+            if not 0 <= slot < size or record.value is None:
+                continue
+            current = best[slot]
+            if current is None or (record.value, record.number) < (current.value, current.number):  # type: ignore[operator]
+                best[slot] = record
+        return best
+
+    def params_for(
+        self, lineage: Lineage, space: NumericSpace, config: EvolverConfig
+    ) -> tuple[dict[str, Any], Lineage]:
+        """The trial's parameters over ``space`` (a random point or an offspring), and the
+        lineage completed with the offspring's references."""
+        seed = self.sampler.seed
+        if lineage.role == "init":
+            return space.to_params(
+                random_point(seed, lineage.slot, space.lower, space.upper)
+            ), lineage
+        pop = self.population()
+        size = pop["size"]
+        best = self.best_per_slot(size)
+        initial = self._initial_vectors(space, size, pop["n_enqueued"])
+        xs = np.array(
+            [
+                initial[s] if r is None else space.to_vector(r.params, fill=initial[s])
+                for s, r in enumerate(best)
+            ]
+        ).reshape(size, space.dim)
+        values = np.array([np.nan if r is None or r.value is None else r.value for r in best])
+        n_random = size - pop["n_enqueued"]
+        child = make_offspring(
+            lineage.index - n_random,
+            lineage.slot,
+            xs,
+            values,
+            space.lower,
+            space.upper,
+            seed,
+            config,
+        )
+        lineage = replace(lineage, references=child.references, reference_kind=child.reference_kind)
+        return space.to_params(child.x), lineage
+
+    def _initial_vectors(self, space: NumericSpace, size: int, n_enqueued: int) -> list[np.ndarray]:
+        """Each slot's initial point: the enqueued params, else the seeded random point."""
+        by_number = {t.number: t for t in self.trials}
+        out = []
+        numbers = self.enqueued_numbers()[:n_enqueued]
+        for slot in range(size):
+            fallback = random_point(self.sampler.seed, slot, space.lower, space.upper)
+            if slot < len(numbers):
+                t = by_number[numbers[slot]]
+                out.append(
+                    space.to_vector(t.system_attrs.get("fixed_params", t.params), fill=fallback)
+                )
+            else:
+                out.append(fallback)
+        return out
+
+
+def _is_enqueued(trial: FrozenTrial) -> bool:
+    """A user-given point: enqueued (``fixed_params``) or added finished without our lineage."""
+    if "failed_trial" in trial.system_attrs:
+        return False  # a retry: it belongs to the trial it retries
+    return "fixed_params" in trial.system_attrs or (
+        trial.state in FINISHED and KEY_LINEAGE not in trial.system_attrs and bool(trial.params)
+    )
+
+
+def _being_drawn(trial: FrozenTrial) -> bool:
+    """A trial another worker is drawing parameters for (it will take a fresh index)."""
+    return (
+        trial.state in (TrialState.RUNNING, TrialState.WAITING)
+        and "fixed_params" not in trial.system_attrs
+        and not trial.params
+    )
