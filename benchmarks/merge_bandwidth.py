@@ -127,13 +127,17 @@ def bench(engine: MergeEngine, reps: int, naive_reps: int) -> dict:
 
 
 def peak_memory(base: Path, dirs: list[Path], granularity: str) -> dict:
-    """Peak RSS of ``from_dirs`` + 20 applies, in a fresh process, in model-size units."""
+    """Peak RSS growth of ``from_dirs`` + 20 applies in a fresh process (Linux), in model sizes."""
     code = f"""
 import resource, numpy as np, torch
 from evolver_opt.merge import MergeEngine
-import transformers  # imported before the baseline, like the engine's own imports
-torch.empty(1)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+import transformers
+# imports and library set-up happen before the baseline: the model class, BLAS
+cfg = transformers.AutoConfig.from_pretrained({str(dirs[0])!r})
+getattr(transformers, cfg.architectures[0])
+torch.mv(torch.ones(4, 8).t(), torch.ones(4))
+# current RSS now (KiB), compared with the peak (ru_maxrss, KiB) later
+before = int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0])
 e = MergeEngine.from_dirs({str(base)!r}, {[str(d) for d in dirs]!r}, granularity={granularity!r})
 loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 for _ in range(20):
