@@ -137,3 +137,29 @@ def test_cli_export_reloads_with_identical_outputs_and_studies_lists(study_env, 
         ],
     )
     assert missing.exit_code != 0 and "no study named 'nope'" in missing.output
+
+
+@pytest.mark.parametrize("backend", ["journal", "postgres"])
+def test_cli_run_on_journal_and_postgresql(backend, study_env, tmp_path, request):
+    if backend == "postgres":
+        storage = request.getfixturevalue("postgres_url")
+        name = request.getfixturevalue("unique_name")
+    else:
+        storage, name = f"journal:{tmp_path / 'journal.log'}", "tiny-journal"
+    study_file = write_study(tmp_path / "s.toml", study_env["world"], granularity='"model"')
+    args = ["run", str(study_file), "--storage", storage, "--study-name", name, "--n-trials", "6", "--no-progress"]
+    try:
+        result = CliRunner().invoke(main, [*args, "--n-jobs", "2"])
+        assert result.exit_code == 0, result.output
+        from evolver_opt import open_storage
+
+        study = optuna.load_study(study_name=name, storage=open_storage(storage))
+        assert len(study.trials) == 6 and len({t.number for t in study.trials}) == 6
+        one_hots = [t for t in study.trials if sorted(t.params.values()) == [0.0, 0.0, 1.0]]
+        averages = [t for t in study.trials if len(set(t.params.values())) == 1]
+        assert len(one_hots) == 3 and len(averages) == 1  # the shared start points ran once each
+    finally:
+        if backend == "postgres":
+            from evolver_opt import open_storage
+
+            optuna.delete_study(study_name=name, storage=open_storage(storage))
