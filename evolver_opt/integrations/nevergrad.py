@@ -10,21 +10,20 @@ from __future__ import annotations
 import difflib
 import math
 import threading
-from collections.abc import Sequence
 from typing import Any
 
 import nevergrad as ng
 import numpy as np
 import optuna
 from nevergrad.optimization import base
-from optuna.distributions import BaseDistribution, FloatDistribution
+from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, RandomSampler
-from optuna.search_space import IntersectionSearchSpace
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from evolver_opt.core.evolver import Evolver, EvolverConfig
 from evolver_opt.errors import ConfigError
+from evolver_opt.integrations._base import FloatSpaceSampler, check_single_objective
 from evolver_opt.integrations._space import NumericSpace
 
 _logger = optuna.logging.get_logger(__name__)
@@ -133,7 +132,7 @@ def optimizer_class(name: str) -> base.ConfiguredOptimizer | type[base.Optimizer
     return registry[name]
 
 
-class NevergradSampler(BaseSampler):
+class NevergradSampler(FloatSpaceSampler):
     """Any Nevergrad optimizer as an Optuna sampler over the study's float parameters.
 
     The optimizer lives in this process only as a cache: a new process replays every finished
@@ -163,29 +162,14 @@ class NevergradSampler(BaseSampler):
         self._seed = seed
         self._budget = budget
         self._num_workers = num_workers
-        self._independent = independent_sampler or RandomSampler(seed=seed)
-        self._warn_independent = warn_independent_sampling
-        self._warned = False
-        self._search_space = IntersectionSearchSpace(include_pruned=True)
+        super().__init__(independent_sampler or RandomSampler(seed=seed), warn_independent_sampling)
         self._lock = threading.Lock()
         self._state: dict[tuple[int, int], _Replay] = {}
-
-    def reseed_rng(self) -> None:
-        self._independent.reseed_rng()
-
-    def infer_relative_search_space(
-        self, study: Study, trial: FrozenTrial
-    ) -> dict[str, BaseDistribution]:
-        space = self._search_space.calculate(study, use_cache=True)
-        return {
-            k: d for k, d in space.items() if isinstance(d, FloatDistribution) and not d.single()
-        }
 
     def sample_relative(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        if study._is_multi_objective():
-            raise ValueError("NevergradSampler supports single-objective studies only")
+        check_single_objective(study, self)
         if not search_space:
             return {}
         space = NumericSpace(search_space)
@@ -203,19 +187,7 @@ class NevergradSampler(BaseSampler):
         param_name: str,
         param_distribution: BaseDistribution,
     ) -> Any:
-        if self._warn_independent and not self._warned:
-            self._warned = True
-            _logger.warning(
-                f"NevergradSampler({self.optimizer_name}) samples '{param_name}' with "
-                f"{type(self._independent).__name__} (outside the relative search space). "
-                "Further warnings are suppressed."
-            )
-        return self._independent.sample_independent(study, trial, param_name, param_distribution)
-
-    def after_trial(
-        self, study: Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
-    ) -> None:
-        self._independent.after_trial(study, trial, state, values)
+        return self._sample_elsewhere(study, trial, param_name, param_distribution)
 
     def _replay_for(self, study: Study, space: NumericSpace) -> _Replay:
         key = (id(study._storage), study._study_id)

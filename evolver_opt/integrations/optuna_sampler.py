@@ -29,12 +29,12 @@ import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.samplers import BaseSampler, RandomSampler
-from optuna.search_space import IntersectionSearchSpace
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from evolver_opt.core.evolver import EvolverConfig, rng_for
 from evolver_opt.errors import ConfigError
+from evolver_opt.integrations._base import FloatSpaceSampler, check_single_objective
 from evolver_opt.integrations._lineage import (
     FINISHED,
     KEY_LINEAGE,
@@ -51,7 +51,7 @@ _logger = optuna.logging.get_logger(__name__)
 _STREAM_NAMED = 3  # per-parameter draws (random initial points, params outside the space)
 
 
-class EvolverSampler(BaseSampler):
+class EvolverSampler(FloatSpaceSampler):
     """Evolver (Du et al., ACL Findings 2024) as a steady-state Optuna sampler.
 
     Args:
@@ -122,10 +122,9 @@ class EvolverSampler(BaseSampler):
         self._population_size = population_size
         self._n_startup_trials = n_startup_trials
         self._seed = seed if seed is not None else int(np.random.SeedSequence().entropy % 2**63)
-        self._independent = independent_sampler or RandomSampler(seed=self._seed)
-        self._warn_independent = warn_independent_sampling
-        self._warned = False
-        self._search_space = IntersectionSearchSpace(include_pruned=True)
+        super().__init__(
+            independent_sampler or RandomSampler(seed=self._seed), warn_independent_sampling
+        )
         self._lock = threading.RLock()
         self._decisions: dict[int, tuple[Lineage, dict[str, Any]]] = {}  # trial_id -> decision
         self._caches: dict[tuple[int, int], StudyCache] = {}
@@ -138,23 +137,10 @@ class EvolverSampler(BaseSampler):
     def config(self) -> EvolverConfig:
         return self._config
 
-    def reseed_rng(self) -> None:
-        # Our draws are keyed on (seed, k); reseeding them would break exact resume.
-        self._independent.reseed_rng()
-
-    # ----------------------------------------------------------------- BaseSampler API
-    def infer_relative_search_space(
-        self, study: Study, trial: FrozenTrial
-    ) -> dict[str, BaseDistribution]:
-        space = self._search_space.calculate(study, use_cache=True)
-        return {
-            k: d for k, d in space.items() if isinstance(d, FloatDistribution) and not d.single()
-        }
-
     def sample_relative(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        _check_single_objective(study)
+        check_single_objective(study, self)
         if not search_space:
             return {}
         lineage, params = self._decide(study, trial, search_space)
@@ -172,26 +158,16 @@ class EvolverSampler(BaseSampler):
         param_name: str,
         param_distribution: BaseDistribution,
     ) -> Any:
-        _check_single_objective(study)
+        check_single_objective(study, self)
         if isinstance(param_distribution, FloatDistribution):
             lineage, _ = self._decide(study, trial, {})
             return self._named_draw(lineage, param_name, param_distribution)
-        if self._warn_independent and not self._warned:
-            self._warned = True
-            _logger.warning(
-                f"EvolverSampler evolves float parameters only; parameter '{param_name}' "
-                f"({type(param_distribution).__name__}) is sampled by "
-                f"{type(self._independent).__name__}. Further warnings are suppressed."
-            )
-        return self._independent.sample_independent(study, trial, param_name, param_distribution)
+        return self._sample_elsewhere(study, trial, param_name, param_distribution)
 
     def _named_draw(self, lineage: Lineage, name: str, distribution: BaseDistribution) -> Any:
         """A uniform draw for one parameter outside the evolved vector, keyed on (seed, k, name)."""
         rng = rng_for(self._seed, _STREAM_NAMED, lineage.index * 2**32 + name_salt(name))
         return random_value(distribution, rng)
-
-    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
-        self._independent.before_trial(study, trial)
 
     def after_trial(
         self,
@@ -202,7 +178,7 @@ class EvolverSampler(BaseSampler):
     ) -> None:
         with self._lock:
             self._decisions.pop(trial._trial_id, None)
-        self._independent.after_trial(study, trial, state, values)
+        super().after_trial(study, trial, state, values)
 
     # ----------------------------------------------------------------- the decision
     def _decide(
@@ -257,8 +233,3 @@ class EvolverSampler(BaseSampler):
                     for s, r in enumerate(best)
                 ],
             }
-
-
-def _check_single_objective(study: Study) -> None:
-    if study._is_multi_objective():
-        raise ValueError("EvolverSampler supports single-objective studies only")
