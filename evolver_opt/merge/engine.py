@@ -41,7 +41,18 @@ class TensorSlot:
 
 
 class MergeEngine:
-    """Task-arithmetic merges written in place into one preallocated working model."""
+    """Task-arithmetic merges written in place into one preallocated working model.
+
+    Build it with :meth:`from_dirs`. Attributes the search layer reads:
+
+    - ``model``: the working model; its merged parameters are views of ``output``;
+    - ``model_names``, ``group_names``, ``param_names`` (``w.<model>.<group>``, model-major),
+      ``n_models``, ``n_groups``: the coefficient layout;
+    - ``heads_merged``; with separate heads ``task_heads`` and :meth:`use_head`;
+    - ``stacked``: ``(N + 1, P)`` rows, the base then each fine-tuned model (the task vectors
+      are ``stacked[1 + i] - stacked[0]``; storing the models keeps one-hot merges exact);
+    - ``version`` and ``state``: what the working model holds now.
+    """
 
     def __init__(self, model: nn.Module, ckpts: CheckpointSet, plan: Plan, layout: Layout,
                  granularity: str, device: torch.device, dtype: torch.dtype) -> None:  # fmt: skip
