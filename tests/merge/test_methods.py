@@ -241,3 +241,17 @@ def test_regmean_runs_on_decoders(families):
         assert torch.isfinite(engine.output).all()
         with torch.no_grad():
             assert torch.isfinite(engine.model(**fam.inputs).logits).all()
+
+
+def test_data_methods_with_separate_heads(bert_mixed_heads):
+    fam = bert_mixed_heads
+    engine = MergeEngine.from_dirs(fam.base, fam.models)
+    assert not engine.heads_merged
+    examples = _examples(fam, engine, rows=4, batches=1)
+    for name in ("fisher", "regmean"):
+        get_method(name).merge(engine, examples=examples)
+        assert torch.isfinite(engine.output).all()
+        for i, path in enumerate(fam.models):  # each task's own head is still attached intact
+            engine.use_head(i)
+            ref = load_reference(path, fam.cls)
+            assert torch.equal(engine.model.classifier.weight, ref.classifier.weight)
