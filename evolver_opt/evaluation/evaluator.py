@@ -237,6 +237,7 @@ class Evaluator:
                 note=note,
             )
         bound = metrics.best_possible_mean([(correct[k], seen[k], totals[k]) for k in keys])
+        stopped = stopped and sum(seen.values()) < sum(totals.values())  # not at the very end
         if stopped:
             score = None
         elif metric == "accuracy":

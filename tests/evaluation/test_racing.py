@@ -47,6 +47,7 @@ def test_racing_agrees_with_full_evaluation_on_many_random_cases(tokenizer):
             mean = ev.dev_score(stop_below=mean_threshold)
             if mean.stopped_early:
                 assert full_mean < mean_threshold and mean.score is None
+                assert mean.n_seen < mean.n_total
                 assert full_mean <= mean.best_possible < mean_threshold
             else:
                 assert mean.score == full_mean
