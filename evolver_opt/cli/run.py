@@ -29,6 +29,14 @@ import click
 @click.option(
     "--n-jobs", type=int, default=1, show_default=True, help="Worker threads in this process."
 )
+@click.option(
+    "--heartbeat",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    metavar="SECONDS",
+    help="Heartbeat of a running trial; one silent for twice this long is failed and retried.",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def run(
     study_file: str,
@@ -38,9 +46,14 @@ def run(
     study_name: str | None,
     seed: int,
     n_jobs: int,
+    heartbeat: int,
     progress: bool,
 ) -> None:
-    """Run (or resume) STUDY_FILE's merge search with one sampler."""
+    """Run (or resume) STUDY_FILE's merge search with one sampler.
+
+    Several processes may run the same study on one PostgreSQL (or SQLite) storage. SIGTERM or
+    Ctrl-C fails and re-queues the trials in flight; the next run resumes them.
+    """
     import optuna
 
     from evolver_opt.errors import EvolverError
@@ -48,6 +61,7 @@ def run(
     from evolver_opt.study.config import load_config
     from evolver_opt.study.objective import MergeObjective, build_setup
     from evolver_opt.study.runner import open_study, run_study
+    from evolver_opt.study.worker import Terminated
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -61,13 +75,22 @@ def run(
             seed=seed,
             storage=storage,
             study_name=study_name,
+            heartbeat_interval=heartbeat,
         )
         target = n_trials or config.n_trials
         ran = run_study(
-            study, MergeObjective(setup), n_trials=target, n_jobs=n_jobs, show_progress_bar=progress
+            study,
+            MergeObjective(setup),
+            n_trials=target,
+            n_jobs=n_jobs,
+            show_progress_bar=progress,
+            storage_url=storage or default_url(),
         )
     except EvolverError as exc:
         raise click.ClickException(str(exc)) from None
+    except Terminated as exc:
+        click.echo(f"{exc}; the trials in flight were failed and re-queued", err=True)
+        raise SystemExit(143) from None
     best = study.best_trial
     click.echo(
         f"{study.study_name}: ran {ran} trials; best dev {best.value:.4f} (trial {best.number}) "

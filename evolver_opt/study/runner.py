@@ -8,6 +8,7 @@ its sampler, starts from the same enqueued points: each expert alone and the sta
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,12 +50,16 @@ def open_study(
     storage: str | None = None,
     study_name: str | None = None,
     budget: int | None = None,
+    heartbeat_interval: int = 10,
 ) -> optuna.Study:
     """Create the study (enqueueing the shared start points) or resume it after checking that
-    its stored config and sampler match."""
+    its stored config and sampler match.
+
+    ``heartbeat_interval``: seconds between a running trial's heartbeats (RDB storages); a
+    trial silent for twice that long is failed and retried by the next worker."""
     choice = SamplerChoice(sampler, seed)
     name = study_name or default_study_name(config, sampler, seed)
-    opened = open_storage(storage)
+    opened = open_storage(storage, heartbeat_interval=heartbeat_interval)
     evolver_options = config.evolver.model_dump()
     optuna_sampler = make_sampler(
         sampler,
@@ -63,24 +68,37 @@ def open_study(
         budget=budget or config.n_trials,
         evolver_options=evolver_options,
     )
-    study = optuna.create_study(
-        study_name=name,
-        storage=opened,
-        sampler=optuna_sampler,
-        direction="maximize",
-        load_if_exists=True,
-    )
-    attrs = study.user_attrs
-    if ATTR_HASH in attrs:
-        _check_resume(study, config, choice)
-    else:
+    try:
+        study = optuna.create_study(
+            study_name=name, storage=opened, sampler=optuna_sampler, direction="maximize"
+        )
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=opened, sampler=optuna_sampler)
+        created = False
+    if not created and not _wait_initialized(study):
+        created = True  # its creator died before initializing it: finish the job
+    if created:
         study.set_user_attr(ATTR_CONFIG, json.loads(config.model_dump_json()))
         study.set_user_attr(ATTR_IDENTITY, config.identity())
-        study.set_user_attr(ATTR_HASH, config.identity_hash())
         study.set_user_attr(ATTR_SAMPLER, choice.as_json(config))
         for point in initial_points:
             study.enqueue_trial(point, skip_if_exists=True)
+        study.set_user_attr(ATTR_HASH, config.identity_hash())  # last: "initialized"
+    else:
+        _check_resume(study, config, choice)
     return study
+
+
+def _wait_initialized(study: optuna.Study, timeout_s: float = 60.0) -> bool:
+    """Wait for the process that created ``study`` to store its config and start points (so
+    that workers started together enqueue them once); False if it never does."""
+    deadline = time.monotonic() + timeout_s
+    while ATTR_HASH not in study.user_attrs:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def _check_resume(study: optuna.Study, config: StudyConfig, choice: SamplerChoice) -> None:
@@ -115,38 +133,38 @@ def run_study(
     n_jobs: int = 1,
     show_progress_bar: bool = False,
     max_consecutive_failures: int = 10,
+    storage_url: str | None = None,
+    storage_retry_s: float = 60.0,
 ) -> int:
-    """Run until the study has ``n_trials`` finished trials; returns how many this call ran."""
-    remaining = n_trials - finished_count(study)
-    if remaining <= 0:
-        return 0
-    failures = _ConsecutiveFailures(max_consecutive_failures)
-    study.optimize(
+    """Run until the study holds ``n_trials`` trials (a retry counts with the trial it
+    retries); returns how many this call ran.
+
+    The loop (:class:`evolver_opt.study.worker.WorkerLoop`) keeps values computed for a trial
+    another process failed, fails and re-queues the trials in flight on SIGTERM/Ctrl-C, retries
+    storage calls for ``storage_retry_s`` seconds and stops after ``max_consecutive_failures``
+    FAIL trials in a row.
+    """
+    from evolver_opt.integrations.storage import redact
+    from evolver_opt.study.worker import WorkerLoop
+
+    bar = None
+    if show_progress_bar:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n_trials, initial=min(finished_count(study), n_trials), unit="trial")
+    loop = WorkerLoop(
+        study,
         objective,
-        n_trials=remaining,
+        n_trials=n_trials,
         n_jobs=n_jobs,
-        catch=(RuntimeError, ValueError),
-        callbacks=[failures],
-        show_progress_bar=show_progress_bar,
+        catch=(Exception,),
+        max_consecutive_failures=max_consecutive_failures,
+        storage_retry_s=storage_retry_s,
+        url=redact(storage_url) if storage_url else "the storage",
+        on_trial=(lambda _t: bar.update(1)) if bar is not None else None,
     )
-    return remaining
-
-
-class _ConsecutiveFailures:
-    """Stops the study with a clear error after too many FAIL trials in a row."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.count = 0
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if trial.state == optuna.trial.TrialState.FAIL:
-            self.count += 1
-            if self.count >= self.limit:
-                study.stop()
-                raise ConfigError(
-                    f"{self.count} trials failed in a row (last: trial {trial.number}); stopping. "
-                    "See the trials' fail_reason in the storage."
-                )
-        else:
-            self.count = 0
+    try:
+        return loop.run()
+    finally:
+        if bar is not None:
+            bar.close()
