@@ -4,7 +4,7 @@ A study file has a ``[study]`` table (and optionally the ``[zoo]`` recipe its ex
 
     [study]
     name = "sentiment-domains"
-    granularity = "tensor"            # model | layer | tensor
+    granularity = "tensor"            # model | layer | tensor | element (weight space)
     bounds = [0.0, 1.0]
     form = "task_arithmetic"          # or "average": coefficients normalized per group
     seed_merges = ["average"]         # static merges enqueued beside each expert alone
@@ -89,7 +89,9 @@ class StudyConfig(_Frozen):
     experts: tuple[ExpertSpec, ...] = ()  # default: the zoo's expert per zoo domain
     zoo: ZooRecipe | None = None
     zoo_experts: tuple[str, ...] | None = None  # a subset of the zoo's domains (default: all)
-    granularity: Literal["model", "layer", "tensor"] = "model"
+    # "element": weight-space Evolver (evolver_opt.study.element); the engine's coefficient
+    # layout (initial points, static merges) is then the "model" one.
+    granularity: Literal["model", "layer", "tensor", "element"] = "model"
     bounds: tuple[float, float] = (0.0, 1.0)
     form: Literal["task_arithmetic", "average"] = "task_arithmetic"
     heads: Literal["auto", "merge", "separate"] = "auto"
@@ -206,3 +208,8 @@ def config_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[
         if stored.get(key) != current.get(key):
             out.append(f"{key}: stored {stored.get(key)!r}, now {current.get(key)!r}")
     return out
+
+
+def engine_granularity(config: StudyConfig) -> str:
+    """The merge engine's coefficient granularity (``element`` studies use ``model``)."""
+    return "model" if config.granularity == "element" else config.granularity

@@ -18,7 +18,7 @@ import optuna
 
 from evolver_opt.errors import CheckpointError, ConfigError
 from evolver_opt.integrations.optuna_sampler import offspring_info
-from evolver_opt.study.config import StudyConfig
+from evolver_opt.study.config import StudyConfig, engine_granularity
 
 
 @dataclass
@@ -76,7 +76,7 @@ def build_engine(
     return MergeEngine.from_dirs(
         resolve_base(config.base_name),
         [e.path for e in experts],
-        granularity=config.granularity,
+        granularity=engine_granularity(config),
         heads=config.heads,
         device=ev.device,
         dtype=torch.bfloat16 if ev.bf16 else torch.float32,

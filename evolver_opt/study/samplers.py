@@ -14,7 +14,9 @@ import optuna
 
 from evolver_opt.errors import ConfigError
 
-SAMPLER_NAMES = ("evolver", "cmaes", "random", "tpe", "ng:NAME")
+SAMPLER_NAMES = (
+    "evolver", "cmaes", "random", "tpe", "ng:NAME", "evolver-element", "evolver-merger:METHOD",
+)  # fmt: skip
 
 
 def initial_points(
@@ -55,4 +57,28 @@ def make_sampler(
             return optuna.samplers.TPESampler(seed=seed)
         if name.startswith("ng:") and len(name) > 3:
             return NevergradSampler(name[3:], seed=seed, budget=budget)
+        element = _element_sampler(name, seed, evolver_options or {})
+        if element is not None:
+            return element
     raise ConfigError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLER_NAMES)}")
+
+
+def _element_sampler(
+    name: str, seed: int | None, options: dict
+) -> optuna.samplers.BaseSampler | None:
+    """Weight-space Evolver (``evolver-element``, ``evolver-merger:METHOD``) or None."""
+    from evolver_opt.integrations.element_sampler import ElementEvolverSampler
+    from evolver_opt.study.element import parse_element_sampler
+
+    mode = parse_element_sampler(name)
+    if mode is None:
+        return None
+    if options.get("mutation", "interpolate") != "interpolate":
+        raise ConfigError(
+            f"sampler {name!r} evolves weights by interpolation only; "
+            f"got evolver.mutation={options['mutation']!r}"
+        )
+    keys = ("F", "CR", "p_random", "n_generations")
+    return ElementEvolverSampler(
+        mode=mode.mode, seed=seed, **{k: options[k] for k in keys if k in options}
+    )
