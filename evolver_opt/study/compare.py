@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import optuna
 
-from evolver_opt.study.objective import MergeObjective, MergeSetup, evaluate_dev
+from evolver_opt.study.element import ElementObjective, answer_curve
+from evolver_opt.study.objective import MergeSetup, evaluate_dev
 from evolver_opt.study.runner import open_study, run_study
 
 STATIC_METHODS = ("average", "task_arithmetic", "ties", "dare")
@@ -37,6 +38,7 @@ class Row:
     study_name: str | None = None
     curve: list[float] = field(default_factory=list)  # best-so-far dev by trial
     examples: list[int] = field(default_factory=list)  # cumulative dev examples evaluated
+    peak_rss_mb: float | None = None  # the study's peak resident memory (study/memory.py)
 
 
 class TestReporter:
@@ -88,11 +90,14 @@ def run_compare(
     progress: bool = False,
 ) -> list[Row]:
     """Run every (sampler, seed) study to ``n_trials`` and score the reference rows."""
+    from evolver_opt.study.element import make_objective
+    from evolver_opt.study.memory import PeakRSS
+
     reporter = TestReporter(setup)
     rows = []
-    objective = MergeObjective(setup)
     for sampler in samplers:
         for seed in range(seeds):
+            objective = make_objective(setup, sampler)  # weight-space samplers: ElementObjective
             study = open_study(
                 setup.config,
                 setup.initial_points(),
@@ -103,10 +108,13 @@ def run_compare(
             )
             echo(f"{study.study_name}: running to {n_trials} trials")
             start = time.perf_counter()
-            run_study(study, objective, n_trials=n_trials, show_progress_bar=progress)
-            rows.append(
-                _sampler_row(study, sampler, seed, time.perf_counter() - start, setup, reporter)
-            )
+            with PeakRSS() as peak:
+                run_study(study, objective, n_trials=n_trials, show_progress_bar=progress)
+            study.set_user_attr("peak_rss_mb", {"mib": peak.mib, "scope": peak.scope})
+            row = _sampler_row(study, sampler, seed, time.perf_counter() - start, setup, reporter,
+                               objective)  # fmt: skip
+            row.peak_rss_mb = peak.mib
+            rows.append(row)
     for method in STATIC_METHODS:
         from evolver_opt.merge import get_method
 
@@ -125,6 +133,7 @@ def _sampler_row(
     wall: float,
     setup: MergeSetup,
     reporter: TestReporter,
+    objective: object = None,
 ) -> Row:
     trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
     values = [
@@ -132,14 +141,20 @@ def _sampler_row(
         for t in trials
     ]
     examples = np.cumsum([t.user_attrs.get("examples_seen", 0) for t in trials]).tolist()
-    best = study.best_trial
-    setup.engine.apply(setup.coefficients(best.params))
+    curve = np.maximum.accumulate(values).tolist()
+    if isinstance(objective, ElementObjective):  # the answer: best individual / merged population
+        best_dev = objective.apply_answer(study)
+        curve = answer_curve(study, objective.mode.mode)
+    else:
+        best = study.best_trial
+        setup.engine.apply(setup.coefficients(best.params))
+        best_dev = best.value
     scores = reporter()
     test_in, test_out = reporter.summarize(scores)
     return Row(
-        kind="sampler", name=sampler, seed=seed, best_dev=float(best.value), test_in=test_in, test_out=test_out,
+        kind="sampler", name=sampler, seed=seed, best_dev=float(best_dev), test_in=test_in, test_out=test_out,
         test=scores, trials=len(trials), wall_s=round(wall, 1), study_name=study.study_name,
-        curve=np.maximum.accumulate(values).tolist(), examples=[int(e) for e in examples],
+        curve=curve, examples=[int(e) for e in examples],
     )  # fmt: skip
 
 

@@ -15,14 +15,19 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def _mib(value: float | None) -> str:
+    """Peak resident memory of a study (the whole process, shared setup included)."""
+    return "-" if value is None else f"{value:.0f}"
+
+
 def markdown(rows: Sequence[Row], *, title: str, command: str, notes: Sequence[str] = ()) -> str:
     samplers = [r for r in rows if r.kind == "sampler"]
     lines = [f"# {title}", "", f"Command: `{command}`", ""]
     lines += ["Selection is by dev score only; test scores are of the best-by-dev model.", ""]
     lines += ["## Medians over seeds", ""]
     lines += [
-        "| sampler | seeds | best dev | test in-domain | test out-of-domain | trials | wall s |",
-        "|---|---|---|---|---|---|---|",
+        "| sampler | seeds | best dev | test in-domain | test out-of-domain | trials | wall s | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in dict.fromkeys(r.name for r in samplers):
         group = [r for r in samplers if r.name == name]
@@ -33,7 +38,8 @@ def markdown(rows: Sequence[Row], *, title: str, command: str, notes: Sequence[s
 
         lines.append(
             f"| {name} | {len(group)} | {_fmt(med('best_dev'))} | {_fmt(med('test_in'))} | "
-            f"{_fmt(med('test_out'))} | {med('trials'):.0f} | {med('wall_s'):.0f} |"
+            f"{_fmt(med('test_out'))} | {med('trials'):.0f} | {med('wall_s'):.0f} | "
+            f"{_mib(med('peak_rss_mb'))} |"
         )
     lines += ["", "## Static merges and experts alone", ""]
     lines += [
@@ -47,13 +53,13 @@ def markdown(rows: Sequence[Row], *, title: str, command: str, notes: Sequence[s
             )
     lines += ["", "## Every study", ""]
     lines += [
-        "| sampler | seed | study | best dev | test in-domain | test out-of-domain | trials | wall s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| sampler | seed | study | best dev | test in-domain | test out-of-domain | trials | wall s | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in samplers:
         lines.append(
             f"| {r.name} | {r.seed} | {r.study_name} | {_fmt(r.best_dev)} | {_fmt(r.test_in)} | "
-            f"{_fmt(r.test_out)} | {r.trials} | {r.wall_s:.0f} |"
+            f"{_fmt(r.test_out)} | {r.trials} | {r.wall_s:.0f} | {_mib(r.peak_rss_mb)} |"
         )
     lines += ["", "![best-so-far dev score](best_so_far.png)", ""]
     lines += [f"- {n}" for n in notes]
