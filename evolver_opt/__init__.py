@@ -19,6 +19,7 @@ _EXPORTS = {
     "NevergradSampler": "evolver_opt.integrations.nevergrad",
     "register_nevergrad": "evolver_opt.integrations.nevergrad",
     "open_storage": "evolver_opt.integrations.storage",
+    "flush_params": "evolver_opt.integrations.storage",
     "EvolverError": "evolver_opt.errors",
     "ConfigError": "evolver_opt.errors",
     "StateError": "evolver_opt.errors",

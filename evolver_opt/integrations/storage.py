@@ -10,12 +10,16 @@ Accepted URLs:
 * ``memory``: an in-memory storage (tests, quick experiments).
 
 RDB storages get a heartbeat and ``RetryHeartbeatStaleTrialCallback``: the trial of a killed
-worker is failed after the grace period and re-queued with the same parameters.
+worker is failed after the grace period and re-queued with the same parameters. They are
+:class:`BatchedRDBStorage` (a standard ``RDBStorage``): a trial's parameters are written in one
+transaction, before the trial's next write, on :func:`flush_params`, or ``flush_after`` seconds
+after the last ``suggest`` (see ``_batched_storage.py``).
 """
 
 from __future__ import annotations
 
 import re
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,9 +29,13 @@ import sqlalchemy
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from evolver_opt.errors import StorageError
+from evolver_opt.integrations._batched_storage import BatchedRDBStorage, flush_params
 from evolver_opt.paths import runs_dir
 
+__all__ = ["BatchedRDBStorage", "default_url", "flush_params", "open_storage", "redact"]
+
 SQLITE_BUSY_TIMEOUT_S = 60
+SCHEMA_RACE_ATTEMPTS = 5
 
 
 def redact(url: str) -> str:
@@ -45,10 +53,15 @@ def open_storage(
     heartbeat_interval: int | None = 10,
     grace_period: int | None = None,
     max_retry: int | None = 3,
+    batch_params: bool = True,
+    flush_after: float | None = 0.1,
 ) -> BaseStorage:
     """Open (creating if needed) the storage at ``url``; see the module docstring for URLs.
 
     ``heartbeat_interval=None`` turns the heartbeat (and retry of stale trials) off.
+    ``batch_params=False`` gives the stock ``RDBStorage`` (one transaction per parameter);
+    ``flush_after`` is :class:`BatchedRDBStorage`'s idle delay before buffered parameters are
+    written without an explicit :func:`flush_params`.
     """
     url = url or default_url()
     if url == "memory":
@@ -60,7 +73,8 @@ def open_storage(
             f"storage {url!r} is not a URL; expected e.g. 'sqlite:///runs/study.db', "
             "'postgresql://user@host/db', 'journal:path.log' or 'memory'"
         )
-    return _rdb(url, heartbeat_interval, grace_period, max_retry)
+    batching = {"flush_after": flush_after} if batch_params else None
+    return _rdb(url, heartbeat_interval, grace_period, max_retry, batching)
 
 
 def _journal(path: str) -> BaseStorage:
@@ -71,7 +85,11 @@ def _journal(path: str) -> BaseStorage:
 
 
 def _rdb(
-    url: str, heartbeat_interval: int | None, grace_period: int | None, max_retry: int | None
+    url: str,
+    heartbeat_interval: int | None,
+    grace_period: int | None,
+    max_retry: int | None,
+    batching: dict[str, Any] | None = None,
 ) -> RDBStorage:
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:"):
@@ -92,13 +110,24 @@ def _rdb(
                 if heartbeat_interval
                 else None
             )
-            storage = RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-                heartbeat_stale_trial_callback=retry,
-            )
+            cls: Any = RDBStorage if batching is None else BatchedRDBStorage
+            for attempt in range(SCHEMA_RACE_ATTEMPTS):
+                try:
+                    storage = cls(
+                        url,
+                        **(batching or {}),
+                        engine_kwargs=engine_kwargs,
+                        heartbeat_interval=heartbeat_interval,
+                        grace_period=grace_period,
+                        heartbeat_stale_trial_callback=retry,
+                    )
+                    break
+                except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                    # Workers started together on an empty database: another one is creating
+                    # the schema right now (duplicate table or type). Wait, then use its schema.
+                    if attempt == SCHEMA_RACE_ATTEMPTS - 1:
+                        raise
+                    time.sleep(0.5 * (attempt + 1))
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ArgumentError, ImportError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise StorageError(f"cannot open storage {redact(url)}: {reason}") from None

@@ -17,6 +17,7 @@ import numpy as np
 import optuna
 
 from evolver_opt.errors import CheckpointError, ConfigError
+from evolver_opt.integrations._batched_storage import flush_params
 from evolver_opt.integrations.optuna_sampler import offspring_info
 from evolver_opt.study.config import StudyConfig, engine_granularity
 
@@ -165,6 +166,7 @@ class MergeObjective:
         params = {
             name: trial.suggest_float(name, self.lower, self.upper) for name in setup.param_names
         }
+        flush_params(trial)  # in the database before evaluating: a crash leaves them for a retry
         start = time.perf_counter()
         setup.engine.apply(setup.coefficients(params))
         merged = time.perf_counter()

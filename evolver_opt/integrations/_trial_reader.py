@@ -1,0 +1,137 @@
+"""Read trials from Optuna's RDB schema with plain SQL rows instead of ORM objects.
+
+``RDBStorage`` loads each trial as ORM objects and parses every parameter's distribution JSON
+twice; a study of 2000 trials x 400 parameters takes seconds to load. This reader issues one
+``SELECT`` per table (filtered by the same trial condition), parses each distinct distribution
+JSON once (a study has a handful), and builds the same :class:`~optuna.trial.FrozenTrial`
+objects: same numbers, states, values, parameters in ``param_id`` order, attributes,
+intermediate values and (local, naive) datetimes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any
+
+import sqlalchemy
+from optuna import distributions
+from optuna.distributions import BaseDistribution
+from optuna.storages._rdb import models
+from optuna.trial import FrozenTrial
+
+__all__ = ["DistributionCache", "read_trials"]
+
+_T = models.TrialModel.__table__
+_P = models.TrialParamModel.__table__
+_V = models.TrialValueModel.__table__
+_U = models.TrialUserAttributeModel.__table__
+_S = models.TrialSystemAttributeModel.__table__
+_I = models.TrialIntermediateValueModel.__table__
+
+
+class DistributionCache:
+    """Distribution JSON <-> objects, each distinct string parsed once (they never change)."""
+
+    def __init__(self) -> None:
+        self._parsed: dict[str, BaseDistribution] = {}
+        self._dumped: dict[BaseDistribution, str] = {}
+
+    def parse(self, text: str) -> BaseDistribution:
+        dist = self._parsed.get(text)
+        if dist is None:
+            dist = self._parsed[text] = distributions.json_to_distribution(text)
+        return dist
+
+    def dump(self, dist: BaseDistribution) -> str:
+        text = self._dumped.get(dist)
+        if text is None:
+            text = self._dumped[dist] = distributions.distribution_to_json(dist)
+        return text
+
+
+def _local(utc: datetime.datetime | None) -> datetime.datetime | None:
+    """Stored naive UTC -> naive local time, as ``TrialModel.datetime_start`` does."""
+    if utc is None:
+        return None
+    return utc.replace(tzinfo=datetime.UTC).astimezone().replace(tzinfo=None)
+
+
+def read_trials(session: Any, condition: Any, cache: DistributionCache) -> list[FrozenTrial]:
+    """Trials of ``trials`` rows matching ``condition`` (a SQL expression), by trial id."""
+    ids = sqlalchemy.select(_T.c.trial_id).where(condition)
+    rows = session.execute(
+        sqlalchemy.select(
+            _T.c.trial_id,
+            _T.c.number,
+            models.TrialModel.state,  # the ORM column: its Enum type gives TrialState
+            _T.c.datetime_start,
+            _T.c.datetime_complete,
+        )
+        .where(condition)
+        .order_by(_T.c.trial_id)
+    ).all()
+    if not rows:
+        return []
+    params: dict[int, dict[str, Any]] = {r[0]: {} for r in rows}
+    dists: dict[int, dict[str, BaseDistribution]] = {r[0]: {} for r in rows}
+    for trial_id, name, value, text in session.execute(
+        sqlalchemy.select(_P.c.trial_id, _P.c.param_name, _P.c.param_value, _P.c.distribution_json)
+        .where(_P.c.trial_id.in_(ids))
+        .order_by(_P.c.trial_id, _P.c.param_id)
+    ):
+        dist = cache.parse(text)
+        params[trial_id][name] = dist.to_external_repr(value)
+        dists[trial_id][name] = dist
+    values: dict[int, dict[int, float]] = {}
+    for trial_id, objective, value, kind in session.execute(
+        sqlalchemy.select(
+            _V.c.trial_id, _V.c.objective, _V.c.value, models.TrialValueModel.value_type
+        ).where(_V.c.trial_id.in_(ids))
+    ):
+        stored = models.TrialValueModel.stored_repr_to_value(value, kind)
+        values.setdefault(trial_id, {})[objective] = stored
+    user = _attrs(session, _U, ids)
+    system = _attrs(session, _S, ids)
+    intermediate: dict[int, dict[int, float]] = {}
+    for trial_id, step, value, kind in session.execute(
+        sqlalchemy.select(
+            _I.c.trial_id,
+            _I.c.step,
+            _I.c.intermediate_value,
+            models.TrialIntermediateValueModel.intermediate_value_type,
+        ).where(_I.c.trial_id.in_(ids))
+    ):
+        stored = models.TrialIntermediateValueModel.stored_repr_to_intermediate_value(value, kind)
+        intermediate.setdefault(trial_id, {})[step] = stored
+    out = []
+    for trial_id, number, state, start, complete in rows:
+        objectives = values.get(trial_id)
+        out.append(
+            FrozenTrial(
+                number=number,
+                state=state,
+                value=None,
+                values=[objectives[k] for k in sorted(objectives)] if objectives else None,
+                datetime_start=_local(start),
+                datetime_complete=_local(complete),
+                params=params[trial_id],
+                distributions=dists[trial_id],
+                user_attrs=user.get(trial_id, {}),
+                system_attrs=system.get(trial_id, {}),
+                intermediate_values=intermediate.get(trial_id, {}),
+                trial_id=trial_id,
+            )
+        )
+    return out
+
+
+def _attrs(session: Any, table: Any, ids: Any) -> dict[int, dict[str, Any]]:
+    out: dict[int, dict[str, Any]] = {}
+    for trial_id, key, text in session.execute(
+        sqlalchemy.select(table.c.trial_id, table.c.key, table.c.value_json)
+        .where(table.c.trial_id.in_(ids))
+        .order_by(table.c.trial_id, *table.primary_key.columns)
+    ):
+        out.setdefault(trial_id, {})[key] = json.loads(text)
+    return out
