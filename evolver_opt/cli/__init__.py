@@ -23,6 +23,7 @@ _COMMANDS = {
     "data": "evolver_opt.cli.data:data",
     "zoo": "evolver_opt.cli.zoo:zoo",
     "evaluate": "evolver_opt.cli.evaluate:evaluate",
+    "dashboard": "evolver_opt.cli.dashboard:dashboard",
 }
 
 

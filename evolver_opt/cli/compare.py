@@ -64,8 +64,11 @@ def compare(
     folder = Path(out) if out else runs_dir() / f"compare-{config.name}-{config.granularity}"
     command = "evolver-opt " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     notes = ["fisher and regmean need examples from the caller and are not among the static rows."]
+    from evolver_opt.integrations.storage import default_url
+
     report = write_report(
-        rows, folder, title=f"{config.name} ({config.granularity})", command=command, notes=notes
-    )
+        rows, folder, title=f"{config.name} ({config.granularity})", command=command, notes=notes,
+        storage=storage or default_url(),
+    )  # fmt: skip
     click.echo(report.read_text())
     click.echo(f"wrote {report}")

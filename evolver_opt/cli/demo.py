@@ -66,7 +66,8 @@ def demo(
     click.echo(
         f"\nDone in {time.perf_counter() - start:.0f} s. Studies are in {url}; inspect them with:"
     )
-    click.echo(f"  optuna-dashboard {url}")
+    flag = "" if storage is None else f" --storage {url}"
+    click.echo(f"  evolver-opt dashboard{flag}    (optuna-dashboard with notes and artifacts)")
 
 
 def _real(budget: int | None, url: str, out: Path, study_file: str | None) -> None:
@@ -99,7 +100,7 @@ def _real(budget: int | None, url: str, out: Path, study_file: str | None) -> No
     except EvolverError as exc:
         raise click.ClickException(str(exc)) from None
     title = f"demo: {config.name} ({config.granularity}), {n_trials} trials per sampler"
-    report = write_report(rows, out, title=title, command="evolver-opt demo")
+    report = write_report(rows, out, title=title, command="evolver-opt demo", storage=url)
     click.echo(
         "\n" + markdown(rows, title=title, command="evolver-opt demo").split("## Every study")[0]
     )

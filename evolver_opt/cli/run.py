@@ -86,6 +86,9 @@ def run(
             show_progress_bar=progress,
             storage_url=storage or default_url(),
         )
+        from evolver_opt.study.report import annotate_run
+
+        annotate_run(study, storage or default_url())  # optuna-dashboard note and artifacts
     except EvolverError as exc:
         raise click.ClickException(str(exc)) from None
     except Terminated as exc:

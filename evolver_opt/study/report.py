@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -67,9 +68,19 @@ def markdown(rows: Sequence[Row], *, title: str, command: str, notes: Sequence[s
 
 
 def write_report(
-    rows: Sequence[Row], out_dir: Path, *, title: str, command: str, notes: Sequence[str] = ()
+    rows: Sequence[Row],
+    out_dir: Path,
+    *,
+    title: str,
+    command: str,
+    notes: Sequence[str] = (),
+    storage: str | None = None,
 ) -> Path:
-    """Write the report files into ``out_dir``; returns the path of ``report.md``."""
+    """Write the report files into ``out_dir``; returns the path of ``report.md``.
+
+    With the ``storage`` URL of the compared studies, each study also gets its pictures
+    (population over time for Evolver, the best trial's coefficients) in ``out_dir``, and its
+    optuna-dashboard note and artifacts (:mod:`evolver_opt.study.notes`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(
         json.dumps({"title": title, "command": command, "rows": rows_as_json(rows)}, indent=1)
@@ -77,8 +88,52 @@ def write_report(
     plot_png(rows, out_dir / "best_so_far.png")
     plot_html(rows, out_dir / "best_so_far.html")
     report = out_dir / "report.md"
-    report.write_text(markdown(rows, title=title, command=command, notes=notes))
+    text = markdown(rows, title=title, command=command, notes=notes)
+    views = _study_views(rows, out_dir, storage) if storage is not None else {}
+    if views:
+        text += "\n## Per study (also in optuna-dashboard: note and artifacts)\n\n"
+        for study_name, images in views.items():
+            text += f"### {study_name}\n\n" + "".join(f"![{p.stem}]({p.name})\n" for p in images)
+    report.write_text(text)
+    if storage is not None:
+        _annotate(views, out_dir, storage)
     return report
+
+
+def _study_views(rows: Sequence[Row], out_dir: Path, storage: str) -> dict[str, list[Path]]:
+    """Per compared study: its pictures, written into ``out_dir``."""
+    import optuna
+
+    from evolver_opt.integrations.storage import open_storage
+    from evolver_opt.study.notes import ATTR_SAMPLER, safe_filename
+    from evolver_opt.study.views import plot_best_leaning, plot_population
+
+    opened = open_storage(storage, heartbeat_interval=None)
+    views: dict[str, list[Path]] = {}
+    for row in rows:
+        if row.kind != "sampler" or not row.study_name:
+            continue
+        study = optuna.load_study(study_name=row.study_name, storage=opened)
+        stem = safe_filename(row.study_name)
+        images = [plot_best_leaning(study, out_dir / f"best_coefficients-{stem}.png")]
+        if (study.user_attrs.get(ATTR_SAMPLER) or {}).get("name") == "evolver":
+            images.insert(0, plot_population(study, out_dir / f"population-{stem}.png"))
+        views[row.study_name] = images
+    return views
+
+
+def _annotate(views: dict[str, list[Path]], out_dir: Path, storage: str) -> None:
+    """Dashboard note and artifacts (recipe, report, plots, the study's pictures) per study."""
+    import optuna
+
+    from evolver_opt.integrations.storage import open_storage
+    from evolver_opt.study.notes import annotate_study, artifact_dir
+
+    opened = open_storage(storage, heartbeat_interval=None)
+    shared = [out_dir / n for n in ("report.md", "best_so_far.png", "best_so_far.html")]
+    for study_name, images in views.items():
+        study = optuna.load_study(study_name=study_name, storage=opened)
+        annotate_study(study, artifacts=artifact_dir(storage), files=[*shared, *images])
 
 
 def _bands(
@@ -152,3 +207,19 @@ def plot_html(rows: Sequence[Row], path: Path) -> None:
         fig.add_trace(go.Scatter(x=x, y=med, name=name, mode="lines"))
     fig.update_layout(xaxis_title="trials", yaxis_title="best dev score so far (median over seeds)")
     fig.write_html(path, include_plotlyjs="cdn")
+
+
+def annotate_run(study: Any, storage: str) -> list[str]:
+    """After ``evolver-opt run``: the study's note and artifacts (best recipe, its pictures)."""
+    import tempfile
+
+    from evolver_opt.study.notes import ATTR_SAMPLER, annotate_study, artifact_dir, best_trial
+    from evolver_opt.study.views import plot_best_leaning, plot_population
+
+    with tempfile.TemporaryDirectory() as tmp:
+        images = []
+        if best_trial(study) is not None:
+            images.append(plot_best_leaning(study, Path(tmp) / "best_coefficients.png"))
+            if (study.user_attrs.get(ATTR_SAMPLER) or {}).get("name") == "evolver":
+                images.insert(0, plot_population(study, Path(tmp) / "population.png"))
+        return annotate_study(study, artifacts=artifact_dir(storage), files=images)

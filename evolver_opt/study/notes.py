@@ -1,0 +1,255 @@
+"""What a study shows in optuna-dashboard: a Markdown note and artifacts.
+
+The note explains the study (experts, granularity, merge form, sampler and its settings, dev
+and test sets, trial counts, the best trial's recipe); the artifacts are the best recipe as
+JSON and whatever report files the caller hands over (compare plots, Evolver views). Trial user
+attributes (``dev:<split>``, ``raced``, ``merge_s``, ``eval_s``) are set by the objective and
+show in the dashboard's trial table as they are.
+
+Artifacts live in a file-system artifact store beside the study database
+(:func:`artifact_dir`); ``evolver-opt dashboard`` serves the same folder by default.
+Re-annotating a study replaces its artifacts of the same file name instead of piling up copies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from evolver_opt.paths import runs_dir
+
+ATTR_CONFIG = "evolver_opt:config"  # as written by evolver_opt.study.runner.open_study
+ATTR_SAMPLER = "evolver_opt:sampler"
+ARTIFACT_PREFIX = "artifacts:"  # Optuna's study system-attribute prefix for artifact metadata
+MAX_NOTE_GROUPS = 24  # groups listed in the note's recipe table (the JSON artifact has all)
+
+
+def artifact_dir(url: str | None) -> Path:
+    """The artifact folder of the storage at ``url``: ``<db>-artifacts`` beside a SQLite or
+    journal file, else ``runs/artifacts``."""
+    from evolver_opt.integrations.storage import default_url
+
+    url = url or default_url()
+    path: str | None = None
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+    elif url.startswith("journal:") or url.endswith(".log"):
+        path = url.removeprefix("journal:")
+    if path and path != ":memory:":
+        file = Path(path)
+        return file.with_name(f"{file.stem}-artifacts")
+    return runs_dir() / "artifacts"
+
+
+def split_param(name: str, models: Sequence[str]) -> tuple[str, str]:
+    """``w.<model>.<group>`` -> (model, group); ``models`` disambiguates names with dots."""
+    if not name.startswith("w."):
+        raise ValueError(f"parameter {name!r} is not a merge coefficient 'w.<model>.<group>'")
+    rest = name[2:]
+    for model in sorted(models, key=len, reverse=True):
+        if rest.startswith(model + "."):
+            return model, rest[len(model) + 1 :]
+    model, _, group = rest.partition(".")
+    if not group:
+        raise ValueError(f"parameter {name!r} has no group; expected 'w.<model>.<group>'")
+    return model, group
+
+
+def coefficient_matrix(
+    params: dict[str, float], models: Sequence[str] = (), form: str = "task_arithmetic"
+) -> tuple[list[str], list[str], np.ndarray]:
+    """(models, groups, models x groups coefficients) of a trial's parameters.
+
+    With ``form="average"`` each group is normalized to sum to one, as the objective merges it
+    (``evolver_opt.study.objective.coefficients_of``)."""
+    cells = {split_param(n, models): float(v) for n, v in params.items() if n.startswith("w.")}
+    model_list = list(models) or list(dict.fromkeys(m for m, _ in cells))
+    model_list = [m for m in model_list if any(k[0] == m for k in cells)]
+    groups = list(dict.fromkeys(g for _, g in cells))
+    c = np.array([[cells.get((m, g), 0.0) for g in groups] for m in model_list])
+    if form == "average" and c.size:
+        total = c.sum(axis=0, keepdims=True)
+        c = np.where(total > 0, c / np.where(total > 0, total, 1.0), 1.0 / c.shape[0])
+    return model_list, groups, c
+
+
+def study_config(study: optuna.Study) -> dict[str, Any]:
+    """The study's stored config (empty for a study not made by ``open_study``)."""
+    config = study.user_attrs.get(ATTR_CONFIG)
+    return config if isinstance(config, dict) else {}
+
+
+def expert_names(config: dict[str, Any]) -> list[str]:
+    experts = config.get("experts") or []
+    names = [e["name"] for e in experts if isinstance(e, dict) and "name" in e]
+    if not names and isinstance(config.get("zoo"), dict):
+        names = list(config.get("zoo_experts") or config["zoo"].get("domains") or [])
+    return names
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The best COMPLETE trial, or None when there is none yet."""
+    if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        return None
+    return study.best_trial
+
+
+def best_recipe(study: optuna.Study) -> dict[str, Any] | None:
+    """The best trial as a JSON recipe: which coefficients to apply to which experts."""
+    best = best_trial(study)
+    if best is None:
+        return None
+    config = study_config(study)
+    form = config.get("form", "task_arithmetic")
+    models, groups, c = coefficient_matrix(best.params, expert_names(config), form)
+    return {
+        "study": study.study_name,
+        "trial": best.number,
+        "dev_score": best.value,
+        "metric": config.get("metric"),
+        "dev_scores": {
+            k.removeprefix("dev:"): v for k, v in best.user_attrs.items() if k.startswith("dev:")
+        },
+        "base": config.get("base"),
+        "experts": models,
+        "granularity": config.get("granularity"),
+        "form": form,
+        "groups": groups,
+        "coefficients": {m: dict(zip(groups, row.tolist(), strict=True)) for m, row in zip(models, c, strict=True)},
+        "params": best.params,
+    }  # fmt: skip
+
+
+def _fmt_list(values: Any) -> str:
+    values = list(values or [])
+    return ", ".join(f"`{v}`" for v in values) if values else "none"
+
+
+def _recipe_table(recipe: dict[str, Any]) -> list[str]:
+    models, groups = recipe["experts"], recipe["groups"]
+    lines = ["| group | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
+    for g in groups[:MAX_NOTE_GROUPS]:
+        cells = " | ".join(f"{recipe['coefficients'][m][g]:.3f}" for m in models)
+        lines.append(f"| `{g}` | {cells} |")
+    if len(groups) > MAX_NOTE_GROUPS:
+        lines.append(f"| ... {len(groups) - MAX_NOTE_GROUPS} more groups | " + " | " * len(models))
+    means = " | ".join(
+        f"**{np.mean(list(recipe['coefficients'][m].values())):.3f}**" for m in models
+    )
+    lines.append(f"| **mean** | {means} |")
+    return lines
+
+
+def study_note(study: optuna.Study, *, artifacts: Sequence[str] = ()) -> str:
+    """The study's dashboard note (Markdown)."""
+    config = study_config(study)
+    sampler = study.user_attrs.get(ATTR_SAMPLER) or {}
+    trials = study.get_trials(deepcopy=False)
+    counts = {s.name: sum(t.state == s for t in trials) for s in TrialState}
+    lines = [f"## {study.study_name}", ""]
+    if config:
+        lines += [
+            (
+                f"Merge search over **{len(expert_names(config))} experts** of"
+                f" `{config.get('base')}` at **{config.get('granularity')}** granularity"
+                f" ({config.get('form')} form, coefficients in {config.get('bounds')}),"
+                f" maximizing dev {config.get('metric')}."
+            ),
+            "",
+            f"- **Experts**: {_fmt_list(expert_names(config))}",
+            f"- **Dev sets** (selection): {_fmt_list(config.get('dev'))}",
+            (
+                f"- **Test sets** (reporting only): in-domain"
+                f" {_fmt_list(config.get('test_in_domain'))}; out-of-domain"
+                f" {_fmt_list(config.get('test_out_of_domain'))}"
+            ),
+            f"- **Start points** (enqueued): each expert alone, {_fmt_list(config.get('seed_merges'))}",
+            f"- **Racing**: {'on' if config.get('racing') else 'off'}",
+        ]
+    else:
+        lines += ["A study without an evolver-opt config (made outside `evolver-opt run`)."]
+    if sampler:
+        options = sampler.get("options") or {}
+        settings = ", ".join(f"{k}={v}" for k, v in options.items() if v is not None)
+        lines.append(
+            f"- **Sampler**: `{sampler.get('name')}` (seed {sampler.get('seed')})"
+            + (f": {settings}" if settings else "")
+        )
+    lines.append(
+        f"- **Trials**: {len(trials)} ({', '.join(f'{n} {k}' for k, n in counts.items() if n)})"
+    )
+    lines += ["", "Trial user attributes: `dev:<split>` per-domain dev scores, `raced`,"]
+    lines += ["`race_lost` (a PRUNED offspring), `merge_s`, `eval_s`, `examples_seen`.", ""]
+    recipe = best_recipe(study)
+    if recipe is None:
+        lines += ["No finished trial yet."]
+    else:
+        lines += [f"### Best trial: #{recipe['trial']}, dev {recipe['dev_score']:.4f}", ""]
+        if recipe["dev_scores"]:
+            lines += [
+                "Per-domain dev: "
+                + ", ".join(f"`{k}` {v:.4f}" for k, v in recipe["dev_scores"].items()),
+                "",
+            ]
+        lines += ["Coefficients (expert x group):", ""] + _recipe_table(recipe)
+    if artifacts:
+        lines += ["", "### Artifacts", "", *[f"- `{a}`" for a in artifacts]]
+    lines += ["", "_Written by evolver-opt; rewritten after each run or compare._"]
+    return "\n".join(lines) + "\n"
+
+
+def _remove_artifacts_named(study: optuna.Study, store: Any, filenames: set[str]) -> None:
+    """Delete earlier artifacts with these file names (as optuna-dashboard's delete does)."""
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    storage, study_id = study._storage, study._study_id
+    for key, value in storage.get_study_system_attrs(study_id).items():
+        if not key.startswith(ARTIFACT_PREFIX) or not isinstance(value, str):
+            continue
+        meta = json.loads(value)
+        if isinstance(meta, dict) and meta.get("filename") in filenames:
+            with contextlib.suppress(ArtifactNotFound):  # a file already gone is fine
+                store.remove(meta["artifact_id"])
+            storage.set_study_system_attr(study_id, key, json.dumps(None))
+
+
+def annotate_study(
+    study: optuna.Study, *, artifacts: Path, files: Sequence[Path] = ()
+) -> list[str]:
+    """Write ``study``'s note and upload its best recipe and ``files`` as study artifacts into
+    the file-system store at ``artifacts``; returns the uploaded file names."""
+    import optuna_dashboard
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+    missing = [str(f) for f in files if not Path(f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"cannot upload missing report files {missing}")
+    artifacts.mkdir(parents=True, exist_ok=True)
+    store = FileSystemArtifactStore(str(artifacts))
+    with tempfile.TemporaryDirectory() as tmp:
+        uploads = [Path(f) for f in files]
+        recipe = best_recipe(study)
+        if recipe is not None:
+            path = Path(tmp) / "best_recipe.json"
+            path.write_text(json.dumps(recipe, indent=1))
+            uploads.insert(0, path)
+        names = [p.name for p in uploads]
+        _remove_artifacts_named(study, store, set(names))
+        for path in uploads:
+            upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study)
+    optuna_dashboard.save_note(study, study_note(study, artifacts=names))
+    return names
+
+
+def safe_filename(name: str) -> str:
+    """``name`` with anything but letters, digits, '.', '_' and '-' replaced by '_'."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
