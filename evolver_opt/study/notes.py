@@ -134,8 +134,16 @@ def _fmt_list(values: Any) -> str:
     return ", ".join(f"`{v}`" for v in values) if values else "none"
 
 
+def has_coefficients(trial: optuna.trial.FrozenTrial | None) -> bool:
+    """Whether ``trial`` holds merge coefficients ``w.<model>.<group>`` (weight-space studies,
+    e.g. element granularity, keep their weights as lineage instead)."""
+    return trial is not None and any(n.startswith("w.") for n in trial.params)
+
+
 def _recipe_table(recipe: dict[str, Any]) -> list[str]:
     models, groups = recipe["experts"], recipe["groups"]
+    if not groups:
+        return ["No per-group coefficients: this study's weights are kept as lineage."]
     lines = ["| group | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
     for g in groups[:MAX_NOTE_GROUPS]:
         cells = " | ".join(f"{recipe['coefficients'][m][g]:.3f}" for m in models)

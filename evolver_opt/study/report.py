@@ -93,7 +93,9 @@ def write_report(
     if views:
         text += "\n## Per study (also in optuna-dashboard: note and artifacts)\n\n"
         for study_name, images in views.items():
-            text += f"### {study_name}\n\n" + "".join(f"![{p.stem}]({p.name})\n" for p in images)
+            if images:
+                text += f"### {study_name}\n\n"
+                text += "".join(f"![{p.stem}]({p.name})\n" for p in images)
     report.write_text(text)
     if storage is not None:
         _annotate(views, out_dir, storage)
@@ -105,7 +107,7 @@ def _study_views(rows: Sequence[Row], out_dir: Path, storage: str) -> dict[str, 
     import optuna
 
     from evolver_opt.integrations.storage import open_storage
-    from evolver_opt.study.notes import ATTR_SAMPLER, safe_filename
+    from evolver_opt.study.notes import ATTR_SAMPLER, best_trial, has_coefficients, safe_filename
     from evolver_opt.study.views import plot_best_leaning, plot_population
 
     opened = open_storage(storage, heartbeat_interval=None)
@@ -115,8 +117,10 @@ def _study_views(rows: Sequence[Row], out_dir: Path, storage: str) -> dict[str, 
             continue
         study = optuna.load_study(study_name=row.study_name, storage=opened)
         stem = safe_filename(row.study_name)
-        images = [plot_best_leaning(study, out_dir / f"best_coefficients-{stem}.png")]
-        if (study.user_attrs.get(ATTR_SAMPLER) or {}).get("name") == "evolver":
+        images = []
+        if has_coefficients(best_trial(study)):
+            images.append(plot_best_leaning(study, out_dir / f"best_coefficients-{stem}.png"))
+        if images and (study.user_attrs.get(ATTR_SAMPLER) or {}).get("name") == "evolver":
             images.insert(0, plot_population(study, out_dir / f"population-{stem}.png"))
         views[row.study_name] = images
     return views
@@ -213,12 +217,18 @@ def annotate_run(study: Any, storage: str) -> list[str]:
     """After ``evolver-opt run``: the study's note and artifacts (best recipe, its pictures)."""
     import tempfile
 
-    from evolver_opt.study.notes import ATTR_SAMPLER, annotate_study, artifact_dir, best_trial
+    from evolver_opt.study.notes import (
+        ATTR_SAMPLER,
+        annotate_study,
+        artifact_dir,
+        best_trial,
+        has_coefficients,
+    )
     from evolver_opt.study.views import plot_best_leaning, plot_population
 
     with tempfile.TemporaryDirectory() as tmp:
         images = []
-        if best_trial(study) is not None:
+        if has_coefficients(best_trial(study)):
             images.append(plot_best_leaning(study, Path(tmp) / "best_coefficients.png"))
             if (study.user_attrs.get(ATTR_SAMPLER) or {}).get("name") == "evolver":
                 images.insert(0, plot_population(study, Path(tmp) / "population.png"))
