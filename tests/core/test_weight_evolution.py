@@ -76,8 +76,8 @@ def test_merger_replay_is_greedy_on_the_merged_score_of_an_unchanged_population(
 def test_decide_is_pure_avoids_busy_targets_and_writes_json_lineage():
     pop = replay("plain", [0, 1, 2, 3], [_init(n, 0.1 * n, n) for n in range(4)])
     config = EvolverConfig(F=0.4, CR=0.3, p_random=0.0)
-    kwargs = dict(mode="plain", index=5, trial=9, population=pop, population_trial_exists=False,
-                  seed=7, config=config)  # fmt: skip
+    kwargs = {"mode": "plain", "index": 5, "trial": 9, "population": pop,
+              "population_trial_exists": False, "seed": 7, "config": config}  # fmt: skip
     a = decide(busy=(), **kwargs)
     assert a == decide(busy=(), **kwargs)
     assert a.role == "offspring" and a.parent_trial == a.slot and a.F == 0.4 and a.CR == 0.3
