@@ -1,0 +1,62 @@
+"""A synthetic study worker (no torch) run as a separate process by the fault tests.
+
+usage: python _synthetic_worker.py URL NAME N_TRIALS MODE [ARG]
+MODE: ``run`` (run to N_TRIALS), ``crash-after K`` (exit at once, with os._exit, right after
+trial K's state is written and before the next ask), ``hang-at K`` (trial K sleeps for ever).
+The study is EvolverSampler(seed=0) over 6 floats, started from 4 enqueued one-hot points,
+driven by :class:`evolver_opt.study.worker.WorkerLoop` (what `evolver-opt run` uses).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+import optuna
+
+from evolver_opt import EvolverSampler, open_storage
+from evolver_opt.study.worker import WorkerLoop
+
+DIM = 6
+TARGET = np.linspace(0.2, 0.8, DIM)
+
+
+def objective_for(hang_at: int = -1):
+    def objective(trial: optuna.Trial) -> float:
+        x = np.array([trial.suggest_float(f"w{j}", 0.0, 1.0) for j in range(DIM)])
+        if trial.number == hang_at:
+            time.sleep(600)
+        return float(np.sum((x - TARGET) ** 2))
+
+    return objective
+
+
+def open_synthetic(url: str, name: str, heartbeat: int | None = 1) -> optuna.Study:
+    storage = open_storage(url, heartbeat_interval=heartbeat, grace_period=2 if heartbeat else None)
+    study = optuna.create_study(
+        study_name=name, storage=storage, sampler=EvolverSampler(seed=0), load_if_exists=True
+    )
+    if not study.trials:
+        for i in range(4):
+            study.enqueue_trial({f"w{j}": float(j % 4 == i) for j in range(DIM)})
+    return study
+
+
+def main() -> None:
+    url, name, n_trials, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    arg = int(sys.argv[5]) if len(sys.argv) > 5 else -1
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_synthetic(url, name)
+
+    def on_trial(trial: optuna.trial.FrozenTrial) -> None:
+        if mode == "crash-after" and trial.number == arg:
+            os._exit(3)  # state written, next ask not made: a crash at the worst moment
+
+    objective = objective_for(arg if mode == "hang-at" else -1)
+    WorkerLoop(study, objective, n_trials=n_trials, on_trial=on_trial).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Helpers of the fault suite: `evolver-opt run` in real processes, throwaway PostgreSQL
+databases, and reading a study back."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy
+from optuna.trial import FrozenTrial, TrialState
+
+from evolver_opt import open_storage
+from tests.study.tiny_world import write_study
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+CLI = str(Path(sys.executable).with_name("evolver-opt"))
+ROOT = Path(__file__).parents[2]
+
+
+def start_cli(*args: str, log: Path | None = None) -> subprocess.Popen:
+    """``evolver-opt ARGS`` in its own process (stdout and stderr to ``log``)."""
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed by the process
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([CLI, *args], stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
+def run_args(study_file: Path, storage: str, name: str, n_trials: int, *extra: str) -> list[str]:
+    return [
+        "run", str(study_file), "--storage", storage, "--study-name", name,
+        "--n-trials", str(n_trials), "--no-progress", *extra,
+    ]  # fmt: skip
+
+
+@functools.lru_cache(maxsize=16)
+def _reader(url: str):
+    return open_storage(url, heartbeat_interval=None)
+
+
+def trials_of(url: str, name: str) -> list[FrozenTrial]:
+    storage = _reader(url)
+    try:
+        return storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False)
+    except KeyError:
+        return []
+
+
+def stop_mid_trial(proc: subprocess.Popen, url: str, name: str, timeout: float = 240) -> int:
+    """Freeze ``proc`` (SIGSTOP) while one of its trials is RUNNING with its parameters set;
+    returns that trial's number. The caller then kills or resumes it."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, "the worker ended before it could be stopped mid-trial"
+        running = [t for t in trials_of(url, name) if t.state == TrialState.RUNNING and t.params]
+        if running and len(trials_of(url, name)) > 5:
+            proc.send_signal(signal.SIGSTOP)
+            again = {t.number: t.state for t in trials_of(url, name)}
+            if again[running[0].number] == TrialState.RUNNING:
+                return running[0].number
+            proc.send_signal(signal.SIGCONT)
+        time.sleep(0.05)
+    raise AssertionError("no trial was seen running")
+
+
+@pytest.fixture
+def tiny_study(study_env, tmp_path) -> Path:
+    """A model-granularity study file over the tiny world (fast trials)."""
+    return write_study(tmp_path / "s.toml", study_env["world"], granularity='"model"')
+
+
+@pytest.fixture
+def fresh_pg(postgres_url):
+    """A new, empty PostgreSQL database (schema not created), dropped afterwards."""
+    name = f"evolver_{uuid.uuid4().hex[:10]}"
+    admin_url = postgres_url.rsplit("/", 1)[0] + "/postgres"
+    admin = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield postgres_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        _reader.cache_clear()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
