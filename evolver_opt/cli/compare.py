@@ -11,7 +11,12 @@ import click
 
 @click.command()
 @click.argument("study_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--samplers", default="evolver,cmaes,random,tpe,ng:NGOpt", show_default=True)
+@click.option(
+    "--samplers",
+    default="evolver,cmaes,random,tpe,ng:NGOpt",
+    show_default=True,
+    help="Comma-separated; also evolver-element and evolver-merger:METHOD (weight space).",
+)
 @click.option(
     "--n-trials", type=int, default=None, help="Trials per study (default: the study's n_trials)."
 )

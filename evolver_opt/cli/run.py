@@ -11,7 +11,7 @@ import click
     "--sampler",
     default="evolver",
     show_default=True,
-    help="evolver | cmaes | random | tpe | ng:NAME",
+    help="evolver | cmaes | random | tpe | ng:NAME | evolver-element | evolver-merger:METHOD",
 )
 @click.option(
     "--n-trials",
@@ -59,13 +59,15 @@ def run(
     from evolver_opt.errors import EvolverError
     from evolver_opt.integrations.storage import default_url, redact
     from evolver_opt.study.config import load_config
-    from evolver_opt.study.objective import MergeObjective, build_setup
+    from evolver_opt.study.element import make_objective, resolve_sampler
+    from evolver_opt.study.objective import build_setup
     from evolver_opt.study.runner import open_study, run_study
     from evolver_opt.study.worker import Terminated
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         config = load_config(study_file)
+        sampler = resolve_sampler(config.granularity, sampler)  # element: weight-space Evolver
         click.echo(f"setting up {config.name}: {config.granularity} granularity ...")
         setup = build_setup(config)
         study = open_study(
@@ -80,7 +82,7 @@ def run(
         target = n_trials or config.n_trials
         ran = run_study(
             study,
-            MergeObjective(setup),
+            make_objective(setup, sampler),
             n_trials=target,
             n_jobs=n_jobs,
             show_progress_bar=progress,

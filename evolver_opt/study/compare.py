@@ -90,12 +90,12 @@ def run_compare(
     progress: bool = False,
 ) -> list[Row]:
     """Run every (sampler, seed) study to ``n_trials`` and score the reference rows."""
-    from evolver_opt.study.element import make_objective
+    from evolver_opt.study.element import make_objective, resolve_sampler
     from evolver_opt.study.memory import PeakRSS
 
     reporter = TestReporter(setup)
     rows = []
-    for sampler in samplers:
+    for sampler in [resolve_sampler(setup.config.granularity, s) for s in samplers]:
         for seed in range(seeds):
             objective = make_objective(setup, sampler)  # weight-space samplers: ElementObjective
             study = open_study(
