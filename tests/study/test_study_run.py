@@ -20,7 +20,7 @@ def test_config_errors_name_field_value_and_allowed(tiny_world, tmp_path):
     bad = write_study(tmp_path / "bad.toml", tiny_world, granularity='"block"')
     with pytest.raises(
         ConfigError,
-        match=r"study.granularity: Input should be 'model', 'layer' or 'tensor' \(got 'block'\)",
+        match=r"study.granularity: Input should be 'model', 'layer', 'tensor' or 'element' \(got 'block'\)",
     ):
         load_config(bad)
     bad = write_study(tmp_path / "bad2.toml", tiny_world, dev='["vader-tweets", "imdb"]')
