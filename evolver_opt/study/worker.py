@@ -29,6 +29,7 @@ process.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -317,6 +318,11 @@ class WorkerLoop:
         while True:
             try:
                 return call()
+            except json.JSONDecodeError as exc:
+                raise StateError(
+                    f"storage {self.url}: a stored attribute is not valid JSON ({exc}); the study "
+                    "was changed outside Optuna and is not read further (nothing is unpickled)"
+                ) from None
             except (StorageInternalError, sqlalchemy.exc.OperationalError) as exc:
                 cause = exc.__cause__ or exc
                 reason = str(getattr(cause, "orig", None) or cause).strip().splitlines()[0]

@@ -1,0 +1,127 @@
+"""Do more workers on one PostgreSQL study give proportionally more trials per hour?
+
+Trials per hour at 1, 2 and 4 worker processes on one PostgreSQL study, for EvolverSampler and
+CmaEsSampler, measured in one run. The objective has a fixed duration (``--trial-s``, a sleep,
+so the machine's cores are not the limit): any shortfall from N x is the cost of sharing the
+study (sampler work, storage round trips, lock waits). Each worker runs the loop that
+``evolver-opt run`` uses (``WorkerLoop``: heartbeat, stale-trial check, budget count), on
+D = 8 coefficients from 4 enqueued one-hot points. Printed per sampler and worker count:
+trials, wall seconds, trials/hour, the ratio to one worker, and the fraction of worker time
+spent outside the objective (waiting on the sampler and the database).
+
+The real merge objective is not measured here: it needs the MiniLM zoo (``evolver-opt zoo
+build``), and on 2 shared cores its trials are CPU-bound, so they would measure the cores.
+
+    python benchmarks/parallel_scaling.py --storage postgresql://postgres@127.0.0.1:5432/test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import time
+import uuid
+from pathlib import Path
+
+DIM, N_START = 8, 4
+
+
+def _worker(url, name, sampler_name, n_trials, trial_s, go, out) -> None:
+    import optuna
+
+    from evolver_opt import open_storage
+    from evolver_opt.study.samplers import make_sampler
+    from evolver_opt.study.worker import WorkerLoop
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    sampler = make_sampler(sampler_name, seed=0, x0={f"w{j}": 0.25 for j in range(DIM)})
+    study = optuna.load_study(study_name=name, storage=open_storage(url), sampler=sampler)
+    busy = [0.0]
+
+    def objective(trial: optuna.Trial) -> float:
+        x = [trial.suggest_float(f"w{j}", 0.0, 1.0) for j in range(DIM)]
+        start = time.perf_counter()
+        time.sleep(trial_s)
+        busy[0] += time.perf_counter() - start
+        return sum((v - 0.3) ** 2 for v in x)
+
+    go.wait()
+    start = time.perf_counter()
+    loop = WorkerLoop(study, objective, n_trials=n_trials)
+    ran = loop.run()
+    wall = time.perf_counter() - start
+    out.put({"ran": ran, "wall": wall, "busy": busy[0], "end": time.time()})
+
+
+def measure(url: str, sampler_name: str, workers: int, per_worker: int, trial_s: float) -> dict:
+    import optuna
+
+    from evolver_opt import open_storage
+
+    name = f"scaling-{sampler_name}-{workers}-{uuid.uuid4().hex[:8]}"
+    storage = open_storage(url)
+    study = optuna.create_study(study_name=name, storage=storage)
+    for i in range(N_START):
+        study.enqueue_trial({f"w{j}": float(j % N_START == i) for j in range(DIM)})
+    ctx = mp.get_context("spawn")
+    go, out = ctx.Event(), ctx.Queue()
+    n_trials = per_worker * workers
+    procs = [
+        ctx.Process(target=_worker, args=(url, name, sampler_name, n_trials, trial_s, go, out))
+        for _ in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    time.sleep(8.0)  # let every worker import and connect before the clock starts
+    start = time.time()
+    go.set()
+    results = [out.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join()
+    wall = max(r["end"] for r in results) - start
+    trials = study.get_trials(deepcopy=False)
+    numbers = [t.number for t in trials]
+    assert numbers == list(range(len(numbers))), "trial numbers must be unique"
+    optuna.delete_study(study_name=name, storage=storage)
+    worker_wall = sum(r["wall"] for r in results)
+    return {
+        "sampler": sampler_name,
+        "workers": workers,
+        "trials": len(trials),
+        "wall_s": round(wall, 2),
+        "trials_per_hour": round(len(trials) / wall * 3600),
+        "waiting_fraction": round(1 - sum(r["busy"] for r in results) / worker_wall, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--storage", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--samplers", default="evolver,cmaes")
+    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--trials-per-worker", type=int, default=24)
+    parser.add_argument("--trial-s", type=float, default=0.5)
+    parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
+    args = parser.parse_args()
+    rows = []
+    for sampler_name in args.samplers.split(","):
+        base = None
+        for workers in (int(w) for w in args.workers.split(",")):
+            row = measure(args.storage, sampler_name, workers, args.trials_per_worker, args.trial_s)
+            base = base or row["trials_per_hour"]
+            row["ratio_to_1"] = round(row["trials_per_hour"] / base, 2)
+            rows.append(row)
+            print(
+                f"{row['sampler']:>8} workers={row['workers']} trials={row['trials']:>4} "
+                f"wall={row['wall_s']:>6.1f}s trials/h={row['trials_per_hour']:>6} "
+                f"x{row['ratio_to_1']:.2f} waiting={row['waiting_fraction']:.1%}",
+                flush=True,
+            )
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
