@@ -113,6 +113,8 @@ def _synthetic(budget: int, url: str, groups: int) -> None:
 
     from evolver_opt import open_storage
     from evolver_opt.study import synthetic
+    from evolver_opt.study.notes import ATTR_PROBLEM, ATTR_SAMPLER
+    from evolver_opt.study.report import annotate_run
     from evolver_opt.study.samplers import initial_points, make_sampler
 
     opened = open_storage(url)
@@ -129,11 +131,16 @@ def _synthetic(budget: int, url: str, groups: int) -> None:
         if not study.trials:
             for point in points:
                 study.enqueue_trial(point)
+            study.set_user_attr(ATTR_SAMPLER, {"name": sampler_name, "seed": 0, "options": {}})
+            study.set_user_attr(
+                ATTR_PROBLEM, f"synthetic merge-shaped loss, {n_models} models x {groups} groups"
+            )
         remaining = budget - sum(t.state.is_finished() for t in study.trials)
         start = time.perf_counter()
         if remaining > 0:
             click.echo(f"{sampler_name}: {remaining} trials ...")
             study.optimize(synthetic.objective("merge", n_models, groups), n_trials=remaining)
+            annotate_run(study, url)  # optuna-dashboard note and artifacts
         rows.append(
             (sampler_name, study.best_value, len(study.trials), time.perf_counter() - start)
         )

@@ -29,6 +29,7 @@ from evolver_opt.paths import runs_dir
 
 ATTR_CONFIG = "evolver_opt:config"  # as written by evolver_opt.study.runner.open_study
 ATTR_SAMPLER = "evolver_opt:sampler"
+ATTR_PROBLEM = "evolver_opt:problem"  # what a config-less study (synthetic demo) solves
 ARTIFACT_PREFIX = "artifacts:"  # Optuna's study system-attribute prefix for artifact metadata
 MAX_NOTE_GROUPS = 24  # groups listed in the note's recipe table (the JSON artifact has all)
 
@@ -183,8 +184,11 @@ def study_note(study: optuna.Study, *, artifacts: Sequence[str] = ()) -> str:
             f"- **Start points** (enqueued): each expert alone, {_fmt_list(config.get('seed_merges'))}",
             f"- **Racing**: {'on' if config.get('racing') else 'off'}",
         ]
+    elif study.user_attrs.get(ATTR_PROBLEM):
+        direction = study.direction.name.lower()
+        lines += [f"Problem: {study.user_attrs[ATTR_PROBLEM]} ({direction}).", ""]
     else:
-        lines += ["A study without an evolver-opt config (made outside `evolver-opt run`)."]
+        lines += ["A study without an evolver-opt config (made outside `evolver-opt run`).", ""]
     if sampler:
         options = sampler.get("options") or {}
         settings = ", ".join(f"{k}={v}" for k, v in options.items() if v is not None)
@@ -195,13 +199,16 @@ def study_note(study: optuna.Study, *, artifacts: Sequence[str] = ()) -> str:
     lines.append(
         f"- **Trials**: {len(trials)} ({', '.join(f'{n} {k}' for k, n in counts.items() if n)})"
     )
-    lines += ["", "Trial user attributes: `dev:<split>` per-domain dev scores, `raced`,"]
-    lines += ["`race_lost` (a PRUNED offspring), `merge_s`, `eval_s`, `examples_seen`.", ""]
+    if config:
+        lines += ["", "Trial user attributes: `dev:<split>` per-domain dev scores, `raced`,"]
+        lines += ["`race_lost` (a PRUNED offspring), `merge_s`, `eval_s`, `examples_seen`."]
+    lines += [""]
     recipe = best_recipe(study)
     if recipe is None:
         lines += ["No finished trial yet."]
     else:
-        lines += [f"### Best trial: #{recipe['trial']}, dev {recipe['dev_score']:.4f}", ""]
+        what = "dev" if config else "value"
+        lines += [f"### Best trial: #{recipe['trial']}, {what} {recipe['dev_score']:.4f}", ""]
         if recipe["dev_scores"]:
             lines += [
                 "Per-domain dev: "

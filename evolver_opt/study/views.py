@@ -33,6 +33,7 @@ class PopulationHistory:
     values: np.ndarray  # slots x steps, NaN while a slot has no COMPLETE trial
     leaning: np.ndarray  # slots x steps: index into ``experts``, len(experts) mixed, -1 empty
     experts: list[str]
+    starts: dict[int, str]  # slot -> what the individual started as ("vader-tweets alone", ...)
 
 
 MIXED_MARGIN = 0.05  # the top expert leads the next by less than 5% of its weight: "mixed"
@@ -47,10 +48,18 @@ def _leaning(weights: np.ndarray) -> int:
     return int(order[0])
 
 
-def slot_labels(config: dict, n_slots: int) -> list[str]:
-    """What each slot started as: each expert alone, then the static merges, then random."""
-    starts = expert_names(config) + list(config.get("seed_merges") or [])
-    return [f"{i}: {starts[i]}" if i < len(starts) else f"{i}: random" for i in range(n_slots)]
+def start_label(trial: optuna.trial.FrozenTrial, models: list[str], c: np.ndarray) -> str:
+    """What a first individual is: an expert alone, the uniform average, another given point,
+    or a random start drawn by the sampler."""
+    lineage = Lineage.from_attrs(trial.system_attrs)
+    if lineage is not None:
+        return "random" if lineage.role == "init" else "offspring"
+    used = [i for i in range(c.shape[0]) if np.any(c[i] != 0)]
+    if len(used) == 1:
+        return f"{models[used[0]]} alone"
+    if c.size and np.allclose(c, c.flat[0]):
+        return "average"
+    return "given point"
 
 
 def _slot_of(trial: optuna.trial.FrozenTrial, enqueued: dict[int, int]) -> int | None:
@@ -75,6 +84,7 @@ def population_history(study: optuna.Study) -> PopulationHistory:
     enqueued = {n: i for i, n in enumerate(enqueued_numbers)}
     experts = expert_names(config)
     best: dict[int, tuple[float, int]] = {}  # slot -> (value, leaning expert)
+    starts: dict[int, str] = {}
     columns: list[dict[int, tuple[float, int]]] = []
     numbers = []
     sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
@@ -85,6 +95,7 @@ def population_history(study: optuna.Study) -> PopulationHistory:
             models, _, c = coefficient_matrix(t.params, experts, config.get("form", ""))
             if not experts:
                 experts = models
+            starts.setdefault(slot, start_label(t, models, c))
             lean = _leaning(c.mean(axis=1)) if c.size else -1
             if slot not in best or sign * t.value > sign * best[slot][0]:
                 best[slot] = (float(t.value), lean)
@@ -96,7 +107,7 @@ def population_history(study: optuna.Study) -> PopulationHistory:
     for j, col in enumerate(columns):
         for slot, (value, lean) in col.items():
             values[slot, j], leaning[slot, j] = value, lean
-    return PopulationHistory(numbers, values, leaning, list(experts))
+    return PopulationHistory(numbers, values, leaning, list(experts), starts)
 
 
 def plot_population(study: optuna.Study, path: Path) -> Path:
@@ -117,7 +128,7 @@ def plot_population(study: optuna.Study, path: Path) -> Path:
         np.ma.masked_invalid(history.values), aspect="auto", interpolation="nearest",
         cmap="viridis", extent=extent,
     )  # fmt: skip
-    fig.colorbar(image, ax=axes[0], label="dev score")
+    fig.colorbar(image, ax=axes[0], label="dev score" if study_config(study) else "value")
     axes[0].set_title(f"{study.study_name}: population over time")
     labels = [*history.experts, "mixed"]
     colors = np.vstack([plt.get_cmap("tab10")(np.arange(len(labels) - 1) % 10), [0.8, 0.8, 0.8, 1]])
@@ -127,7 +138,7 @@ def plot_population(study: optuna.Study, path: Path) -> Path:
     )  # fmt: skip
     bar = fig.colorbar(lean, ax=axes[1], ticks=range(len(labels)), label="leans on")
     bar.ax.set_yticklabels(labels, fontsize=7)
-    names = slot_labels(study_config(study), n_slots)
+    names = [f"{i}: {history.starts.get(i, '')}" for i in range(n_slots)]
     for ax in axes:
         ax.set_ylabel("individual")
         ax.set_yticks(range(n_slots), names, fontsize=7)

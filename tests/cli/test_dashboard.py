@@ -103,6 +103,7 @@ def test_compare_leaves_notes_artifacts_and_evolver_pictures(compared):
     assert history.values.shape[1] == N_TRIALS and history.experts == list(DOMAINS)
     assert [int(history.leaning[i, -1]) for i in range(3)] == [0, 1, 2]  # each expert alone
     assert history.leaning[3, 3] == 3  # the uniform average, just evaluated, leans on none
+    assert history.starts == {**{i: f"{d} alone" for i, d in enumerate(DOMAINS)}, 3: "average"}
 
 
 def test_annotating_again_replaces_artifacts_instead_of_adding(compared):
