@@ -34,14 +34,17 @@ class DistributionCache:
     """Distribution JSON <-> objects, each distinct string parsed once (they never change)."""
 
     def __init__(self) -> None:
-        self._parsed: dict[str, BaseDistribution] = {}
+        self.parsed: dict[str, tuple[BaseDistribution, bool]] = {}
         self._dumped: dict[BaseDistribution, str] = {}
 
     def parse(self, text: str) -> BaseDistribution:
-        dist = self._parsed.get(text)
-        if dist is None:
-            dist = self._parsed[text] = distributions.json_to_distribution(text)
-        return dist
+        return (self.parsed.get(text) or self.entry(text))[0]
+
+    def entry(self, text: str) -> tuple[BaseDistribution, bool]:
+        """(distribution, whether its external value is the stored float itself)."""
+        dist = distributions.json_to_distribution(text)
+        entry = self.parsed[text] = (dist, isinstance(dist, distributions.FloatDistribution))
+        return entry
 
     def dump(self, dist: BaseDistribution) -> str:
         text = self._dumped.get(dist)
@@ -75,14 +78,21 @@ def read_trials(session: Any, condition: Any, cache: DistributionCache) -> list[
         return []
     params: dict[int, dict[str, Any]] = {r[0]: {} for r in rows}
     dists: dict[int, dict[str, BaseDistribution]] = {r[0]: {} for r in rows}
-    for trial_id, name, value, text in session.execute(
+    # The bulk of a study (trials x parameters rows): read on the DBAPI cursor, each distinct
+    # distribution parsed once, float values used as they come (the stock external repr).
+    parsed = cache.parsed
+    current, p, d = None, params, dists
+    for trial_id, name, value, text in _raw_rows(
+        session,
         sqlalchemy.select(_P.c.trial_id, _P.c.param_name, _P.c.param_value, _P.c.distribution_json)
         .where(_P.c.trial_id.in_(ids))
-        .order_by(_P.c.trial_id, _P.c.param_id)
+        .order_by(_P.c.trial_id, _P.c.param_id),
     ):
-        dist = cache.parse(text)
-        params[trial_id][name] = dist.to_external_repr(value)
-        dists[trial_id][name] = dist
+        if trial_id != current:
+            current, p, d = trial_id, params[trial_id], dists[trial_id]
+        entry = parsed.get(text) or cache.entry(text)
+        p[name] = float(value) if entry[1] else entry[0].to_external_repr(value)
+        d[name] = entry[0]
     values: dict[int, dict[int, float]] = {}
     for trial_id, objective, value, kind in session.execute(
         sqlalchemy.select(
@@ -124,6 +134,19 @@ def read_trials(session: Any, condition: Any, cache: DistributionCache) -> list[
             )
         )
     return out
+
+
+def _raw_rows(session: Any, statement: Any) -> list[tuple]:
+    """Rows of ``statement`` (integer literals only) from the DBAPI cursor of the session's
+    connection: no per-row result processing."""
+    connection = session.connection()
+    sql = str(statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
+    cursor = connection.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(sql)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
 
 
 def _attrs(session: Any, table: Any, ids: Any) -> dict[int, dict[str, Any]]:
