@@ -25,6 +25,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from evolver_opt.errors import StorageError
 from evolver_opt.paths import runs_dir
 
 ATTR_CONFIG = "evolver_opt:config"  # as written by evolver_opt.study.runner.open_study
@@ -248,19 +249,25 @@ def annotate_study(
     missing = [str(f) for f in files if not Path(f).is_file()]
     if missing:
         raise FileNotFoundError(f"cannot upload missing report files {missing}")
-    artifacts.mkdir(parents=True, exist_ok=True)
-    store = FileSystemArtifactStore(str(artifacts))
-    with tempfile.TemporaryDirectory() as tmp:
-        uploads = [Path(f) for f in files]
-        recipe = best_recipe(study)
-        if recipe is not None:
-            path = Path(tmp) / "best_recipe.json"
-            path.write_text(json.dumps(recipe, indent=1))
-            uploads.insert(0, path)
-        names = [p.name for p in uploads]
-        _remove_artifacts_named(study, store, set(names))
-        for path in uploads:
-            upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study)
+    try:
+        artifacts.mkdir(parents=True, exist_ok=True)
+        store = FileSystemArtifactStore(str(artifacts))
+        with tempfile.TemporaryDirectory() as tmp:
+            uploads = [Path(f) for f in files]
+            recipe = best_recipe(study)
+            if recipe is not None:
+                path = Path(tmp) / "best_recipe.json"
+                path.write_text(json.dumps(recipe, indent=1))
+                uploads.insert(0, path)
+            names = [p.name for p in uploads]
+            _remove_artifacts_named(study, store, set(names))
+            for path in uploads:
+                upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot write the artifacts of study {study.study_name!r} to {artifacts}: "
+            f"{exc.strerror or exc} (its trials are saved in the storage)"
+        ) from None
     optuna_dashboard.save_note(study, study_note(study, artifacts=names))
     return names
 

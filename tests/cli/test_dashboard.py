@@ -230,3 +230,17 @@ def test_missing_chromium_fails_under_ci_and_skips_elsewhere(monkeypatch, tmp_pa
     monkeypatch.setenv("CI", "false")
     with pytest.raises(pytest.skip.Exception, match="no Chromium at"):
         _require_browser()
+
+
+def test_unwritable_artifact_folder_is_a_clear_error(tmp_path):
+    from evolver_opt import StorageError
+    from evolver_opt.study.notes import annotate_study
+
+    study = optuna.create_study(study_name="plain", storage=f"sqlite:///{tmp_path / 'p.db'}")
+    study.optimize(lambda t: t.suggest_float("w.a.g", 0, 1), n_trials=2)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with pytest.raises(StorageError, match=r"study 'plain' to .*not-a-folder: .*trials are saved"):
+        annotate_study(study, artifacts=blocker)
+    annotate_study(study, artifacts=tmp_path / "artifacts")  # a folder works
+    assert "A study without an evolver-opt config" in optuna_dashboard.get_note(study)
