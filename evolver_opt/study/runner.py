@@ -160,7 +160,7 @@ def run_study(
         catch=(Exception,),
         max_consecutive_failures=max_consecutive_failures,
         storage_retry_s=storage_retry_s,
-        url=redact(storage_url) if storage_url else "the storage",
+        url=redact(storage_url) if storage_url else "",
         on_trial=(lambda _t: bar.update(1)) if bar is not None else None,
     )
     try:

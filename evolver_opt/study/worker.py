@@ -103,7 +103,7 @@ class WorkerLoop:
     catch: tuple[type[Exception], ...] = (Exception,)
     max_consecutive_failures: int = 10
     storage_retry_s: float = 60.0
-    url: str = "the storage"
+    url: str = ""  # for messages, without its password
     on_trial: Callable[[FrozenTrial], None] | None = None
     ran: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -309,6 +309,10 @@ class WorkerLoop:
                 _logger.warning("could not fail trial %d: %s", trial.number, err)
 
     # ------------------------------------------------------------- storage
+    @property
+    def _where(self) -> str:
+        return f"storage {self.url}" if self.url else "the storage"
+
     def _storage_call(self, what: str, call: Callable[[], Any]) -> Any:
         """``call()``, retried with backoff while the database is unreachable (bounded)."""
         import sqlalchemy
@@ -320,7 +324,7 @@ class WorkerLoop:
                 return call()
             except json.JSONDecodeError as exc:
                 raise StateError(
-                    f"storage {self.url}: a stored attribute is not valid JSON ({exc}); the study "
+                    f"{self._where}: a stored attribute is not valid JSON ({exc}); the study "
                     "was changed outside Optuna and is not read further (nothing is unpickled)"
                 ) from None
             except (StorageInternalError, sqlalchemy.exc.OperationalError) as exc:
@@ -328,10 +332,10 @@ class WorkerLoop:
                 reason = str(getattr(cause, "orig", None) or cause).strip().splitlines()[0]
                 if time.monotonic() + delay > deadline:
                     raise StorageError(
-                        f"storage {self.url} unreachable for {self.storage_retry_s:g} s "
+                        f"{self._where} unreachable for {self.storage_retry_s:g} s "
                         f"(could not {what}): {reason}. Finished trials are kept; run the same "
                         "command again to resume."
                     ) from None
-                _logger.warning("storage %s: could not %s (%s); retrying", self.url, what, reason)
+                _logger.warning("%s: could not %s (%s); retrying", self._where, what, reason)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
