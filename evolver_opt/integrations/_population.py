@@ -45,6 +45,7 @@ class _Record:
     enqueued: bool
     value: float | None  # None: lost (FAIL, PRUNED, NaN)
     params: dict[str, Any]
+    retry_of: int | None = None  # a heartbeat retry (or rescued copy): the trial it replaces
 
     @classmethod
     def of(cls, trial: FrozenTrial, sign: float) -> _Record:
@@ -56,6 +57,7 @@ class _Record:
             enqueued=_is_enqueued(trial),
             value=sign * value if ok else None,  # type: ignore[operator]
             params=trial.params,
+            retry_of=_retry_of(trial),
         )
 
 
@@ -175,8 +177,9 @@ class PopulationView:
         for record in self.finished.values():
             if record.lineage is not None:
                 slot = record.lineage.slot
-            else:
-                slot = enqueued_slot.get(record.number, -1)
+            else:  # a start point, or a retry of one (it counts for the start point's slot)
+                origin = record.number if record.retry_of is None else record.retry_of
+                slot = enqueued_slot.get(origin, -1)
             if not 0 <= slot < size or record.value is None:
                 continue
             current = best[slot]
@@ -243,6 +246,16 @@ def _is_enqueued(trial: FrozenTrial) -> bool:
     return "fixed_params" in trial.system_attrs or (
         trial.state in FINISHED and KEY_LINEAGE not in trial.system_attrs and bool(trial.params)
     )
+
+
+def _retry_of(trial: FrozenTrial) -> int | None:
+    """The number of the trial that ``trial`` retries (Optuna's ``failed_trial``: the first
+    trial of a chain of retries), or None."""
+    origin = trial.system_attrs.get("failed_trial")
+    try:
+        return None if origin is None else as_int(origin)
+    except (TypeError, ValueError):
+        raise StateError(f"malformed failed_trial system attribute {preview(origin)}") from None
 
 
 def _being_drawn(trial: FrozenTrial) -> bool:

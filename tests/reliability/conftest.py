@@ -39,6 +39,17 @@ def run_args(study_file: Path, storage: str, name: str, n_trials: int, *extra: s
     ]  # fmt: skip
 
 
+WORKER = Path(__file__).with_name("_synthetic_worker.py")
+
+
+def synthetic_worker(url: str, name: str, n_trials: int, *mode: str, log: Path | None = None):
+    """``_synthetic_worker.py URL NAME N_TRIALS MODE...`` in its own process (no torch import)."""
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed by the process
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, str(WORKER), url, name, str(n_trials), *mode]
+    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
 @functools.lru_cache(maxsize=16)
 def _reader(url: str):
     return open_storage(url, heartbeat_interval=None)
