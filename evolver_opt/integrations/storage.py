@@ -18,6 +18,7 @@ after the last ``suggest`` (see ``_batched_storage.py``).
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import warnings
@@ -78,10 +79,72 @@ def open_storage(
 
 
 def _journal(path: str) -> BaseStorage:
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(path))
+    lock = JournalFileSymlinkLock(path)  # the lock every writer takes to append
+    if Path(path).is_file():
+        lock.acquire()  # no writer is mid-line while we hold it: a torn tail is really torn
+        try:
+            _repair_torn_tail(Path(path))
+        finally:
+            lock.release()
+    return JournalStorage(JournalFileBackend(path, lock_obj=lock))
+
+
+def _repair_torn_tail(path: Path) -> None:
+    """Cut a torn last line (no final newline, or not JSON) off the journal at ``path``.
+
+    A writer killed mid-append leaves one; Optuna 5.0 skips it on read but the next append
+    glues a new operation onto it, so that operation is lost and the study breaks (``ask``
+    raises AttributeError). The torn bytes are kept in ``<path>.torn`` and a warning says so.
+    """
+    import json
+    import logging
+
+    with path.open("rb+") as f:
+        size = f.seek(0, 2)
+        if size == 0:
+            return
+        end = size - 1 if _byte_at(f, size - 1) == b"\n" else size  # the last line's end
+        start = end
+        while start > 0:  # back to the newline before the last line
+            chunk_start = max(0, start - 65536)
+            f.seek(chunk_start)
+            found = f.read(start - chunk_start).rfind(b"\n")
+            if found >= 0:
+                start = chunk_start + found + 1
+                break
+            start = chunk_start
+        f.seek(start)
+        tail = f.read()
+        if tail.endswith(b"\n"):
+            try:
+                json.loads(tail)
+                return
+            except ValueError:
+                pass
+        backup = path.with_name(path.name + ".torn")
+        n = 1
+        while backup.exists():
+            backup, n = path.with_name(f"{path.name}.torn.{n}"), n + 1
+        backup.write_bytes(tail)
+        logging.getLogger(__name__).warning(
+            "journal %s ends with a torn line (%d bytes, %s); it is cut off (a copy is in %s) "
+            "and the journal is used up to the last complete operation",
+            path,
+            len(tail),
+            "no final newline" if not tail.endswith(b"\n") else "not valid JSON",
+            backup,
+        )
+        f.truncate(start)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _byte_at(f: Any, offset: int) -> bytes:
+    f.seek(offset)
+    return f.read(1)
 
 
 def _rdb(
