@@ -10,7 +10,9 @@ tell) on the same study through two storages opened on the same database in the 
 * **ours**: ``evolver_opt.open_storage(URL)``.
 
 Per cell: wall ms per trial, the part inside the sampler (its own compute, timed around every
-sampler call), and storage = wall - sampler - evaluation (Optuna's and the database's part).
+sampler call), storage = wall - sampler - evaluation (Optuna's and the database's part), and
+the process's CPU ms per trial (steadier than wall on a shared machine; a PostgreSQL server's
+own CPU is not in it).
 Each path first runs one untimed trial, so that reading the trials added since its last cell
 into Optuna's cache is not counted against the next sampler. A last table times a fresh
 process's first trial (load the study, ask, 400 suggests, tell; imports not counted) at the
@@ -36,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+from optuna.trial import TrialState
 from sampler_overhead import TimedSampler
 from samplers import initial_points, make_sampler
 
@@ -44,6 +47,7 @@ from evolver_opt.integrations.storage import flush_params
 from evolver_opt.study.synthetic import loss_function, param_names
 
 N_MODELS, N_GROUPS = 4, 100
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 NAMES = param_names(N_MODELS, N_GROUPS)
 LOSS = loss_function("sphere", N_MODELS, N_GROUPS)
 POSTGRES_URL = os.environ.get(
@@ -86,17 +90,18 @@ def ours_storage(url: str) -> optuna.storages.BaseStorage:
 
 def time_cell(
     study: optuna.Study, sampler: TimedSampler, repeats: int
-) -> tuple[float, float, float]:
-    """(wall, sampler, storage) seconds per trial."""
+) -> tuple[float, float, float, float]:
+    """(wall, sampler, storage, process CPU) seconds per trial."""
     study.sampler = sampler
     run_trials(study, 1, Objective())  # read the new trials into this storage's cache
     objective = Objective()
     sampler.seconds = 0.0
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     run_trials(study, repeats, objective)
     wall = (time.perf_counter() - start) / repeats
+    cpu = (time.process_time() - cpu) / repeats
     inside = sampler.seconds / repeats
-    return wall, inside, wall - inside - objective.eval_s / repeats
+    return wall, inside, wall - inside - objective.eval_s / repeats, cpu
 
 
 def warm_imports(url: str) -> None:
@@ -165,12 +170,14 @@ def main() -> None:
         print(f"D = {len(NAMES)} coefficients, {args.backend}, {args.repeats} trials per cell\n")
         print(
             "| finished | sampler | stock ms/trial | ours ms/trial | stock/ours "
-            "| sampler ms (stock, ours) | storage ms (stock, ours) | storage stock/ours |"
+            "| sampler ms (stock, ours) | storage ms (stock, ours) | storage stock/ours "
+            "| CPU ms (stock, ours) |"
         )
-        print("|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|")
         for checkpoint in checkpoints:
             start = time.perf_counter()
-            missing = checkpoint - len(grower.get_trials(deepcopy=False))
+            target = max(checkpoint, len(initial_points(N_MODELS, N_GROUPS)))  # no enqueued left
+            missing = target - len(grower.get_trials(deepcopy=False, states=FINISHED))
             run_trials(grower, max(0, missing), Objective())
             fill = time.perf_counter() - start
             for sampler_name in names:
@@ -180,19 +187,20 @@ def main() -> None:
                         make_sampler(sampler_name, 0, N_MODELS, N_GROUPS, 10_000)
                     )
                     cell[path] = time_cell(study, sampler, args.repeats)
-                (sw, ss, sd), (ow, os_, od) = cell["stock"], cell["ours"]
-                n = len(paths["ours"].get_trials(deepcopy=False))
+                (sw, ss, sd, sc), (ow, os_, od, oc) = cell["stock"], cell["ours"]
+                n = len(paths["ours"].get_trials(deepcopy=False, states=FINISHED))
                 rows.append(
                     {"checkpoint": checkpoint, "trials": n, "sampler": sampler_name, **cell}
                 )
                 print(
                     f"| {checkpoint} | {sampler_name} | {1e3 * sw:.0f} | {1e3 * ow:.1f} "
                     f"| {sw / ow:.1f} | {1e3 * ss:.1f}, {1e3 * os_:.1f} "
-                    f"| {1e3 * sd:.0f}, {1e3 * od:.1f} | {sd / od:.0f} |",
+                    f"| {1e3 * sd:.0f}, {1e3 * od:.1f} | {sd / od:.0f} "
+                    f"| {1e3 * sc:.0f}, {1e3 * oc:.0f} |",
                     flush=True,
                 )
             print(f"<!-- growing to {checkpoint} trials took {fill:.1f} s -->", flush=True)
-        n = len(paths["ours"].get_trials(deepcopy=False))
+        n = len(paths["ours"].get_trials(deepcopy=False, states=FINISHED))
         print(f"\nfresh process, first trial at {n} trials (load + ask + 400 suggests + tell):\n")
         print("| sampler | stock s | ours s | stock/ours |")
         print("|---|---|---|---|")

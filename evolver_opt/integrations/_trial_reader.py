@@ -63,7 +63,8 @@ def _local(utc: datetime.datetime | None) -> datetime.datetime | None:
 def read_trials(session: Any, condition: Any, cache: DistributionCache) -> list[FrozenTrial]:
     """Trials of ``trials`` rows matching ``condition`` (a SQL expression), by trial id."""
     ids = sqlalchemy.select(_T.c.trial_id).where(condition)
-    rows = session.execute(
+    conn = session.connection()  # Core execution: no ORM statement handling per query
+    rows = conn.execute(
         sqlalchemy.select(
             _T.c.trial_id,
             _T.c.number,
@@ -94,17 +95,17 @@ def read_trials(session: Any, condition: Any, cache: DistributionCache) -> list[
         p[name] = float(value) if entry[1] else entry[0].to_external_repr(value)
         d[name] = entry[0]
     values: dict[int, dict[int, float]] = {}
-    for trial_id, objective, value, kind in session.execute(
+    for trial_id, objective, value, kind in conn.execute(
         sqlalchemy.select(
             _V.c.trial_id, _V.c.objective, _V.c.value, models.TrialValueModel.value_type
         ).where(_V.c.trial_id.in_(ids))
     ):
         stored = models.TrialValueModel.stored_repr_to_value(value, kind)
         values.setdefault(trial_id, {})[objective] = stored
-    user = _attrs(session, _U, ids)
-    system = _attrs(session, _S, ids)
+    user = _attrs(conn, _U, ids)
+    system = _attrs(conn, _S, ids)
     intermediate: dict[int, dict[int, float]] = {}
-    for trial_id, step, value, kind in session.execute(
+    for trial_id, step, value, kind in conn.execute(
         sqlalchemy.select(
             _I.c.trial_id,
             _I.c.step,
@@ -149,9 +150,9 @@ def _raw_rows(session: Any, statement: Any) -> list[tuple]:
         cursor.close()
 
 
-def _attrs(session: Any, table: Any, ids: Any) -> dict[int, dict[str, Any]]:
+def _attrs(conn: Any, table: Any, ids: Any) -> dict[int, dict[str, Any]]:
     out: dict[int, dict[str, Any]] = {}
-    for trial_id, key, text in session.execute(
+    for trial_id, key, text in conn.execute(
         sqlalchemy.select(table.c.trial_id, table.c.key, table.c.value_json)
         .where(table.c.trial_id.in_(ids))
         .order_by(table.c.trial_id, *table.primary_key.columns)
