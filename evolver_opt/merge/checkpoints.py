@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from evolver_opt.errors import CheckpointError
 
@@ -60,15 +61,21 @@ class Checkpoint:
         for k in keys:
             by_file.setdefault(self.index[k].file, []).append(k)
         for file, names in by_file.items():
-            with safe_open(str(file), framework="pt", device="cpu") as f:
-                for k in names:
-                    yield k, f.get_tensor(k)
+            try:
+                with safe_open(str(file), framework="pt", device="cpu") as f:
+                    tensors = [(k, f.get_tensor(k)) for k in names]
+            except (OSError, SafetensorError) as exc:  # changed on disk since it was indexed
+                raise CheckpointError(
+                    f"model {self.name!r}: cannot read {file}: {_reason(exc)} (the file changed "
+                    "or was truncated after the model was opened)"
+                ) from None
+            yield from tensors
 
     def _load_pickled(self) -> dict[str, torch.Tensor]:
         if self._pickle_cache is None:
             state: dict[str, torch.Tensor] = {}
             for file in sorted({info.file for info in self.index.values()}):
-                state.update(torch.load(file, map_location="cpu", weights_only=True, mmap=True))
+                state.update(_torch_load(file, self.name))
             self._pickle_cache = state
         return self._pickle_cache
 
@@ -85,33 +92,79 @@ class CheckpointSet:
         return [m.name for m in self.models]
 
 
-def _safetensors_files(path: Path) -> list[Path]:
+def _reason(exc: BaseException) -> str:
+    """The first line of an exception's message (what a user needs to see)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _safetensors_files(path: Path, name: str) -> list[Path]:
     index = path / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        return sorted({path / f for f in weight_map.values()})
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            files = sorted({path / f for f in weight_map.values()})
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CheckpointError(
+                f"model {name!r}: {index} is not a valid safetensors index ({_reason(exc)}); "
+                "the file is truncated or damaged"
+            ) from None
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise CheckpointError(
+                f"model {name!r}: {index} lists weight files that are missing: "
+                + ", ".join(missing)
+            )
+        return files
     single = path / "model.safetensors"
     if single.is_file():
         return [single]
     return sorted(path.glob("*.safetensors"))
 
 
-def _index_safetensors(files: Sequence[Path]) -> dict[str, TensorInfo]:
+def _index_safetensors(files: Sequence[Path], name: str) -> dict[str, TensorInfo]:
+    """Tensor index from the files' headers; a truncated or damaged file is a CheckpointError
+    naming it (safetensors checks that the header covers the whole file)."""
     from safetensors import safe_open
 
     index: dict[str, TensorInfo] = {}
     for file in files:
-        with safe_open(str(file), framework="pt", device="cpu") as f:
-            for k in f.keys():  # noqa: SIM118 - safe_open is not iterable
-                sl = f.get_slice(k)
-                index[k] = TensorInfo(file, tuple(sl.get_shape()), str(sl.get_dtype()))
+        try:
+            with safe_open(str(file), framework="pt", device="cpu") as f:
+                for k in f.keys():  # noqa: SIM118 - safe_open is not iterable
+                    sl = f.get_slice(k)
+                    index[k] = TensorInfo(file, tuple(sl.get_shape()), str(sl.get_dtype()))
+        except (OSError, SafetensorError) as exc:
+            raise CheckpointError(
+                f"model {name!r}: {file} is not a readable safetensors file ({_reason(exc)}, "
+                f"{_size(file)}); it is truncated or damaged: copy or export it again"
+            ) from None
     return index
 
 
-def _index_pickle(files: Sequence[Path]) -> dict[str, TensorInfo]:
+def _size(file: Path) -> str:
+    try:
+        return f"{file.stat().st_size} bytes"
+    except OSError:
+        return "missing"
+
+
+def _torch_load(file: Path, name: str) -> dict[str, Any]:
+    import pickle
+
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as exc:
+        raise CheckpointError(
+            f"model {name!r}: cannot read {file} ({_reason(exc)}, {_size(file)}); it is "
+            "truncated, damaged or not a weights file"
+        ) from None
+
+
+def _index_pickle(files: Sequence[Path], name: str) -> dict[str, TensorInfo]:
     index: dict[str, TensorInfo] = {}
     for file in files:
-        state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        state = _torch_load(file, name)
         for k, t in state.items():
             if isinstance(t, torch.Tensor):
                 name = _DTYPE_NAMES.get(t.dtype, str(t.dtype).removeprefix("torch."))
@@ -124,7 +177,17 @@ def _load_config(path: Path, name: str, trust_remote_code: bool) -> Any:
 
     if not (path / "config.json").is_file():
         raise CheckpointError(f"model {name!r}: {path} has no config.json (not a Hugging Face dir)")
-    raw = json.loads((path / "config.json").read_text())
+    try:
+        raw = json.loads((path / "config.json").read_text())
+    except (ValueError, OSError) as exc:
+        raise CheckpointError(
+            f"model {name!r}: {path}/config.json is not valid JSON ({_reason(exc)}); the file "
+            "is truncated or damaged"
+        ) from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(
+            f"model {name!r}: {path}/config.json holds a JSON {type(raw).__name__}, not an object"
+        )
     if raw.get("auto_map") and not trust_remote_code:
         raise CheckpointError(
             f"model {name!r}: {path}/config.json asks for custom code (auto_map); it is not run "
@@ -144,9 +207,9 @@ def open_checkpoint(
     if not path.is_dir():
         raise CheckpointError(f"model {name!r}: {path} is not a directory")
     config = _load_config(path, name, trust_remote_code)
-    files = _safetensors_files(path)
+    files = _safetensors_files(path, name)
     if files:
-        return Checkpoint(name, path, config, _index_safetensors(files))
+        return Checkpoint(name, path, config, _index_safetensors(files, name))
     pickles = sorted(p for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES and p.is_file())
     if not pickles:
         raise CheckpointError(f"model {name!r}: no weight files (*.safetensors) in {path}")
@@ -157,7 +220,7 @@ def open_checkpoint(
             "arbitrary code, so it is refused. Convert the model to safetensors, or opt in with "
             "allow_pickle=True (--allow-pickle) if you trust the file"
         )
-    return Checkpoint(name, path, config, _index_pickle(pickles), pickled=True)
+    return Checkpoint(name, path, config, _index_pickle(pickles, name), pickled=True)
 
 
 def load_checkpoints(

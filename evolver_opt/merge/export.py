@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -40,6 +41,10 @@ def export_merged(
     overwrite: bool = False,
 ) -> Path:
     """Write the merge to ``out_dir`` atomically (temporary directory, then rename).
+
+    A crash (even SIGKILL) at any point leaves ``out_dir`` holding nothing or a complete export
+    (the previous one or the new one), never a torn one; hidden ``.<name>.*`` folders beside it
+    may be left behind. The files are fsynced before the rename.
 
     ``coefficients``: an array or name -> value mapping (applied first), a method's
     :class:`MergeResult` (re-applied if the engine was overwritten since), or None to export
@@ -86,6 +91,7 @@ def export_merged(
             if (tok_src / name).is_file():
                 shutil.copy2(tok_src / name, tmp / name)
         (tmp / RECIPE_FILE).write_text(json.dumps(doc, indent=2) + "\n")
+        _fsync_tree(tmp)  # the files are on disk before the rename makes them visible
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old")
             out_dir.rename(old)
@@ -93,7 +99,24 @@ def export_merged(
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(out_dir)
+        _fsync(out_dir.parent)  # the rename itself
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    """fsync every file of ``folder`` and the folder itself."""
+    for p in folder.iterdir():
+        if p.is_file():
+            _fsync(p)
+    _fsync(folder)
