@@ -18,6 +18,9 @@ trial``. Here, what each fault does:
 * **Database hiccup.** Storage calls of the loop are retried with backoff for
   ``storage_retry_s`` seconds, then a :class:`StorageError` names the URL (no password). A
   trial left RUNNING then is failed by the heartbeat and retried by the next worker.
+* **Disk full** (or a file-size limit, or a failing disk): a write the database refuses stops
+  the loop at once with a :class:`StorageError` saying so (free space beside a SQLite file,
+  the process's file-size limit); committed trials are untouched and the next run resumes.
 * **Every trial fails.** After ``max_consecutive_failures`` FAIL trials in a row the loop stops
   with a :class:`ConfigError`.
 
@@ -41,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.exceptions import StorageInternalError, TrialPruned, UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
@@ -84,6 +88,48 @@ class _GuardedTrial(optuna.Trial):
             super().set_user_attr(key, value)
         except UpdateFinishedTrialError:
             self._orphan_attrs[key] = value
+
+
+@contextmanager
+def _heartbeat(storage: Any, trial_id: int, number: int) -> Iterator[None]:
+    """Record the trial's heartbeat every interval while the body runs (RDB storages).
+
+    Unlike Optuna's heartbeat thread, which dies with a traceback at the first database error
+    (so the trial looks stale and another worker retries it while it still runs), this one logs
+    one line and keeps trying at each beat: a short database outage costs nothing.
+    """
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    if not is_heartbeat_enabled(storage):
+        yield
+        return
+    interval = storage.get_heartbeat_interval()
+    stop = threading.Event()
+
+    def beat() -> None:
+        failing = False
+        while True:
+            try:
+                storage.record_heartbeat(trial_id)
+                if failing:
+                    _logger.warning("trial %d: heartbeat written again", number)
+                failing = False
+            except Exception as exc:  # noqa: BLE001 - never die: the next beat tries again
+                if not failing:
+                    _logger.warning(
+                        "trial %d: heartbeat not written (%s); retrying", number, _reason(exc)
+                    )
+                failing = True
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, daemon=True, name=f"evolver-heartbeat-{number}")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _guard(trial: optuna.Trial) -> _GuardedTrial:
@@ -182,13 +228,12 @@ class WorkerLoop:
 
     # ------------------------------------------------------------- evaluate
     def _evaluate(self, trial: optuna.Trial) -> None:
-        from optuna.storages._heartbeat import get_heartbeat_thread
-
         guarded = _guard(trial)
         value: float | None = None
         state: TrialState | None = None
         reason = ""
-        with get_heartbeat_thread(trial._trial_id, self.study._storage):
+        requeue = False
+        with _heartbeat(self.study._storage, trial._trial_id, trial.number):
             try:
                 value = self.objective(guarded)
             except TrialPruned:
@@ -197,10 +242,19 @@ class WorkerLoop:
                 state, reason = TrialState.FAIL, "taken over before it set its parameters"
             except (StateError, StorageError):
                 raise  # tampered sampler state, lost database: stop with the clear message
+            except (StorageInternalError, sqlalchemy.exc.OperationalError) as exc:
+                # The database failed under the objective (e.g. while it stored a parameter):
+                # the trial is failed and re-queued once the storage answers again.
+                state, reason = TrialState.FAIL, f"storage error during the trial: {_reason(exc)}"
+                requeue = True
+                _logger.warning("trial %d: %s", trial.number, reason)
             except self.catch as exc:
                 state, reason = TrialState.FAIL, f"{type(exc).__name__}: {exc}"
                 _logger.warning("trial %d failed: %s", trial.number, reason)
         frozen = self._finish(guarded, value, state, reason)
+        if requeue and frozen is not None and frozen.state == TrialState.FAIL:
+            self._storage_call("re-queue the trial", lambda: self._requeue(frozen))
+            frozen = None  # not a failure of the objective: the consecutive count is left as is
         with self._lock:
             self._in_flight.pop(trial._trial_id, None)
             self.ran += 1
@@ -220,7 +274,12 @@ class WorkerLoop:
         if current.state == TrialState.RUNNING:
             try:
                 if reason:
-                    storage.set_trial_system_attr(trial._trial_id, "fail_reason", reason)
+                    self._storage_call(
+                        "record why the trial failed",
+                        lambda: storage.set_trial_system_attr(
+                            trial._trial_id, "fail_reason", reason
+                        ),
+                    )
                 self._storage_call(
                     "tell the result",
                     lambda: self.study.tell(trial, value, state=state, skip_if_finished=True),
@@ -233,6 +292,12 @@ class WorkerLoop:
         if current.state == TrialState.RUNNING or value is None or state is not None:
             return None  # nothing computed to keep (the retry, if any, evaluates again)
         return self._storage_call("rescue the result", lambda: self._rescue(current, value, trial))
+
+    def _requeue(self, failed: FrozenTrial) -> None:
+        """Re-queue ``failed`` with the same parameters, as the heartbeat's retry would."""
+        retry = getattr(self.study._storage, "get_heartbeat_stale_trial_callback", lambda: None)()
+        if retry is not None:
+            retry(self.study, failed)
 
     def _rescue(self, lost: FrozenTrial, value: float, trial: _GuardedTrial) -> FrozenTrial:
         """Keep ``value`` of ``lost`` (finished by another process) durably in the storage."""
@@ -306,17 +371,36 @@ class WorkerLoop:
                 if failed and retry is not None:
                     retry(self.study, storage.get_trial(trial._trial_id))
             except (UpdateFinishedTrialError, StorageInternalError) as err:
-                _logger.warning("could not fail trial %d: %s", trial.number, err)
+                _logger.warning("could not fail trial %d: %s", trial.number, _reason(err))
 
     # ------------------------------------------------------------- storage
     @property
     def _where(self) -> str:
         return f"storage {self.url}" if self.url else "the storage"
 
+    def _space_note(self) -> str:
+        """Free space beside a SQLite file, and this process's file-size limit if it has one."""
+        import resource
+        import shutil
+        from pathlib import Path
+
+        notes = []
+        storage = self.study._storage
+        engine = getattr(getattr(storage, "_backend", storage), "engine", None)  # _CachedStorage
+        database = engine.url.database if engine is not None else None
+        if engine is not None and engine.url.get_backend_name() == "sqlite" and database:
+            folder = Path(database).resolve().parent
+            try:
+                notes.append(f"{shutil.disk_usage(folder).free:,} bytes free in {folder}")
+            except OSError:
+                pass
+        soft, _hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        if soft != resource.RLIM_INFINITY:
+            notes.append(f"file size limit (ulimit -f) {soft:,} bytes")
+        return f" ({'; '.join(notes)})" if notes else ""
+
     def _storage_call(self, what: str, call: Callable[[], Any]) -> Any:
         """``call()``, retried with backoff while the database is unreachable (bounded)."""
-        import sqlalchemy
-
         deadline = time.monotonic() + self.storage_retry_s
         delay = 0.5
         while True:
@@ -328,14 +412,42 @@ class WorkerLoop:
                     "was changed outside Optuna and is not read further (nothing is unpickled)"
                 ) from None
             except (StorageInternalError, sqlalchemy.exc.OperationalError) as exc:
-                cause = exc.__cause__ or exc
-                reason = str(getattr(cause, "orig", None) or cause).strip().splitlines()[0]
+                reason = _reason(exc)
+                if _is_write_failure(reason):  # disk full: waiting seldom helps; say so now
+                    raise StorageError(
+                        f"{self._where}: could not {what}: {reason}. The disk is full, a file "
+                        f"size limit was reached or the disk failed{self._space_note()}. "
+                        "Finished trials are kept; free space and run the same command again "
+                        "to resume."
+                    ) from None
                 if time.monotonic() + delay > deadline:
                     raise StorageError(
-                        f"{self._where} unreachable for {self.storage_retry_s:g} s "
+                        f"{self._where} was unreachable for {self.storage_retry_s:g} s "
                         f"(could not {what}): {reason}. Finished trials are kept; run the same "
                         "command again to resume."
                     ) from None
                 _logger.warning("%s: could not %s (%s); retrying", self._where, what, reason)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+
+_WRITE_FAILURES = (
+    "disk is full",  # SQLite SQLITE_FULL
+    "disk i/o error",  # SQLite SQLITE_IOERR (EFBIG past a file-size limit, EIO)
+    "no space left",  # ENOSPC, PostgreSQL "could not extend file ...: No space left on device"
+    "file too large",  # EFBIG
+    "could not extend file",
+)
+
+
+def _is_write_failure(reason: str) -> bool:
+    """Whether a database error means the data could not be written (disk full, size limit)."""
+    lowered = reason.lower()
+    return any(words in lowered for words in _WRITE_FAILURES)
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of what the database said (the driver's error under SQLAlchemy's)."""
+    cause = exc.__cause__ or exc
+    lines = str(getattr(cause, "orig", None) or cause).strip().splitlines()
+    return lines[0] if lines else type(cause).__name__
