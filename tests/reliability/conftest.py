@@ -25,14 +25,20 @@ CLI = str(Path(sys.executable).with_name("evolver-opt"))
 ROOT = Path(__file__).parents[2]
 
 
+def child_env() -> dict[str, str]:
+    """Environment of a worker process: this checkout importable, one compute thread (several
+    workers share 2 cores; torch's default thread pool per process only oversubscribes them)."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def start_cli(*args: str, log: Path | None = None) -> subprocess.Popen:
     """``evolver-opt ARGS`` in its own process (stdout and stderr to ``log``)."""
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed by the process
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([CLI, *args], stdout=out, stderr=subprocess.STDOUT, env=env)
+    return subprocess.Popen([CLI, *args], stdout=out, stderr=subprocess.STDOUT, env=child_env())
 
 
 def run_args(study_file: Path, storage: str, name: str, n_trials: int, *extra: str) -> list[str]:
+    """Arguments of ``evolver-opt run`` on one study (for :func:`start_cli` or CliRunner)."""
     return [
         "run", str(study_file), "--storage", storage, "--study-name", name,
         "--n-trials", str(n_trials), "--no-progress", *extra,
@@ -42,12 +48,14 @@ def run_args(study_file: Path, storage: str, name: str, n_trials: int, *extra: s
 WORKER = Path(__file__).with_name("_synthetic_worker.py")
 
 
-def synthetic_worker(url: str, name: str, n_trials: int, *mode: str, log: Path | None = None):
-    """``_synthetic_worker.py URL NAME N_TRIALS MODE...`` in its own process (no torch import)."""
+def synthetic_worker(
+    url: str, name: str, n_trials: int, *mode: str, log: Path | None = None, **env: str
+) -> subprocess.Popen:
+    """``_synthetic_worker.py URL NAME N_TRIALS MODE...`` in its own process (no torch import);
+    ``env``: extra environment variables (e.g. ``EVOLVER_TEST_RETRY_S``)."""
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed by the process
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, str(WORKER), url, name, str(n_trials), *mode]
-    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**child_env(), **env})
 
 
 @functools.lru_cache(maxsize=16)
@@ -80,10 +88,19 @@ def stop_mid_trial(proc: subprocess.Popen, url: str, name: str, timeout: float =
     raise AssertionError("no trial was seen running")
 
 
+@pytest.fixture(autouse=True)
+def _runs_in_tmp(tmp_path, monkeypatch) -> None:
+    """Default study databases and artifact folders (``runs/``) go to the test's folder, for
+    this process and the workers it starts."""
+    monkeypatch.setenv("EVOLVER_OPT_RUNS", str(tmp_path / "runs"))
+
+
 @pytest.fixture
 def tiny_study(study_env, tmp_path) -> Path:
-    """A model-granularity study file over the tiny world (fast trials)."""
-    return write_study(tmp_path / "s.toml", study_env["world"], granularity='"model"')
+    """A model-granularity study file over the tiny world, one dev domain (fast trials)."""
+    return write_study(
+        tmp_path / "s.toml", study_env["world"], granularity='"model"', dev='["vader-tweets"]'
+    )
 
 
 @pytest.fixture

@@ -1,19 +1,32 @@
-"""Workers killed for real: SIGKILL mid-trial, SIGTERM, and a crash between tell and ask."""
+"""Workers killed for real: SIGKILL mid-trial, SIGTERM, and a crash between tell and ask.
+
+The killed worker is a real ``evolver-opt run`` process; the run that resumes after it is the
+same command in this process (CliRunner), which saves a torch import per test.
+"""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
+from click.testing import CliRunner
 from optuna.trial import TrialState
 
-from tests.reliability.conftest import ROOT, run_args, start_cli, stop_mid_trial, trials_of
+from evolver_opt.cli import main
+from tests.reliability.conftest import (
+    run_args,
+    start_cli,
+    stop_mid_trial,
+    synthetic_worker,
+    trials_of,
+)
 
-WORKER = Path(__file__).with_name("_synthetic_worker.py")
+N_TRIALS = 8  # 4 start points, then offspring: the trial stopped mid-way is an offspring
+
+
+def _rerun(args: list[str]) -> None:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
 
 
 def _params(trials, states=(TrialState.COMPLETE,)):
@@ -24,7 +37,7 @@ def test_cli_sigkill_mid_trial_then_rerun_retries_the_stale_trial(tiny_study, st
     """Fault 1: `evolver-opt run` killed with SIGKILL in a trial; the next run fails the stale
     trial by heartbeat, retries it with the same parameters and lineage, and loses nothing."""
     url, name = study_env["storage"], "killed"
-    args = run_args(tiny_study, url, name, 10, "--heartbeat", "1")
+    args = run_args(tiny_study, url, name, N_TRIALS, "--heartbeat", "1")
     proc = start_cli(*args, log=tmp_path / "first.log")
     stale = stop_mid_trial(proc, url, name)
     proc.send_signal(signal.SIGKILL)
@@ -32,8 +45,7 @@ def test_cli_sigkill_mid_trial_then_rerun_retries_the_stale_trial(tiny_study, st
     before = {t.number: t for t in trials_of(url, name)}
     assert before[stale].state == TrialState.RUNNING
     time.sleep(3.5)  # past the grace period (2 x heartbeat; SQLite stores whole seconds)
-    again = start_cli(*args, log=tmp_path / "second.log")
-    assert again.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()
+    _rerun(args)
     after = trials_of(url, name)
     assert [t.state for t in after].count(TrialState.FAIL) == 1
     assert after[stale].state == TrialState.FAIL
@@ -47,12 +59,12 @@ def test_cli_sigkill_mid_trial_then_rerun_retries_the_stale_trial(tiny_study, st
     for number, t in before.items():  # no finished trial lost or changed
         if t.state.is_finished():
             assert after[number].state == t.state and after[number].values == t.values
-    assert len(after) == 11  # the budget of 10, plus the failed trial its retry replaces
+    assert len(after) == N_TRIALS + 1  # the budget, plus the failed trial its retry replaces
 
 
 def test_cli_sigterm_fails_and_requeues_the_trial_in_flight(tiny_study, study_env, tmp_path):
     url, name = study_env["storage"], "terminated"
-    args = run_args(tiny_study, url, name, 10, "--heartbeat", "1")
+    args = run_args(tiny_study, url, name, N_TRIALS, "--heartbeat", "1")
     proc = start_cli(*args, log=tmp_path / "first.log")
     current = stop_mid_trial(proc, url, name)
     proc.send_signal(signal.SIGTERM)
@@ -65,27 +77,24 @@ def test_cli_sigterm_fails_and_requeues_the_trial_in_flight(tiny_study, study_en
     (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == current]
     assert retry.state == TrialState.WAITING and retry.params == trials[current].params
     assert "re-queued" in (tmp_path / "first.log").read_text()
-    again = start_cli(*args, log=tmp_path / "second.log")  # no grace period to wait for
-    assert again.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()
+    _rerun(args)  # no grace period to wait for
     after = trials_of(url, name)
     assert after[retry.number].state in (TrialState.COMPLETE, TrialState.PRUNED)
-    assert len(after) == 11
+    assert len(after) == N_TRIALS + 1
 
 
 def test_crash_between_tell_and_ask_resumes_like_an_uninterrupted_run(tmp_path):
     """Fault 6: the worker dies right after a trial's state is written; the resumed study makes
     the same trials as one that never stopped (single worker, seeded)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def worker(url: str, *args: str) -> int:
-        cmd = [sys.executable, str(WORKER), url, "s", "30", *args]
-        return subprocess.run(cmd, check=False, env=env, timeout=300).returncode
+        return synthetic_worker(url, "s", 16, *args).wait(timeout=300)
 
     straight, crashed = (f"sqlite:///{tmp_path / n}.db" for n in ("straight", "crashed"))
     assert worker(straight, "run") == 0
-    assert worker(crashed, "crash-after", "17") == 3
-    assert len(trials_of(crashed, "s")) == 18  # trial 17 was told, trial 18 never asked
+    assert worker(crashed, "crash-after", "9") == 3
+    assert len(trials_of(crashed, "s")) == 10  # trial 9 was told, trial 10 never asked
     assert worker(crashed, "run") == 0
     a, b = trials_of(straight, "s"), trials_of(crashed, "s")
-    assert [t.state for t in b] == [TrialState.COMPLETE] * 30
+    assert [t.state for t in b] == [TrialState.COMPLETE] * 16
     assert _params(a) == _params(b)
