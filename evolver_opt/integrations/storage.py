@@ -6,7 +6,9 @@ Accepted URLs:
 * ``sqlite:///PATH``: SQLite in WAL mode with a busy timeout, so several processes can share it;
 * ``postgresql://...`` (``psycopg`` is used when no driver is named), ``mysql://...``: any
   SQLAlchemy URL Optuna's ``RDBStorage`` accepts;
-* ``journal:PATH`` or a path ending in ``.log``: Optuna's ``JournalStorage`` on a file;
+* ``journal:PATH`` or a path ending in ``.log``: Optuna's ``JournalStorage`` on a file (a torn
+  last line, left by a writer killed mid-append, is cut off with a warning; its bytes are kept
+  in ``PATH.torn``);
 * ``memory``: an in-memory storage (tests, quick experiments).
 
 RDB storages get a heartbeat and ``RetryHeartbeatStaleTrialCallback``: the trial of a killed
