@@ -128,3 +128,18 @@ def test_export_killed_mid_way_leaves_nothing_or_the_complete_model(tiny_world, 
     assert (out / RECIPE_FILE).is_file() and (out / "tokenizer.json").is_file()
     assert json.loads((out / RECIPE_FILE).read_text())["coefficients"] == engine.uniform().tolist()
     load_checkpoints(tiny_world["base"], [out])  # a complete, readable model
+
+
+def test_truncated_pickle_checkpoint_is_a_clear_error_even_when_opted_in(tiny_world, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    expert = shutil.copytree(next(iter(tiny_world["experts"].values())), tmp_path / "pickled")
+    weights = expert / "pytorch_model.bin"
+    torch.save(load_file(expert / "model.safetensors"), weights)
+    (expert / "model.safetensors").unlink()
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoints(tiny_world["base"], [expert], allow_pickle=True)
+    assert f"model 'pickled': cannot read {weights} (" in str(err.value)
+    assert "truncated, damaged or not a weights file" in str(err.value)
