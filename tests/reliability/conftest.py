@@ -71,6 +71,25 @@ def trials_of(url: str, name: str) -> list[FrozenTrial]:
         return []
 
 
+@functools.lru_cache(maxsize=16)
+def _plain_engine(url: str) -> sqlalchemy.Engine:
+    return sqlalchemy.create_engine(url)
+
+
+def _plain_state(url: str, name: str, number: int) -> str:
+    """A trial's state read with a plain SELECT: no write lock is asked for, so a worker
+    stopped (SIGSTOP) inside a SQLite write transaction does not block the read (the storage's
+    SQLite connections begin every transaction with BEGIN IMMEDIATE)."""
+    with _plain_engine(url).connect() as conn:
+        return conn.execute(
+            sqlalchemy.text(
+                "SELECT t.state FROM trials t JOIN studies s ON t.study_id = s.study_id "
+                "WHERE s.study_name = :name AND t.number = :number"
+            ),
+            {"name": name, "number": number},
+        ).scalar_one()
+
+
 def stop_mid_trial(proc: subprocess.Popen, url: str, name: str, timeout: float = 240) -> int:
     """Freeze ``proc`` (SIGSTOP) while one of its trials is RUNNING with its parameters set;
     returns that trial's number. The caller then kills or resumes it."""
@@ -80,8 +99,7 @@ def stop_mid_trial(proc: subprocess.Popen, url: str, name: str, timeout: float =
         running = [t for t in trials_of(url, name) if t.state == TrialState.RUNNING and t.params]
         if running and len(trials_of(url, name)) > 5:
             proc.send_signal(signal.SIGSTOP)
-            again = {t.number: t.state for t in trials_of(url, name)}
-            if again[running[0].number] == TrialState.RUNNING:
+            if _plain_state(url, name, running[0].number) == "RUNNING":
                 return running[0].number
             proc.send_signal(signal.SIGCONT)
         time.sleep(0.05)

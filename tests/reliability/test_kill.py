@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
@@ -20,8 +22,16 @@ from tests.reliability.conftest import (
     synthetic_worker,
     trials_of,
 )
+from tests.study.tiny_world import write_study
 
-N_TRIALS = 8  # 4 start points, then offspring: the trial stopped mid-way is an offspring
+N_TRIALS = 10  # 4 start points, then offspring: the trial stopped mid-way is an offspring
+
+
+@pytest.fixture
+def slow_study(study_env, tmp_path) -> Path:
+    """Three dev domains: a trial lasts long enough (> the 0.1 s after which buffered
+    parameters are written) to be caught RUNNING with its parameters stored."""
+    return write_study(tmp_path / "s.toml", study_env["world"], granularity='"model"')
 
 
 def _rerun(args: list[str]) -> None:
@@ -33,11 +43,11 @@ def _params(trials, states=(TrialState.COMPLETE,)):
     return [tuple(sorted(t.params.items())) for t in trials if t.state in states]
 
 
-def test_cli_sigkill_mid_trial_then_rerun_retries_the_stale_trial(tiny_study, study_env, tmp_path):
+def test_cli_sigkill_mid_trial_then_rerun_retries_the_stale_trial(slow_study, study_env, tmp_path):
     """Fault 1: `evolver-opt run` killed with SIGKILL in a trial; the next run fails the stale
     trial by heartbeat, retries it with the same parameters and lineage, and loses nothing."""
     url, name = study_env["storage"], "killed"
-    args = run_args(tiny_study, url, name, N_TRIALS, "--heartbeat", "1")
+    args = run_args(slow_study, url, name, N_TRIALS, "--heartbeat", "1")
     proc = start_cli(*args, log=tmp_path / "first.log")
     stale = stop_mid_trial(proc, url, name)
     proc.send_signal(signal.SIGKILL)
@@ -62,9 +72,9 @@ def test_cli_sigkill_mid_trial_then_rerun_retries_the_stale_trial(tiny_study, st
     assert len(after) == N_TRIALS + 1  # the budget, plus the failed trial its retry replaces
 
 
-def test_cli_sigterm_fails_and_requeues_the_trial_in_flight(tiny_study, study_env, tmp_path):
+def test_cli_sigterm_fails_and_requeues_the_trial_in_flight(slow_study, study_env, tmp_path):
     url, name = study_env["storage"], "terminated"
-    args = run_args(tiny_study, url, name, N_TRIALS, "--heartbeat", "1")
+    args = run_args(slow_study, url, name, N_TRIALS, "--heartbeat", "1")
     proc = start_cli(*args, log=tmp_path / "first.log")
     current = stop_mid_trial(proc, url, name)
     proc.send_signal(signal.SIGTERM)
