@@ -40,12 +40,12 @@ def make_sampler(
     evolver_options: dict | None = None,
 ) -> optuna.samplers.BaseSampler:
     """The sampler called ``name``; an unknown name lists the valid ones."""
-    from evolver_opt import EvolverSampler, NevergradSampler
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.simplefilter("ignore", FutureWarning)  # CmaEsSampler's x0/sigma0 (Optuna >= 4.9)
         if name == "evolver":
+            from evolver_opt import EvolverSampler
+
             return EvolverSampler(seed=seed, **(evolver_options or {}))
         if name == "cmaes":
             return optuna.samplers.CmaEsSampler(
@@ -56,6 +56,8 @@ def make_sampler(
         if name == "tpe":
             return optuna.samplers.TPESampler(seed=seed)
         if name.startswith("ng:") and len(name) > 3:
+            from evolver_opt import NevergradSampler  # imports nevergrad (seconds): only here
+
             return NevergradSampler(name[3:], seed=seed, budget=budget)
         element = _element_sampler(name, seed, evolver_options or {})
         if element is not None:
