@@ -25,6 +25,8 @@ already finished raises at its first ``suggest``.
 
 from __future__ import annotations
 
+import copy
+import json
 import threading
 import time
 from collections.abc import Container
@@ -47,6 +49,7 @@ _logger = optuna.logging.get_logger(__name__)
 
 # trial_id -> {param name: (internal value, distribution)}, in suggestion order
 _Pending = dict[int, dict[str, tuple[float, BaseDistribution]]]
+_MAX_OWN_FINISHED = 64  # finished trials of this process whose parameters are kept for reads
 
 
 class BatchedRDBStorage(RDBStorage):
@@ -74,6 +77,15 @@ class BatchedRDBStorage(RDBStorage):
         self._known: dict[tuple[int, str], BaseDistribution] = {}  # first distribution per name
         self._dists = DistributionCache()
         self._prefetched: dict[int, bool] = {}  # study_id -> whether it had stored params
+        # trial_id -> (params, distributions): every parameter of a trial this process runs
+        # (created or claimed here), stored or buffered, in suggestion order; its reads skip
+        # the parameter rows. Finished trials stay until a study read has returned them.
+        self._own: dict[int, tuple[dict[str, Any], dict[str, BaseDistribution]]] = {}
+        self._own_finished: dict[int, None] = {}  # finished trials of _own, oldest first
+        # trial_id -> the whole trial, while it runs here: every write to it goes through this
+        # process, so a read only checks (one query) that no other process finished it
+        self._running: dict[int, FrozenTrial] = {}
+        self._interned: dict[BaseDistribution, BaseDistribution] = {}
         self._last_buffered = 0.0
         self._timer: threading.Timer | None = None
 
@@ -89,6 +101,10 @@ class BatchedRDBStorage(RDBStorage):
             "_timer",
             "_dists",
             "_prefetched",
+            "_own",
+            "_own_finished",
+            "_running",
+            "_interned",
         ):
             state.pop(key, None)
         return state
@@ -129,7 +145,14 @@ class BatchedRDBStorage(RDBStorage):
             pending = self._pending.setdefault(trial_id, {})
             if param_name in pending or param_name in self._written.get(trial_id, ()):
                 return  # the stock storage ignores a second write of a name (unique key)
+            # one object per distinct distribution: copies of the trial (Optuna deep-copies
+            # it in ``tell``) copy each distinct distribution once, not once per parameter
+            distribution = self._interned.setdefault(distribution, distribution)
             pending[param_name] = (param_value_internal, distribution)
+            own = self._own.get(trial_id)
+            if own is not None:
+                own[0][param_name] = distribution.to_external_repr(param_value_internal)
+                own[1][param_name] = distribution
             self._last_buffered = time.monotonic()
             self._schedule()
 
@@ -230,27 +253,95 @@ class BatchedRDBStorage(RDBStorage):
         self._written.pop(trial_id, None)
         self._trial_study.pop(trial_id, None)
 
+    # ------------------------------------------------------------------ trials run here
+    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> Any:
+        frozen = super()._create_new_trial(study_id, template_trial)
+        self._adopt(frozen)
+        return frozen
+
+    def _adopt(self, trial: FrozenTrial) -> None:
+        """Keep ``trial`` (running here) for its later reads."""
+        with self._buffer_lock:
+            if trial.state != TrialState.RUNNING:
+                return
+            mine = _copy(trial)
+            self._running[trial._trial_id] = mine
+            self._own[trial._trial_id] = (mine.params, mine.distributions)  # the same dicts
+            self._own_finished.pop(trial._trial_id, None)
+
+    def _disown(self, trial_id: int) -> None:
+        self._own.pop(trial_id, None)
+        self._own_finished.pop(trial_id, None)
+        self._running.pop(trial_id, None)
+
+    def _update_running(self, trial_id: int, change: Any) -> None:
+        with self._buffer_lock:
+            trial = self._running.get(trial_id)
+            if trial is not None:
+                change(trial)
+
+    def _owned(self) -> dict[int, tuple[dict[str, Any], dict[str, BaseDistribution]]]:
+        """A snapshot of the parameters of the trials run here (for a read)."""
+        with self._buffer_lock:
+            return {tid: (dict(p), dict(d)) for tid, (p, d) in self._own.items()}
+
     # ------------------------------------------------------------------ writes flush first
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
         with self._buffer_lock:
             self.flush(trial_id)
             if state.is_finished():
                 self._forget(trial_id)
-        return super().set_trial_state_values(trial_id, state, values)
+        try:
+            updated = super().set_trial_state_values(trial_id, state, values)
+        except Exception:
+            with self._buffer_lock:
+                self._disown(trial_id)  # finished elsewhere: read it in full from now on
+            raise
+        with self._buffer_lock:
+            self._running.pop(trial_id, None)  # its state, values or times changed
+            if state.is_finished() and trial_id in self._own:
+                self._own_finished[trial_id] = None
+                while len(self._own_finished) > _MAX_OWN_FINISHED:
+                    self._disown(next(iter(self._own_finished)))
+            elif not updated:
+                self._disown(trial_id)
+        if updated and state == TrialState.RUNNING:  # a waiting trial claimed here
+            with self._buffer_lock:
+                self._disown(trial_id)
+            self._adopt(self.get_trial(trial_id))
+        return updated
 
     def set_trial_intermediate_value(
         self, trial_id: int, step: int, intermediate_value: float
     ) -> None:
         self.flush(trial_id)
-        super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+        try:
+            super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+        except Exception:
+            self._update_running(trial_id, lambda t: self._disown(trial_id))
+            raise
+        stored = float(intermediate_value)
+        self._update_running(trial_id, lambda t: t.intermediate_values.__setitem__(step, stored))
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         self.flush(trial_id)
-        super().set_trial_user_attr(trial_id, key, value)
+        try:
+            super().set_trial_user_attr(trial_id, key, value)
+        except Exception:
+            self._update_running(trial_id, lambda t: self._disown(trial_id))
+            raise
+        stored = json.loads(json.dumps(value))  # as read back
+        self._update_running(trial_id, lambda t: t.user_attrs.__setitem__(key, stored))
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         self.flush(trial_id)
-        super().set_trial_system_attr(trial_id, key, value)
+        try:
+            super().set_trial_system_attr(trial_id, key, value)
+        except Exception:
+            self._update_running(trial_id, lambda t: self._disown(trial_id))
+            raise
+        stored = json.loads(json.dumps(value))
+        self._update_running(trial_id, lambda t: t.system_attrs.__setitem__(key, stored))
 
     def record_heartbeat(self, trial_id: int) -> None:
         self.flush(trial_id)
@@ -261,12 +352,29 @@ class BatchedRDBStorage(RDBStorage):
             for tid in [t for t, s in self._trial_study.items() if s == study_id]:
                 self._pending.pop(tid, None)
                 self._forget(tid)
+            self._own.clear()  # trial ids are not reused, but stay on the safe side
+            self._own_finished.clear()
         super().delete_study(study_id)
 
     # ------------------------------------------------------------------ reads see the buffer
     def get_trial(self, trial_id: int) -> FrozenTrial:
+        with self._buffer_lock:
+            running = self._running.get(trial_id)
+        if running is not None:
+            t = models.TrialModel
+            with _create_scoped_session(self.scoped_session) as session:
+                state = session.execute(
+                    sqlalchemy.select(t.state).where(t.trial_id == trial_id)
+                ).scalar_one_or_none()
+            with self._buffer_lock:
+                if state == TrialState.RUNNING and trial_id in self._running:
+                    return _copy(self._running[trial_id])
+                self._disown(trial_id)  # finished (or gone) elsewhere: read it in full
+        owned = self._owned()  # never take the buffer lock inside a transaction
         with _create_scoped_session(self.scoped_session) as session:
-            trials = read_trials(session, models.TrialModel.trial_id == trial_id, self._dists)
+            trials = read_trials(
+                session, models.TrialModel.trial_id == trial_id, self._dists, owned
+            )
         if not trials:
             raise KeyError(f"No trial with trial_id {trial_id} exists.")
         return self._overlay(trials)[0]
@@ -294,9 +402,14 @@ class BatchedRDBStorage(RDBStorage):
             )
         elif trial_id_greater_than > -1:
             condition = condition & (t.trial_id > trial_id_greater_than)
+        owned = self._owned()  # never take the buffer lock inside a transaction
         with _create_scoped_session(self.scoped_session) as session:
             models.StudyModel.find_or_raise_by_id(study_id, session)  # KeyError as stock
-            trials = read_trials(session, condition, self._dists)
+            trials = read_trials(session, condition, self._dists, owned)
+        with self._buffer_lock:  # finished trials are now in the reader's hands
+            for trial in trials:
+                if trial.state.is_finished() and trial._trial_id in self._own_finished:
+                    self._disown(trial._trial_id)
         return self._overlay(trials)
 
     def _overlay(self, trials: list[FrozenTrial]) -> list[FrozenTrial]:
@@ -305,11 +418,31 @@ class BatchedRDBStorage(RDBStorage):
             if not self._pending:
                 return trials
             for trial in trials:
+                if trial._trial_id in self._own:
+                    continue  # its buffered parameters are in the copy already
                 rows = self._pending.get(trial._trial_id)
                 for name, (value, dist) in (rows or {}).items():
                     trial.params[name] = dist.to_external_repr(value)
                     trial.distributions[name] = dist
         return trials
+
+
+def _copy(trial: FrozenTrial) -> FrozenTrial:
+    """A copy of ``trial`` whose dicts (and attribute values) can be changed freely."""
+    return FrozenTrial(
+        number=trial.number,
+        state=trial.state,
+        value=None,
+        values=None if trial.values is None else list(trial.values),
+        datetime_start=trial.datetime_start,
+        datetime_complete=trial.datetime_complete,
+        params=dict(trial.params),
+        distributions=dict(trial.distributions),
+        user_attrs=copy.deepcopy(trial.user_attrs),
+        system_attrs=copy.deepcopy(trial.system_attrs),
+        intermediate_values=dict(trial.intermediate_values),
+        trial_id=trial._trial_id,
+    )
 
 
 def flush_params(trial: Any) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy
@@ -60,8 +61,17 @@ def _local(utc: datetime.datetime | None) -> datetime.datetime | None:
     return utc.replace(tzinfo=datetime.UTC).astimezone().replace(tzinfo=None)
 
 
-def read_trials(session: Any, condition: Any, cache: DistributionCache) -> list[FrozenTrial]:
-    """Trials of ``trials`` rows matching ``condition`` (a SQL expression), by trial id."""
+def read_trials(
+    session: Any,
+    condition: Any,
+    cache: DistributionCache,
+    known: Mapping[int, tuple[dict[str, Any], dict[str, BaseDistribution]]] | None = None,
+) -> list[FrozenTrial]:
+    """Trials of ``trials`` rows matching ``condition`` (a SQL expression), by trial id.
+
+    ``known``: trial id -> (params, distributions) the caller knows to be exactly the trial's
+    stored parameters (its own trials); their parameter rows are not read (copies are used).
+    """
     ids = sqlalchemy.select(_T.c.trial_id).where(condition)
     conn = session.connection()  # Core execution: no ORM statement handling per query
     rows = conn.execute(
@@ -79,15 +89,25 @@ def read_trials(session: Any, condition: Any, cache: DistributionCache) -> list[
         return []
     params: dict[int, dict[str, Any]] = {r[0]: {} for r in rows}
     dists: dict[int, dict[str, BaseDistribution]] = {r[0]: {} for r in rows}
+    skip = [r[0] for r in rows if known and r[0] in known]
+    for trial_id in skip:
+        params[trial_id], dists[trial_id] = (dict(m) for m in known[trial_id])  # type: ignore[index]
+    param_ids = ids.where(_T.c.trial_id.not_in(skip)) if skip else ids
     # The bulk of a study (trials x parameters rows): read on the DBAPI cursor, each distinct
     # distribution parsed once, float values used as they come (the stock external repr).
     parsed = cache.parsed
     current, p, d = None, params, dists
-    for trial_id, name, value, text in _raw_rows(
-        session,
-        sqlalchemy.select(_P.c.trial_id, _P.c.param_name, _P.c.param_value, _P.c.distribution_json)
-        .where(_P.c.trial_id.in_(ids))
-        .order_by(_P.c.trial_id, _P.c.param_id),
+    for trial_id, name, value, text in (
+        []
+        if len(skip) == len(rows)
+        else _raw_rows(
+            session,
+            sqlalchemy.select(
+                _P.c.trial_id, _P.c.param_name, _P.c.param_value, _P.c.distribution_json
+            )
+            .where(_P.c.trial_id.in_(param_ids))
+            .order_by(_P.c.trial_id, _P.c.param_id),
+        )
     ):
         if trial_id != current:
             current, p, d = trial_id, params[trial_id], dists[trial_id]

@@ -142,6 +142,48 @@ def test_a_trial_finished_elsewhere_refuses_new_params(tmp_path):
         trial.suggest_float("w", 0.0, 1.0)
 
 
+def test_reads_of_trials_run_here_equal_full_reads(tmp_path):
+    """Trials this process runs are read from what it wrote (one state query while running,
+    no parameter rows): every read equals a stock read of the same trial."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    storage = open_storage(url, heartbeat_interval=None, flush_after=None)
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.enqueue_trial({"w0": 0.25})
+    outside = optuna.storages.RDBStorage(url)
+    for n in range(3):  # an enqueued (claimed) trial, then fresh ones
+        trial = study.ask()
+        for j in range(4):
+            trial.suggest_float(f"w{j}", 0.0, 1.0)
+        trial.suggest_int("k", 0, 3)
+        trial.set_user_attr("u", (1, [2, "x"]))
+        study._storage.set_trial_system_attr(trial._trial_id, "s", {"a": n})
+        trial.report(0.5, step=2)
+        flush_params(trial)
+        assert storage.get_trial(trial._trial_id) == outside.get_trial(trial._trial_id)
+        mine = storage.get_trial(trial._trial_id)
+        mine.params.clear()
+        mine.user_attrs["u"].append(0)  # a copy: changing it changes nothing stored
+        assert storage.get_trial(trial._trial_id) == outside.get_trial(trial._trial_id)
+        study.tell(trial, float(n))
+        assert storage.get_trial(trial._trial_id) == outside.get_trial(trial._trial_id)
+        assert list(storage.get_trial(trial._trial_id).params) == ["w0", "w1", "w2", "w3", "k"]
+    assert study.trials == outside.get_all_trials(study._study_id)
+
+
+def test_a_trial_run_here_and_failed_elsewhere_reads_failed(tmp_path):
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    storage = open_storage(url, heartbeat_interval=None, flush_after=None)
+    study = optuna.create_study(study_name="s", storage=storage)
+    trial = study.ask()
+    trial.suggest_float("w", 0.0, 1.0)
+    flush_params(trial)
+    optuna.storages.RDBStorage(url).set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    read = storage.get_trial(trial._trial_id)
+    assert read.state == TrialState.FAIL and read.params == {"w": trial.params["w"]}
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        trial.set_user_attr("u", 1)
+
+
 @pytest.mark.postgres
 def test_postgresql_batched_path_matches_stock(postgres_url, unique_name):
     run(postgres_url, unique_name + "-stock")
