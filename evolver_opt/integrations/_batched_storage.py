@@ -30,6 +30,7 @@ import json
 import threading
 import time
 from collections.abc import Container
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import optuna
@@ -355,6 +356,37 @@ class BatchedRDBStorage(RDBStorage):
             self._own.clear()  # trial ids are not reused, but stay on the safe side
             self._own_finished.clear()
         super().delete_study(study_id)
+
+    # ------------------------------------------------------------------ stale trials
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """Optuna's stale trials, plus RUNNING trials of other processes that never wrote a
+        heartbeat and started more than the grace period ago.
+
+        Their worker died between creating the trial and its first heartbeat (e.g. the disk
+        filled up); Optuna skips trials without a heartbeat row, so they would stay RUNNING
+        (and count against the budget) forever. Optuna stores start times as naive UTC.
+        """
+        stale = super()._get_stale_trial_ids(study_id)
+        assert self.heartbeat_interval is not None
+        grace = self.grace_period if self.grace_period is not None else 2 * self.heartbeat_interval
+        cutoff = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=grace)
+        with self._buffer_lock:
+            mine = set(self._running)
+        t, h = models.TrialModel, models.TrialHeartbeatModel
+        with _create_scoped_session(self.scoped_session) as session:
+            rows = (
+                session.query(t.trial_id, t._datetime_start_utc)
+                .outerjoin(h, h.trial_id == t.trial_id)
+                .filter(t.study_id == study_id, t.state == TrialState.RUNNING)
+                .filter(h.trial_id.is_(None))
+                .all()
+            )
+        orphans = [
+            trial_id
+            for trial_id, start in rows
+            if trial_id not in mine and trial_id not in stale and start and start < cutoff
+        ]
+        return stale + orphans
 
     # ------------------------------------------------------------------ reads see the buffer
     def get_trial(self, trial_id: int) -> FrozenTrial:

@@ -223,3 +223,27 @@ def test_sigkill_after_flush_leaves_a_retryable_trial(tmp_path):
     assert failed.state == TrialState.FAIL
     assert retry.state == TrialState.COMPLETE and retry.system_attrs["failed_trial"] == 0
     assert retry.params == killed.params
+
+
+def test_running_trial_without_any_heartbeat_is_failed_after_the_grace_period(tmp_path):
+    """A worker that died between creating its trial and its first heartbeat (e.g. a full disk)
+    leaves a RUNNING trial with no heartbeat row; Optuna alone never fails it."""
+    url = f"sqlite:///{tmp_path / 'hb.db'}"
+    ours = open_storage(url, heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(study_name="s", storage=ours)
+    other = open_storage(url, heartbeat_interval=1, grace_period=1)  # "the dead worker"
+    orphan = optuna.load_study(study_name="s", storage=other).ask({"x": _X})
+    flush_params(orphan)
+    mine = study.ask({"x": _X})  # this process's own trial, also without a heartbeat yet
+    optuna.storages.fail_stale_trials(study)
+    assert study.trials[orphan.number].state == TrialState.RUNNING  # within the grace period
+    time.sleep(1.5)
+    optuna.storages.fail_stale_trials(study)
+    trials = study.trials
+    assert trials[orphan.number].state == TrialState.FAIL
+    assert trials[mine.number].state == TrialState.RUNNING  # ours is alive: left alone
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == orphan.number]
+    assert retry.state == TrialState.WAITING and retry.params == trials[orphan.number].params
+
+
+_X = optuna.distributions.FloatDistribution(0.0, 1.0)
