@@ -121,7 +121,7 @@ def best_recipe(study: optuna.Study) -> dict[str, Any] | None:
         "dev_scores": {
             k.removeprefix("dev:"): v for k, v in best.user_attrs.items() if k.startswith("dev:")
         },
-        "base": config.get("base"),
+        "base": base_of(config),
         "experts": models,
         "granularity": config.get("granularity"),
         "form": form,
@@ -129,6 +129,11 @@ def best_recipe(study: optuna.Study) -> dict[str, Any] | None:
         "coefficients": {m: dict(zip(groups, row.tolist(), strict=True)) for m, row in zip(models, c, strict=True)},
         "params": best.params,
     }  # fmt: skip
+
+
+def base_of(config: dict[str, Any]) -> str | None:
+    """The base model of a stored study config: ``[study] base``, else the zoo recipe's."""
+    return config.get("base") or (config.get("zoo") or {}).get("base")
 
 
 def _fmt_list(values: Any) -> str:
@@ -170,7 +175,7 @@ def study_note(study: optuna.Study, *, artifacts: Sequence[str] = ()) -> str:
         lines += [
             (
                 f"Merge search over **{len(expert_names(config))} experts** of"
-                f" `{config.get('base')}` at **{config.get('granularity')}** granularity"
+                f" `{base_of(config)}` at **{config.get('granularity')}** granularity"
                 f" ({config.get('form')} form, coefficients in {config.get('bounds')}),"
                 f" maximizing dev {config.get('metric')}."
             ),

