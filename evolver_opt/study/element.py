@@ -19,7 +19,6 @@ population's ``(pop_size + 1)`` rows; see that module).
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +34,7 @@ from evolver_opt.integrations.element_sampler import (
     element_population,
     read_study_info,
 )
-from evolver_opt.study.objective import MergeSetup, evaluate_dev
+from evolver_opt.study.objective import MergeSetup, score_on_dev
 
 PLAIN_NAME = "evolver-element"
 MERGER_PREFIX = "evolver-merger:"
@@ -136,26 +135,13 @@ class ElementObjective:
                 raise optuna.TrialPruned(f"lost offspring: {stale}")
             threshold = self._build(lineage, population, weights)
             trial.set_user_attr("population_mb", round(weights.nbytes() / 2**20, 3))
-        merged = time.perf_counter()
-        threshold = threshold if self._can_race() else None
-        result = evaluate_dev(self.setup, stop_below=threshold)
-        done = time.perf_counter()
-        trial.set_user_attr("merge_s", round(merged - start, 4))
-        trial.set_user_attr("eval_s", round(done - merged, 4))
-        trial.set_user_attr("raced", threshold is not None)
-        trial.set_user_attr("examples_seen", int(result.n_seen))
-        if result.stopped_early:
-            trial.set_user_attr(
-                "race_lost", {"parent": threshold, "best_possible": result.best_possible}
-            )
-            raise optuna.TrialPruned(
-                f"offspring cannot beat its incumbent ({result.best_possible:.4f} < {threshold:.4f})"
-            )
-        for key, r in result.per_split.items():
-            trial.set_user_attr(f"dev:{key}", getattr(r, self.setup.config.metric))
-        if result.score is None or not math.isfinite(result.score):
-            raise ConfigError(f"dev score is {result.score!r}; expected a finite number")
-        return float(result.score)
+        return score_on_dev(
+            trial,
+            self.setup,
+            threshold=threshold if self._can_race() else None,
+            merge_s=time.perf_counter() - start,
+            beaten="incumbent",
+        )
 
     def _can_race(self) -> bool:
         config = self.setup.config

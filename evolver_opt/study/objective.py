@@ -169,26 +169,8 @@ class MergeObjective:
         flush_params(trial)  # in the database before evaluating: a crash leaves them for a retry
         start = time.perf_counter()
         setup.engine.apply(setup.coefficients(params))
-        merged = time.perf_counter()
-        threshold = self._race_threshold(trial)
-        result = evaluate_dev(setup, stop_below=threshold)
-        done = time.perf_counter()
-        trial.set_user_attr("merge_s", round(merged - start, 4))
-        trial.set_user_attr("eval_s", round(done - merged, 4))
-        trial.set_user_attr("raced", threshold is not None)
-        trial.set_user_attr("examples_seen", int(result.n_seen))
-        if result.stopped_early:
-            trial.set_user_attr(
-                "race_lost", {"parent": threshold, "best_possible": result.best_possible}
-            )
-            raise optuna.TrialPruned(
-                f"offspring cannot beat its parent ({result.best_possible:.4f} < {threshold:.4f})"
-            )
-        for key, r in result.per_split.items():
-            trial.set_user_attr(f"dev:{key}", getattr(r, setup.config.metric))
-        if result.score is None or not math.isfinite(result.score):
-            raise ConfigError(f"dev score is {result.score!r}; expected a finite number")
-        return float(result.score)
+        merge_s = time.perf_counter() - start
+        return score_on_dev(trial, setup, threshold=self._race_threshold(trial), merge_s=merge_s)
 
     def _race_threshold(self, trial: optuna.Trial) -> float | None:
         if (
@@ -201,3 +183,34 @@ class MergeObjective:
         if lineage is None or lineage.role != "offspring" or lineage.parent_value is None:
             return None
         return lineage.parent_value
+
+
+def score_on_dev(
+    trial: optuna.Trial,
+    setup: MergeSetup,
+    *,
+    threshold: float | None,
+    merge_s: float,
+    beaten: str = "parent",
+) -> float:
+    """Evaluate the merged working model on dev (racing: stop below ``threshold``), record the
+    trial's user attributes, and return the score. A lost race is PRUNED (``race_lost``); a
+    non-finite score is an error."""
+    start = time.perf_counter()
+    result = evaluate_dev(setup, stop_below=threshold)
+    trial.set_user_attr("merge_s", round(merge_s, 4))
+    trial.set_user_attr("eval_s", round(time.perf_counter() - start, 4))
+    trial.set_user_attr("raced", threshold is not None)
+    trial.set_user_attr("examples_seen", int(result.n_seen))
+    if result.stopped_early:
+        trial.set_user_attr(
+            "race_lost", {"parent": threshold, "best_possible": result.best_possible}
+        )
+        raise optuna.TrialPruned(
+            f"offspring cannot beat its {beaten} ({result.best_possible:.4f} < {threshold:.4f})"
+        )
+    for key, r in result.per_split.items():
+        trial.set_user_attr(f"dev:{key}", getattr(r, setup.config.metric))
+    if result.score is None or not math.isfinite(result.score):
+        raise ConfigError(f"dev score is {result.score!r}; expected a finite number")
+    return float(result.score)

@@ -19,7 +19,7 @@ from evolver_opt import ConfigError
 from evolver_opt.cli import main
 from evolver_opt.integrations.element_sampler import element_lineage, element_population
 from evolver_opt.merge import get_method
-from evolver_opt.study import element as element_module
+from evolver_opt.study import objective as objective_module
 from evolver_opt.study.config import load_config
 from evolver_opt.study.element import (
     ElementObjective,
@@ -59,7 +59,7 @@ def element_env(study_env, tmp_path, monkeypatch):
     )
     setup = build_setup(config)
     fitness = _weight_fitness(setup)
-    monkeypatch.setattr(element_module, "evaluate_dev", fitness)
+    monkeypatch.setattr(objective_module, "evaluate_dev", fitness)  # score_on_dev calls it
     return {
         **study_env,
         "config": config,
