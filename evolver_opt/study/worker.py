@@ -14,7 +14,9 @@ trial``. Here, what each fault does:
   population uses it (an individual is the best finished trial of its slot).
   User attributes the objective sets after the takeover are kept and copied the same way.
 * **SIGTERM / Ctrl-C.** The trials in flight are failed at once (``fail_reason``) and re-queued
-  with the same parameters, as a stale trial would be; nothing stays RUNNING.
+  with the same parameters, as a stale trial would be; nothing stays RUNNING. A SIGTERM that
+  arrives while a trial is being asked for or told waits for that call to end, so a trial just
+  created is failed too and a value being stored is kept.
 * **Database hiccup.** Storage calls of the loop are retried with backoff for
   ``storage_retry_s`` seconds, then a :class:`StorageError` names the URL (no password). A
   trial left RUNNING then is failed by the heartbeat and retried by the next worker.
@@ -60,6 +62,17 @@ class Terminated(BaseException):
     """Raised in the main thread by SIGTERM (like KeyboardInterrupt for SIGINT)."""
 
 
+class _Deferral:
+    """SIGTERM received inside :func:`sigterm_deferred` blocks, raised when the last one ends."""
+
+    depth = 0
+    pending: int | None = None
+
+
+def _terminated(signum: int) -> Terminated:
+    return Terminated(f"terminated by signal {signal.Signals(signum).name}")
+
+
 @contextmanager
 def sigterm_raises() -> Iterator[None]:
     """While active (main thread only), SIGTERM raises :class:`Terminated`."""
@@ -68,13 +81,35 @@ def sigterm_raises() -> Iterator[None]:
         return
 
     def _raise(signum: int, _frame: Any) -> None:
-        raise Terminated(f"terminated by signal {signal.Signals(signum).name}")
+        if _Deferral.depth:
+            _Deferral.pending = signum
+            return
+        raise _terminated(signum)
 
     previous = signal.signal(signal.SIGTERM, _raise)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        _Deferral.pending = None
+
+
+@contextmanager
+def sigterm_deferred() -> Iterator[None]:
+    """A SIGTERM inside the block raises when the block ends, not in its middle: a trial the
+    storage created is registered in flight (so it is failed, not left RUNNING), and a value
+    being told is stored. Main thread only; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _Deferral.depth += 1
+    try:
+        yield
+    finally:
+        _Deferral.depth -= 1
+    if _Deferral.depth == 0 and _Deferral.pending is not None:
+        signum, _Deferral.pending = _Deferral.pending, None
+        raise _terminated(signum)
 
 
 class _GuardedTrial(optuna.Trial):
@@ -171,7 +206,8 @@ class WorkerLoop:
                     self._run_threads()
             except BaseException as exc:  # SIGTERM, Ctrl-C, or a worker's error
                 self._stop.set()
-                self._abandon_in_flight(exc)
+                with sigterm_deferred():
+                    self._abandon_in_flight(exc)
                 raise
         if self._error is not None:
             raise self._error
@@ -204,7 +240,8 @@ class WorkerLoop:
 
     # ------------------------------------------------------------------ ask
     def _next_trial(self) -> optuna.Trial | None:
-        with self._lock:  # count and ask together: threads of one process never overshoot
+        # count and ask together: threads of one process never overshoot
+        with self._lock, sigterm_deferred():
             if self._stop.is_set() or self._counted() >= self.n_trials:
                 return None
             self._storage_call("fail stale trials", self._fail_stale)
@@ -251,13 +288,14 @@ class WorkerLoop:
             except self.catch as exc:
                 state, reason = TrialState.FAIL, f"{type(exc).__name__}: {exc}"
                 _logger.warning("trial %d failed: %s", trial.number, reason)
-        frozen = self._finish(guarded, value, state, reason)
-        if requeue and frozen is not None and frozen.state == TrialState.FAIL:
-            self._storage_call("re-queue the trial", lambda: self._requeue(frozen))
-            frozen = None  # not a failure of the objective: the consecutive count is left as is
-        with self._lock:
-            self._in_flight.pop(trial._trial_id, None)
-            self.ran += 1
+        with sigterm_deferred():  # the value is told (and the trial leaves in-flight) in full
+            frozen = self._finish(guarded, value, state, reason)
+            if requeue and frozen is not None and frozen.state == TrialState.FAIL:
+                self._storage_call("re-queue the trial", lambda: self._requeue(frozen))
+                frozen = None  # not a failure of the objective: the failure count is left as is
+            with self._lock:
+                self._in_flight.pop(trial._trial_id, None)
+                self.ran += 1
         if frozen is not None:
             self._count_failures(frozen)
             if self.on_trial is not None:
@@ -365,13 +403,19 @@ class WorkerLoop:
             self._in_flight.clear()
             self._abandoned.update(t._trial_id for t in in_flight)
         for trial in in_flight:
-            try:
-                storage.set_trial_system_attr(trial._trial_id, "fail_reason", reason)
-                failed = storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-                if failed and retry is not None:
-                    retry(self.study, storage.get_trial(trial._trial_id))
-            except (UpdateFinishedTrialError, StorageInternalError) as err:
-                _logger.warning("could not fail trial %d: %s", trial.number, _reason(err))
+            for attempt in range(_ABANDON_TRIES):  # a lock held a moment (SQLite) is waited out
+                try:
+                    storage.set_trial_system_attr(trial._trial_id, "fail_reason", reason)
+                    if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL) and retry:
+                        retry(self.study, storage.get_trial(trial._trial_id))
+                    break
+                except UpdateFinishedTrialError:
+                    break  # told before the stop: its value is kept
+                except (StorageInternalError, sqlalchemy.exc.OperationalError) as err:
+                    if attempt + 1 == _ABANDON_TRIES:
+                        _logger.warning("could not fail trial %d: %s", trial.number, _reason(err))
+                    else:
+                        time.sleep(0.5)
 
     # ------------------------------------------------------------- storage
     @property
@@ -430,6 +474,8 @@ class WorkerLoop:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
+
+_ABANDON_TRIES = 6  # about 3 s of retries per trial in flight when the worker stops
 
 _WRITE_FAILURES = (
     "disk is full",  # SQLite SQLITE_FULL

@@ -76,30 +76,37 @@ def _plain_engine(url: str) -> sqlalchemy.Engine:
     return sqlalchemy.create_engine(url)
 
 
-def _plain_state(url: str, name: str, number: int) -> str:
-    """A trial's state read with a plain SELECT: no write lock is asked for, so a worker
-    stopped (SIGSTOP) inside a SQLite write transaction does not block the read (the storage's
-    SQLite connections begin every transaction with BEGIN IMMEDIATE)."""
+def _still_evaluating(url: str, name: str, number: int) -> bool:
+    """Whether a trial is RUNNING with no user attribute yet (the objective records its scores
+    as user attributes just before it returns), read with a plain SELECT: no write lock is
+    asked for, so a worker stopped (SIGSTOP) inside a SQLite write transaction does not block
+    the read (the storage's SQLite connections begin every transaction with BEGIN IMMEDIATE)."""
     with _plain_engine(url).connect() as conn:
-        return conn.execute(
+        state, n_attrs = conn.execute(
             sqlalchemy.text(
-                "SELECT t.state FROM trials t JOIN studies s ON t.study_id = s.study_id "
-                "WHERE s.study_name = :name AND t.number = :number"
+                "SELECT t.state, (SELECT COUNT(*) FROM trial_user_attributes a "
+                "WHERE a.trial_id = t.trial_id) FROM trials t JOIN studies s "
+                "ON t.study_id = s.study_id WHERE s.study_name = :name AND t.number = :number"
             ),
             {"name": name, "number": number},
-        ).scalar_one()
+        ).one()
+    return state == "RUNNING" and n_attrs == 0
 
 
 def stop_mid_trial(proc: subprocess.Popen, url: str, name: str, timeout: float = 240) -> int:
-    """Freeze ``proc`` (SIGSTOP) while one of its trials is RUNNING with its parameters set;
-    returns that trial's number. The caller then kills or resumes it."""
+    """Freeze ``proc`` (SIGSTOP) inside the objective of one of its trials: the trial is RUNNING,
+    its parameters are stored and its scores are not; returns that trial's number. The caller
+    then kills or resumes it."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert proc.poll() is None, "the worker ended before it could be stopped mid-trial"
-        running = [t for t in trials_of(url, name) if t.state == TrialState.RUNNING and t.params]
-        if running and len(trials_of(url, name)) > 5:
+        trials = trials_of(url, name)
+        running = [
+            t for t in trials if t.state == TrialState.RUNNING and t.params and not t.user_attrs
+        ]
+        if running and len(trials) > 5:
             proc.send_signal(signal.SIGSTOP)
-            if _plain_state(url, name, running[0].number) == "RUNNING":
+            if _still_evaluating(url, name, running[0].number):
                 return running[0].number
             proc.send_signal(signal.SIGCONT)
         time.sleep(0.05)

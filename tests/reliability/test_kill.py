@@ -24,7 +24,10 @@ from tests.reliability.conftest import (
 )
 from tests.study.tiny_world import write_study
 
-N_TRIALS = 10  # 4 start points, then offspring: the trial stopped mid-way is an offspring
+# The killed run's budget is one it cannot reach before the test stops it, however fast the
+# machine; the run after it gets the trials found plus two. Trials 0-3 are the start points, and
+# the trial stopped mid-way (after the fifth) is an offspring.
+UNREACHED = 1000
 
 
 @pytest.fixture
@@ -47,15 +50,15 @@ def test_cli_sigkill_mid_trial_then_rerun_retries_the_stale_trial(slow_study, st
     """Fault 1: `evolver-opt run` killed with SIGKILL in a trial; the next run fails the stale
     trial by heartbeat, retries it with the same parameters and lineage, and loses nothing."""
     url, name = study_env["storage"], "killed"
-    args = run_args(slow_study, url, name, N_TRIALS, "--heartbeat", "1")
-    proc = start_cli(*args, log=tmp_path / "first.log")
+    proc = start_cli(*run_args(slow_study, url, name, UNREACHED, "--heartbeat", "1"))
     stale = stop_mid_trial(proc, url, name)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = {t.number: t for t in trials_of(url, name)}
     assert before[stale].state == TrialState.RUNNING
+    budget = len(before) + 2
     time.sleep(3.5)  # past the grace period (2 x heartbeat; SQLite stores whole seconds)
-    _rerun(args)
+    _rerun(run_args(slow_study, url, name, budget, "--heartbeat", "1"))
     after = trials_of(url, name)
     assert [t.state for t in after].count(TrialState.FAIL) == 1
     assert after[stale].state == TrialState.FAIL
@@ -69,12 +72,12 @@ def test_cli_sigkill_mid_trial_then_rerun_retries_the_stale_trial(slow_study, st
     for number, t in before.items():  # no finished trial lost or changed
         if t.state.is_finished():
             assert after[number].state == t.state and after[number].values == t.values
-    assert len(after) == N_TRIALS + 1  # the budget, plus the failed trial its retry replaces
+    assert len(after) == budget + 1  # the budget, plus the failed trial its retry replaces
 
 
 def test_cli_sigterm_fails_and_requeues_the_trial_in_flight(slow_study, study_env, tmp_path):
     url, name = study_env["storage"], "terminated"
-    args = run_args(slow_study, url, name, N_TRIALS, "--heartbeat", "1")
+    args = run_args(slow_study, url, name, UNREACHED, "--heartbeat", "1")
     proc = start_cli(*args, log=tmp_path / "first.log")
     current = stop_mid_trial(proc, url, name)
     proc.send_signal(signal.SIGTERM)
@@ -87,10 +90,11 @@ def test_cli_sigterm_fails_and_requeues_the_trial_in_flight(slow_study, study_en
     (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == current]
     assert retry.state == TrialState.WAITING and retry.params == trials[current].params
     assert "re-queued" in (tmp_path / "first.log").read_text()
-    _rerun(args)  # no grace period to wait for
+    budget = len(trials) + 1  # the retry (counted in place of the failed trial), two new trials
+    _rerun(run_args(slow_study, url, name, budget, "--heartbeat", "1"))  # no grace to wait for
     after = trials_of(url, name)
     assert after[retry.number].state in (TrialState.COMPLETE, TrialState.PRUNED)
-    assert len(after) == N_TRIALS + 1
+    assert len(after) == budget + 1
 
 
 def test_crash_between_tell_and_ask_resumes_like_an_uninterrupted_run(tmp_path):
