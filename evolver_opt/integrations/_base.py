@@ -8,7 +8,6 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.samplers import BaseSampler
-from optuna.search_space import IntersectionSearchSpace
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
@@ -23,7 +22,7 @@ class FloatSpaceSampler(BaseSampler):
         self._independent = independent_sampler
         self._warn_independent = warn_independent_sampling
         self._warned = False
-        self._search_space = IntersectionSearchSpace(include_pruned=True)
+        self._spaces: dict[tuple[int, int], FloatSearchSpace] = {}
 
     def reseed_rng(self) -> None:
         # Only the delegate: our own draws are keyed on a seed (exact resume needs them fixed).
@@ -32,10 +31,11 @@ class FloatSpaceSampler(BaseSampler):
     def infer_relative_search_space(
         self, study: Study, trial: FrozenTrial
     ) -> dict[str, BaseDistribution]:
-        space = self._search_space.calculate(study, use_cache=True)
-        return {
-            k: d for k, d in space.items() if isinstance(d, FloatDistribution) and not d.single()
-        }
+        key = (id(study._storage), study._study_id)
+        space = self._spaces.get(key)
+        if space is None or space.storage is not study._storage:
+            space = self._spaces[key] = FloatSearchSpace(study._storage)
+        return space.update(study._get_trials(deepcopy=False, use_cache=True))
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         self._independent.before_trial(study, trial)
@@ -61,6 +61,50 @@ class FloatSpaceSampler(BaseSampler):
                 f"{type(self._independent).__name__}. Further warnings are suppressed."
             )
         return self._independent.sample_independent(study, trial, name, distribution)
+
+
+class FloatSearchSpace:
+    """The non-single float parameters of Optuna's intersection search space (with pruned
+    trials, as ``IntersectionSearchSpace(include_pruned=True)``), updated from the trials that
+    finished since the last call and returned without deep-copying its distributions."""
+
+    _STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING, TrialState.RUNNING)
+
+    def __init__(self, storage: Any) -> None:
+        self.storage = storage  # keeps the storage alive, so its id() stays unique
+        self._space: dict[str, BaseDistribution] | None = None  # None: no finished trial yet
+        self._next = -1  # trials numbered below this are in ``_space``
+        self._floats: dict[str, BaseDistribution] = {}
+
+    def update(self, trials: list[FrozenTrial]) -> dict[str, BaseDistribution]:
+        space, next_number = self._space, -1
+        for trial in reversed(trials):  # newest first, down to the ones already counted
+            if trial.state not in self._STATES:
+                continue
+            if next_number == -1:
+                next_number = trial.number + 1
+            if trial.number < self._next:
+                break
+            if not trial.state.is_finished():
+                next_number = trial.number  # count it once it has finished
+                continue
+            if space is None:
+                space = dict(trial.distributions)
+                continue
+            theirs = trial.distributions
+            space = {
+                name: d
+                for name, d in space.items()
+                if (other := theirs.get(name)) is d or (other is not None and other == d)
+            }
+        if space is not self._space:
+            self._floats = {
+                name: d
+                for name, d in sorted((space or {}).items())
+                if isinstance(d, FloatDistribution) and not d.single()
+            }
+        self._space, self._next = space, next_number
+        return dict(self._floats)
 
 
 def check_single_objective(study: Study, sampler: BaseSampler) -> None:

@@ -34,6 +34,17 @@ class StudyCache:
         self.storage = storage  # keeps the storage alive, so its id() stays unique
         self.finished: dict[int, _Record] = {}
         self.population: dict[str, int] | None = None
+        self._space_key: tuple | None = None
+        self.vectors: dict[int, np.ndarray] = {}  # trial number -> its vector over the space
+        self.initial: dict[tuple[int, int], list[np.ndarray]] = {}  # (size, n_enqueued) -> rows
+
+    def for_space(self, space: NumericSpace) -> StudyCache:
+        """Drops the vectors computed over another search space."""
+        if space.key != self._space_key:
+            self._space_key = space.key
+            self.vectors.clear()
+            self.initial.clear()
+        return self
 
 
 @dataclass(frozen=True)
@@ -200,13 +211,18 @@ class PopulationView:
         pop = self.population()
         size = pop["size"]
         best = self.best_per_slot(size)
-        initial = self._initial_vectors(space, size, pop["n_enqueued"])
-        xs = np.array(
-            [
-                initial[s] if r is None else space.to_vector(r.params, fill=initial[s])
-                for s, r in enumerate(best)
-            ]
-        ).reshape(size, space.dim)
+        cache = self.cache.for_space(space)
+        initial = cache.initial.get((size, pop["n_enqueued"]))
+        if initial is None:
+            initial = cache.initial[size, pop["n_enqueued"]] = self._initial_vectors(
+                space, size, pop["n_enqueued"]
+            )
+        rows = []
+        for s, r in enumerate(best):
+            if r is not None and r.number not in cache.vectors:  # a record keeps its slot
+                cache.vectors[r.number] = space.to_vector(r.params, fill=initial[s])
+            rows.append(initial[s] if r is None else cache.vectors[r.number])
+        xs = np.array(rows).reshape(size, space.dim)
         values = np.array([np.nan if r is None or r.value is None else r.value for r in best])
         n_random = size - pop["n_enqueued"]
         child = make_offspring(

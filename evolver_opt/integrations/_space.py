@@ -40,6 +40,16 @@ class NumericSpace:
         bounds = [_internal_bounds(d) for d in self.distributions.values()]
         self.lower = np.array([b[0] for b in bounds], dtype=float)
         self.upper = np.array([b[1] for b in bounds], dtype=float)
+        dists = list(self.distributions.values())
+        # coordinates that are not a plain float (log, step, int): converted one by one
+        self._special = [
+            j
+            for j, d in enumerate(dists)
+            if not (isinstance(d, FloatDistribution) and not d.log and d.step is None)
+        ]
+        self._low = np.array([d.low for d in dists], dtype=float)  # type: ignore[attr-defined]
+        self._high = np.array([d.high for d in dists], dtype=float)  # type: ignore[attr-defined]
+        self.key = tuple(self.distributions.items())  # equal spaces, equal keys
 
     @property
     def dim(self) -> int:
@@ -48,18 +58,22 @@ class NumericSpace:
     def to_vector(self, params: Mapping[str, Any], fill: np.ndarray | None = None) -> np.ndarray:
         """Internal vector of ``params``; a missing name takes ``fill`` (default: mid-point)."""
         default = (self.lower + self.upper) / 2.0 if fill is None else fill
-        out = np.empty(self.dim)
-        for j, (name, dist) in enumerate(self.distributions.items()):
-            value = params.get(name)
-            out[j] = default[j] if value is None else _to_internal(dist, value)
+        out = np.array([params.get(name, np.nan) for name in self.names], dtype=float)
+        for j in self._special:
+            if not np.isnan(out[j]):
+                out[j] = _to_internal(self.distributions[self.names[j]], out[j])
+        missing = np.isnan(out)
+        out[missing] = default[missing]
         return out
 
     def to_params(self, vector: np.ndarray) -> dict[str, Any]:
         """External parameter values (Python floats/ints inside each distribution)."""
-        return {
-            name: _to_external(dist, float(v))
-            for (name, dist), v in zip(self.distributions.items(), vector, strict=True)
-        }
+        if len(vector) != self.dim:
+            raise ValueError(f"vector of length {len(vector)} for a space of {self.dim}")
+        values = np.minimum(np.maximum(vector, self._low), self._high).tolist()
+        for j in self._special:
+            values[j] = _to_external(self.distributions[self.names[j]], float(vector[j]))
+        return dict(zip(self.names, values, strict=True))
 
 
 def random_value(distribution: BaseDistribution, rng: np.random.Generator) -> Any:
