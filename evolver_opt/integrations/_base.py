@@ -92,6 +92,8 @@ class FloatSearchSpace:
                 space = dict(trial.distributions)
                 continue
             theirs = trial.distributions
+            if space.items() <= theirs.items():  # the usual case, at C speed: nothing drops
+                continue
             space = {
                 name: d
                 for name, d in space.items()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -27,16 +28,60 @@ if TYPE_CHECKING:
 
 
 class StudyCache:
-    """What this process derived from one study: finished trials never change, so their
-    records are computed once; the population size is fixed once stored."""
+    """What this process derived from one study, updated from the trials that finished since
+    the last ask only: a finished trial never changes, so its record and its share of the
+    counts below are computed once (per ask, the work grows with the trials in flight, not
+    with the study)."""
 
     def __init__(self, storage: Any) -> None:
         self.storage = storage  # keeps the storage alive, so its id() stays unique
         self.finished: dict[int, _Record] = {}
         self.population: dict[str, int] | None = None
+        self._seen = 0  # trials numbered below this have been looked at
+        self._open: set[int] = set()  # ... and of those, the ones unfinished when last looked at
+        self.fresh: list[int] = []  # finished trials that drew an index of their own (sorted)
+        self.indices: set[int] = set()  # lineage indices of finished trials
+        self.enqueued: list[int] = []  # finished start points given by the user (sorted)
+        self.slot_best: dict[int, _Record] = {}  # best finished offspring/init trial per slot
+        self.unlinked: list[_Record] = []  # finished start points (and retries) with a value
         self._space_key: tuple | None = None
         self.vectors: dict[int, np.ndarray] = {}  # trial number -> its vector over the space
         self.initial: dict[tuple[int, int], list[np.ndarray]] = {}  # (size, n_enqueued) -> rows
+
+    def update(self, trials: list[FrozenTrial], sign: float) -> list[FrozenTrial]:
+        """Take in the trials finished since the last call; returns the unfinished ones."""
+        if trials and trials[-1].number == len(trials) - 1:  # numbered 0..n-1, as Optuna does
+            look = [trials[n] for n in sorted(self._open)] + trials[self._seen :]
+            self._seen = max(self._seen, len(trials))
+        else:  # a filtered study (some pruners pass one): look at every trial
+            look = [t for t in trials if t.number not in self.finished]
+        self._open = set()
+        unfinished = []
+        for t in look:
+            if t.number in self.finished:
+                continue
+            if t.state not in FINISHED:
+                self._open.add(t.number)
+                unfinished.append(t)
+                continue
+            self._add(_Record.of(t, sign))
+        return unfinished
+
+    def _add(self, record: _Record) -> None:
+        self.finished[record.number] = record
+        lineage = record.lineage
+        if lineage is None:
+            if record.enqueued:
+                bisect.insort(self.enqueued, record.number)
+            if record.value is not None:
+                self.unlinked.append(record)
+            return
+        self.indices.add(lineage.index)
+        if lineage.trial == record.number:
+            bisect.insort(self.fresh, record.number)
+        current = self.slot_best.get(lineage.slot)
+        if record.value is not None and (current is None or _better(record, current)):
+            self.slot_best[lineage.slot] = record
 
     def for_space(self, space: NumericSpace) -> StudyCache:
         """Drops the vectors computed over another search space."""
@@ -45,6 +90,11 @@ class StudyCache:
             self.vectors.clear()
             self.initial.clear()
         return self
+
+
+def _better(a: _Record, b: _Record) -> bool:
+    """Greedy selection's order: lower value, then the earlier trial."""
+    return (a.value, a.number) < (b.value, b.number)  # type: ignore[operator]
 
 
 @dataclass(frozen=True)
@@ -73,7 +123,7 @@ class _Record:
 
 
 class PopulationView:
-    """Population derived from a snapshot of the study's trials."""
+    """The population: the cache's finished trials plus a snapshot of the unfinished ones."""
 
     def __init__(
         self,
@@ -89,17 +139,14 @@ class PopulationView:
         self.sign = sign
         self.cache = cache
         self.finished = cache.finished
-        self._lineages = {t.number: self._parse_lineage(t) for t in trials}
-        self._enqueued = [
-            t.number for t in trials if _is_enqueued(t) and self._lineages[t.number] is None
+        self.unfinished = cache.update(trials, sign)
+        self._lineages = {t.number: Lineage.from_attrs(t.system_attrs) for t in self.unfinished}
+        waiting = [
+            t.number
+            for t in self.unfinished
+            if _is_enqueued(t) and self._lineages[t.number] is None
         ]
-
-    def _parse_lineage(self, t: FrozenTrial) -> Lineage | None:
-        record = self.finished.get(t.number)
-        return record.lineage if record is not None else Lineage.from_attrs(t.system_attrs)
-
-    def _lineage(self, t: FrozenTrial) -> Lineage | None:
-        return self._lineages[t.number]
+        self._enqueued = sorted(cache.enqueued + waiting)
 
     def enqueued_numbers(self) -> list[int]:
         """Trial numbers of initial points given by the user (enqueued, not retries)."""
@@ -146,22 +193,20 @@ class PopulationView:
 
     def next_lineage(self, trial: FrozenTrial) -> Lineage:
         """Index, role and target of a fresh trial."""
-        k = 0
+        k = bisect.bisect_left(self.cache.fresh, trial.number)  # finished, drawn before it
         busy: list[int] = []
-        for t in self.trials:
-            lineage = self._lineage(t)
+        taken = set(self.cache.indices)
+        for t in self.unfinished:
+            lineage = self._lineages[t.number]
             if t.number < trial.number:
                 if lineage is not None and lineage.trial == t.number:
                     k += 1
                 elif lineage is None and _being_drawn(t):
                     k += 1  # another worker is drawing for it right now: it will take an index
-            if t.state == TrialState.RUNNING and t.number != trial.number and lineage is not None:
-                busy.append(lineage.slot)
-        taken = {
-            lineage.index
-            for number, lineage in self._lineages.items()
-            if lineage is not None and number != trial.number
-        }
+            if t.number != trial.number and lineage is not None:
+                taken.add(lineage.index)
+                if t.state == TrialState.RUNNING:
+                    busy.append(lineage.slot)
         while k in taken:  # a race between workers: never reuse an index (same draws)
             k += 1
         pop = self.population()
@@ -184,18 +229,17 @@ class PopulationView:
     def best_per_slot(self, size: int) -> list[_Record | None]:
         """Greedy selection, order-free: the best finished trial of each slot."""
         best: list[_Record | None] = [None] * size
-        enqueued_slot = {n: i for i, n in enumerate(self.enqueued_numbers()[:size])}
-        for record in self.finished.values():
-            if record.lineage is not None:
-                slot = record.lineage.slot
-            else:  # a start point, or a retry of one (it counts for the start point's slot)
-                origin = record.number if record.retry_of is None else record.retry_of
-                slot = enqueued_slot.get(origin, -1)
-            if not 0 <= slot < size or record.value is None:
-                continue
-            current = best[slot]
-            if current is None or (record.value, record.number) < (current.value, current.number):  # type: ignore[operator]
+        for slot, record in self.cache.slot_best.items():
+            if 0 <= slot < size:
                 best[slot] = record
+        enqueued_slot = {n: i for i, n in enumerate(self.enqueued_numbers()[:size])}
+        for record in self.cache.unlinked:  # a start point, or a retry of one (its slot)
+            origin = record.number if record.retry_of is None else record.retry_of
+            slot = enqueued_slot.get(origin, -1)
+            if 0 <= slot < size:
+                current = best[slot]
+                if current is None or _better(record, current):
+                    best[slot] = record
         return best
 
     def params_for(

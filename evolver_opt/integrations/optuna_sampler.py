@@ -36,13 +36,12 @@ from evolver_opt.core.evolver import EvolverConfig, rng_for
 from evolver_opt.errors import ConfigError
 from evolver_opt.integrations._base import FloatSpaceSampler, check_single_objective
 from evolver_opt.integrations._lineage import (
-    FINISHED,
     KEY_LINEAGE,
     KEY_POPULATION,
     Lineage,
     offspring_info,
 )
-from evolver_opt.integrations._population import PopulationView, StudyCache, _Record
+from evolver_opt.integrations._population import PopulationView, StudyCache
 from evolver_opt.integrations._space import NumericSpace, name_salt, random_value
 
 __all__ = ["KEY_LINEAGE", "KEY_POPULATION", "EvolverSampler", "Lineage", "offspring_info"]
@@ -211,9 +210,6 @@ class EvolverSampler(FloatSpaceSampler):
         if cache is None or cache.storage is not study._storage:
             cache = self._caches[key] = StudyCache(study._storage)
         sign = 1.0 if study.direction == StudyDirection.MINIMIZE else -1.0
-        for t in trials:
-            if t.state in FINISHED and t.number not in cache.finished:
-                cache.finished[t.number] = _Record.of(t, sign)
         return PopulationView(self, study, trials, sign, cache)
 
     def population_info(self, study: Study) -> dict[str, Any]:
