@@ -19,7 +19,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from evolver_opt.errors import CheckpointError, ConfigError
 from evolver_opt.paths import zoo_dir
@@ -39,6 +39,7 @@ class ZooRecipe(BaseModel):
     domains: tuple[str, ...] = Field(min_length=1)
     max_length: int = Field(64, ge=8, le=2048)
     steps: int = Field(150, ge=1)
+    steps_per_domain: dict[str, int] = {}  # overrides of ``steps`` for some domains
     lr: float = Field(5e-5, gt=0)
     batch_size: int = Field(16, ge=1)
     warmup_fraction: float = Field(0.1, ge=0, lt=1)
@@ -46,6 +47,23 @@ class ZooRecipe(BaseModel):
     seed: int = 0
     head_seed: int = 0
     eval_batch_size: int = Field(64, ge=1)
+
+    @model_validator(mode="after")
+    def _known_override_domains(self) -> ZooRecipe:
+        unknown = sorted(set(self.steps_per_domain) - set(self.domains))
+        if unknown:
+            raise ValueError(
+                f"steps_per_domain names {unknown}, which are not in domains {list(self.domains)}"
+            )
+        bad = {d: n for d, n in self.steps_per_domain.items() if n < 1}
+        if bad:
+            raise ValueError(f"steps_per_domain {bad}: steps must be >= 1")
+        return self
+
+    def for_domain(self, domain: str) -> ZooRecipe:
+        """The recipe of one expert: ``steps`` is that domain's."""
+        steps = self.steps_per_domain.get(domain, self.steps)
+        return self.model_copy(update={"steps": steps, "steps_per_domain": {}})
 
     def expert_dir(self, domain: str, root: Path | None = None) -> Path:
         """Where the expert for ``domain`` lives."""
@@ -90,7 +108,8 @@ def resolve_base(base: str) -> Path:
 
 def expert_hash(recipe: ZooRecipe, domain: str, data_sha: dict[str, str]) -> str:
     """Hash of everything that determines one expert (not the list of other domains)."""
-    payload = recipe.model_dump(exclude={"domains", "eval_batch_size"})
+    recipe = recipe.for_domain(domain)
+    payload = recipe.model_dump(exclude={"domains", "eval_batch_size", "steps_per_domain"})
     payload.update(domain=domain, data=data_sha, format=ZOO_FORMAT)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -201,6 +220,7 @@ def build_expert(
     from evolver_opt.data.reporting import load_test_split
     from evolver_opt.evaluation import Evaluator
 
+    recipe = recipe.for_domain(domain)
     data_dir = ensure_prepared(data_dir)
     manifest = store.read_manifest(data_dir)
     if domain not in manifest["domains"]:

@@ -155,3 +155,24 @@ def test_zoo_build_command(base_dir, cache, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "vader-nyt" in result.output and "mean" in result.output
+
+
+def test_steps_per_domain_changes_only_that_experts_hash_and_training(base_dir, cache):
+    data = {"train": "t", "dev": "d", "test": "x"}
+    plain = recipe_for(base_dir)
+    longer = recipe_for(base_dir, steps_per_domain={"vader-nyt": 5})
+    other = next(d for d in plain.domains if d != "vader-nyt")
+    assert expert_hash(longer, other, data) == expert_hash(plain, other, data)  # kept in cache
+    assert expert_hash(longer, "vader-nyt", data) != expert_hash(plain, "vader-nyt", data)
+    assert expert_hash(longer, "vader-nyt", data) == expert_hash(
+        recipe_for(base_dir, steps=5), "vader-nyt", data
+    )
+    cards = build_zoo(longer, echo=lambda m: None)
+    assert cards["vader-nyt"]["recipe"]["steps"] == 5 and cards[other]["recipe"]["steps"] == 3
+
+
+def test_steps_per_domain_must_name_a_domain_of_the_recipe(base_dir):
+    with pytest.raises(ValueError, match=r"steps_per_domain names \['vader-typo'\]"):
+        recipe_for(base_dir, steps_per_domain={"vader-typo": 5})
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        recipe_for(base_dir, steps_per_domain={"vader-nyt": 0})
