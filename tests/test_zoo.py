@@ -176,3 +176,43 @@ def test_steps_per_domain_must_name_a_domain_of_the_recipe(base_dir):
         recipe_for(base_dir, steps_per_domain={"vader-typo": 5})
     with pytest.raises(ValueError, match="steps must be >= 1"):
         recipe_for(base_dir, steps_per_domain={"vader-nyt": 0})
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+    """A tiny random decoder base (Llama architecture) whose tokenizer has no pad token."""
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("llama")
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        eos_token_id=3,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    wrapped = tiny_tokenizer()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=wrapped.backend_tokenizer, unk_token="[UNK]", eos_token="[SEP]"
+    )
+    assert tokenizer.pad_token is None
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_decoder_experts_share_their_head_and_pad_with_eos(llama_dir, cache):
+    a, tokenizer = load_base(recipe_for(llama_dir), 2)
+    b, _ = load_base(recipe_for(llama_dir, lr=5e-4), 2)
+    assert torch.equal(a.score.weight, b.score.weight) and a.score.weight.std() > 0
+    assert tokenizer.pad_token == "[SEP]" and a.config.pad_token_id == tokenizer.eos_token_id
+    cards = build_zoo(recipe_for(llama_dir), echo=lambda m: None)
+    assert set(cards) == set(DOMAINS)
+    model, loaded_tokenizer = load_expert(recipe_for(llama_dir).expert_dir("vader-nyt"))
+    assert model.config.pad_token_id == loaded_tokenizer.pad_token_id == 3
+    batch = loaded_tokenizer(["good film", "bad"], padding=True, return_tensors="pt")
+    assert model(**batch).logits.shape == (2, 2)  # the last real token is found past padding

