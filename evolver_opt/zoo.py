@@ -134,6 +134,8 @@ def load_base(recipe: ZooRecipe, num_labels: int) -> tuple[Any, Any]:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
+    if recipe.gguf_file:  # transformers dequantized the GGUF file: plain float weights now
+        model.hf_quantizer = None  # else save_pretrained refuses ("not serializable")
     if getattr(model.config, "quantization_config", None) is not None:
         del model.config.quantization_config
     init_new_parameters(model, sorted(info["missing_keys"]), recipe.head_seed)

