@@ -9,10 +9,13 @@ D = 8 coefficients from 4 enqueued one-hot points. Printed per sampler and worke
 trials, wall seconds, trials/hour, the ratio to one worker, and the fraction of worker time
 spent outside the objective (waiting on the sampler and the database).
 
-The real merge objective is not measured here: it needs the MiniLM zoo (``evolver-opt zoo
-build``), and on 2 shared cores its trials are CPU-bound, so they would measure the cores.
+``--study STUDY.toml`` measures the real merge objective instead (the study's experts, merge
+and dev evaluation; each worker sets up before the clock starts and evaluates with one torch
+thread): on a CPU machine its trials are CPU-bound, so the ratio is bounded by the cores.
 
     python benchmarks/parallel_scaling.py --storage postgresql://postgres@127.0.0.1:5432/test
+    python benchmarks/parallel_scaling.py --study studies/sentiment-domains.toml \
+        --trials-per-worker 4
 """
 
 from __future__ import annotations
@@ -27,7 +30,38 @@ from pathlib import Path
 DIM, N_START = 8, 4
 
 
-def _worker(url, name, sampler_name, n_trials, trial_s, go, out) -> None:
+def _sleeping_objective(trial_s: float, busy: list[float]):
+    def objective(trial) -> float:
+        x = [trial.suggest_float(f"w{j}", 0.0, 1.0) for j in range(DIM)]
+        start = time.perf_counter()
+        time.sleep(trial_s)
+        busy[0] += time.perf_counter() - start
+        return sum((v - 0.3) ** 2 for v in x)
+
+    return objective
+
+
+def _merge_objective(study_toml: str, busy: list[float]):
+    """The study's real objective, set up now (experts, task vectors, tokenized dev sets)."""
+    import torch
+
+    from evolver_opt.study.config import load_config
+    from evolver_opt.study.objective import MergeObjective, build_setup
+
+    torch.set_num_threads(1)
+    inner = MergeObjective(build_setup(load_config(study_toml)))
+
+    def objective(trial) -> float:
+        start = time.perf_counter()
+        try:
+            return inner(trial)
+        finally:
+            busy[0] += time.perf_counter() - start
+
+    return objective
+
+
+def _worker(url, name, sampler_name, n_trials, trial_s, study_toml, go, out) -> None:
     import optuna
 
     from evolver_opt import open_storage
@@ -35,16 +69,15 @@ def _worker(url, name, sampler_name, n_trials, trial_s, go, out) -> None:
     from evolver_opt.study.worker import WorkerLoop
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    sampler = make_sampler(sampler_name, seed=0, x0={f"w{j}": 0.25 for j in range(DIM)})
+    x0 = None if study_toml else {f"w{j}": 0.25 for j in range(DIM)}
+    sampler = make_sampler(sampler_name, seed=0, x0=x0)
     study = optuna.load_study(study_name=name, storage=open_storage(url), sampler=sampler)
     busy = [0.0]
-
-    def objective(trial: optuna.Trial) -> float:
-        x = [trial.suggest_float(f"w{j}", 0.0, 1.0) for j in range(DIM)]
-        start = time.perf_counter()
-        time.sleep(trial_s)
-        busy[0] += time.perf_counter() - start
-        return sum((v - 0.3) ** 2 for v in x)
+    if study_toml:
+        objective = _merge_objective(study_toml, busy)
+    else:
+        objective = _sleeping_objective(trial_s, busy)
+    out.put("ready")
 
     go.wait()
     start = time.perf_counter()
@@ -54,7 +87,14 @@ def _worker(url, name, sampler_name, n_trials, trial_s, go, out) -> None:
     out.put({"ran": ran, "wall": wall, "busy": busy[0], "end": time.time()})
 
 
-def measure(url: str, sampler_name: str, workers: int, per_worker: int, trial_s: float) -> dict:
+def measure(
+    url: str,
+    sampler_name: str,
+    workers: int,
+    per_worker: int,
+    trial_s: float,
+    study_toml: str | None = None,
+) -> dict:
     import optuna
 
     from evolver_opt import open_storage
@@ -62,18 +102,22 @@ def measure(url: str, sampler_name: str, workers: int, per_worker: int, trial_s:
     name = f"scaling-{sampler_name}-{workers}-{uuid.uuid4().hex[:8]}"
     storage = open_storage(url)
     study = optuna.create_study(study_name=name, storage=storage)
-    for i in range(N_START):
+    for i in range(0 if study_toml else N_START):  # the real study: Evolver's random start
         study.enqueue_trial({f"w{j}": float(j % N_START == i) for j in range(DIM)})
     ctx = mp.get_context("spawn")
     go, out = ctx.Event(), ctx.Queue()
     n_trials = per_worker * workers
     procs = [
-        ctx.Process(target=_worker, args=(url, name, sampler_name, n_trials, trial_s, go, out))
+        ctx.Process(
+            target=_worker,
+            args=(url, name, sampler_name, n_trials, trial_s, study_toml, go, out),
+        )
         for _ in range(workers)
     ]
     for p in procs:
         p.start()
-    time.sleep(8.0)  # let every worker import and connect before the clock starts
+    for _ in procs:  # every worker imported, connected and set up before the clock starts
+        assert out.get(timeout=900) == "ready"
     start = time.time()
     go.set()
     results = [out.get(timeout=600) for _ in procs]
@@ -102,13 +146,21 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--trials-per-worker", type=int, default=24)
     parser.add_argument("--trial-s", type=float, default=0.5)
+    parser.add_argument("--study", default=None, help="measure this study's real objective")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     args = parser.parse_args()
     rows = []
     for sampler_name in args.samplers.split(","):
         base = None
         for workers in (int(w) for w in args.workers.split(",")):
-            row = measure(args.storage, sampler_name, workers, args.trials_per_worker, args.trial_s)
+            row = measure(
+                args.storage,
+                sampler_name,
+                workers,
+                args.trials_per_worker,
+                args.trial_s,
+                args.study,
+            )
             base = base or row["trials_per_hour"]
             row["ratio_to_1"] = round(row["trials_per_hour"] / base, 2)
             rows.append(row)
