@@ -274,6 +274,33 @@ def build_expert(
     return folder, card, True
 
 
+BASE_COPY = "_base"
+
+
+def base_checkpoint(recipe: ZooRecipe, root: Path | None = None) -> Path:
+    """The base folder the merge engine reads: the package's model folder, or for a GGUF base
+    its float copy in the zoo (safetensors, with the experts' initial head), which
+    :func:`build_zoo` writes."""
+    if not recipe.gguf_file:
+        return resolve_base(recipe.base)
+    return (root or zoo_dir()) / recipe.name / BASE_COPY
+
+
+def _write_base_copy(recipe: ZooRecipe, labels: list[str], root: Path | None) -> None:
+    """Save the dequantized GGUF base with the experts' seeded head, once (atomic rename)."""
+    folder = base_checkpoint(recipe, root)
+    if (folder / "model.safetensors").exists():
+        return
+    model, tokenizer = load_base(recipe, len(labels))
+    model.config.id2label = dict(enumerate(labels))
+    model.config.label2id = {label: i for i, label in enumerate(labels)}
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(folder)
+
+
 def build_zoo(
     recipe: ZooRecipe,
     *,
@@ -291,6 +318,8 @@ def build_zoo(
         verb = f"built in {card['build_seconds']:.0f}s" if built else "reused"
         echo(f"{domain}: {verb} -> {folder} (dev acc {card['accuracy']['dev']:.3f})")
         cards[domain] = card
+    if recipe.gguf_file:  # the merge engine reads safetensors: a float copy of the base
+        _write_base_copy(recipe, cards[recipe.domains[0]]["data"]["labels"], root)
     return cards
 
 

@@ -61,13 +61,14 @@ def build_engine(
     import torch
 
     from evolver_opt.merge import MergeEngine
-    from evolver_opt.zoo import build_zoo, resolve_base
+    from evolver_opt.zoo import base_checkpoint, build_zoo, resolve_base
 
     experts = config.expert_specs(zoo_root)
+    base = resolve_base(config.base) if config.base else base_checkpoint(config.zoo, zoo_root)  # type: ignore[arg-type]
     if (
         config.zoo is not None
         and not config.experts
-        and any(not Path(e.path).is_dir() for e in experts)
+        and any(not Path(p).is_dir() for p in [base, *(e.path for e in experts)])
     ):
         build_zoo(config.zoo, root=zoo_root, data_dir=data_dir)
     for e in experts:
@@ -75,7 +76,7 @@ def build_engine(
             raise CheckpointError(f"expert {e.name!r}: directory {e.path} does not exist")
     ev = config.evaluation
     return MergeEngine.from_dirs(
-        resolve_base(config.base_name),
+        base,
         [e.path for e in experts],
         granularity=engine_granularity(config),
         heads=config.heads,

@@ -6,10 +6,11 @@ import importlib.metadata
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from evolver_opt.data import Split
 from evolver_opt.evaluation import Evaluator
-from evolver_opt.zoo import ZooRecipe, load_base, resolve_base
+from evolver_opt.zoo import ZooRecipe, _write_base_copy, base_checkpoint, load_base, resolve_base
 
 
 @pytest.mark.real_model
@@ -52,8 +53,12 @@ def test_smollm2_gguf_loads_offline_with_a_shared_head_and_saves(monkeypatch, tm
     assert sum(p.numel() for p in model.parameters()) > 100_000_000
     assert torch.equal(model.score.weight, again.score.weight)
     assert getattr(model.config, "quantization_config", None) is None  # saved as plain floats
-    model.save_pretrained(tmp_path, safe_serialization=True)
-    assert (tmp_path / "model.safetensors").stat().st_size > 400_000_000  # float32, dequantized
+    _write_base_copy(recipe, ["negative", "positive"], tmp_path)  # what the merge engine reads
+    copy = base_checkpoint(recipe, tmp_path)
+    assert copy == tmp_path / "real" / "_base"
+    assert (copy / "model.safetensors").stat().st_size > 400_000_000  # float32, dequantized
+    with safe_open(copy / "model.safetensors", "pt") as f:
+        assert torch.equal(f.get_tensor("score.weight"), model.score.weight)  # the experts' head
     texts = ["What a wonderful, sunny day!", "Worst film ever."]
     with torch.inference_mode():
         logits = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
