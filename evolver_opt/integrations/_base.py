@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution
@@ -31,10 +32,7 @@ class FloatSpaceSampler(BaseSampler):
     def infer_relative_search_space(
         self, study: Study, trial: FrozenTrial
     ) -> dict[str, BaseDistribution]:
-        key = (id(study._storage), study._study_id)
-        space = self._spaces.get(key)
-        if space is None or space.storage is not study._storage:
-            space = self._spaces[key] = FloatSearchSpace(study._storage)
+        space = per_study(self._spaces, study, FloatSearchSpace)
         return space.update(study._get_trials(deepcopy=False, use_cache=True))
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
@@ -63,6 +61,21 @@ class FloatSpaceSampler(BaseSampler):
         return self._independent.sample_independent(study, trial, name, distribution)
 
 
+_Cache = TypeVar("_Cache")
+
+
+def per_study(
+    caches: dict[tuple[int, int], Any], study: Study, make: Callable[[Any], _Cache]
+) -> _Cache:
+    """The cache this sampler keeps for ``study`` (made by ``make(storage)`` on first use; the
+    cache holds its storage, so the storage's id() in the key stays unique)."""
+    key = (id(study._storage), study._study_id)
+    cache = caches.get(key)
+    if cache is None or cache.storage is not study._storage:
+        cache = caches[key] = make(study._storage)
+    return cache
+
+
 class FloatSearchSpace:
     """The non-single float parameters of Optuna's intersection search space (with pruned
     trials, as ``IntersectionSearchSpace(include_pruned=True)``), updated from the trials that
@@ -75,8 +88,13 @@ class FloatSearchSpace:
         self._space: dict[str, BaseDistribution] | None = None  # None: no finished trial yet
         self._next = -1  # trials numbered below this are in ``_space``
         self._floats: dict[str, BaseDistribution] = {}
+        self._lock = threading.Lock()  # threads of one process share the sampler
 
     def update(self, trials: list[FrozenTrial]) -> dict[str, BaseDistribution]:
+        with self._lock:
+            return self._update(trials)
+
+    def _update(self, trials: list[FrozenTrial]) -> dict[str, BaseDistribution]:
         space, next_number = self._space, -1
         for trial in reversed(trials):  # newest first, down to the ones already counted
             if trial.state not in self._STATES:

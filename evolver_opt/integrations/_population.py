@@ -35,7 +35,7 @@ class StudyCache:
 
     def __init__(self, storage: Any) -> None:
         self.storage = storage  # keeps the storage alive, so its id() stays unique
-        self.finished: dict[int, _Record] = {}
+        self.finished: set[int] = set()  # numbers of the finished trials taken in
         self.population: dict[str, int] | None = None
         self._seen = 0  # trials numbered below this have been looked at
         self._open: set[int] = set()  # ... and of those, the ones unfinished when last looked at
@@ -49,13 +49,17 @@ class StudyCache:
         self.initial: dict[tuple[int, int], list[np.ndarray]] = {}  # (size, n_enqueued) -> rows
 
     def update(self, trials: list[FrozenTrial], sign: float) -> list[FrozenTrial]:
-        """Take in the trials finished since the last call; returns the unfinished ones."""
-        if trials and trials[-1].number == len(trials) - 1:  # numbered 0..n-1, as Optuna does
-            look = [trials[n] for n in sorted(self._open)] + trials[self._seen :]
-            self._seen = max(self._seen, len(trials))
+        """Take in the trials finished since the last call; returns the unfinished ones.
+
+        ``trials`` may be an older snapshot than an earlier call's (threads of one process
+        each read their own): what it does not show stays to be looked at next time."""
+        n = len(trials)
+        if trials and trials[-1].number == n - 1:  # numbered 0..n-1, as Optuna does
+            look = [trials[k] for k in sorted(self._open) if k < n] + trials[self._seen :]
+            self._seen = max(self._seen, n)
         else:  # a filtered study (some pruners pass one): look at every trial
             look = [t for t in trials if t.number not in self.finished]
-        self._open = set()
+        self._open.difference_update(t.number for t in look)
         unfinished = []
         for t in look:
             if t.number in self.finished:
@@ -68,7 +72,7 @@ class StudyCache:
         return unfinished
 
     def _add(self, record: _Record) -> None:
-        self.finished[record.number] = record
+        self.finished.add(record.number)
         lineage = record.lineage
         if lineage is None:
             if record.enqueued:
@@ -138,7 +142,6 @@ class PopulationView:
         self.trials = trials
         self.sign = sign
         self.cache = cache
-        self.finished = cache.finished
         self.unfinished = cache.update(trials, sign)
         self._lineages = {t.number: Lineage.from_attrs(t.system_attrs) for t in self.unfinished}
         waiting = [
@@ -195,7 +198,8 @@ class PopulationView:
         """Index, role and target of a fresh trial."""
         k = bisect.bisect_left(self.cache.fresh, trial.number)  # finished, drawn before it
         busy: list[int] = []
-        taken = set(self.cache.indices)
+        taken = self.cache.indices  # indices of finished trials, and below, of unfinished ones
+        in_flight: set[int] = set()
         for t in self.unfinished:
             lineage = self._lineages[t.number]
             if t.number < trial.number:
@@ -204,10 +208,10 @@ class PopulationView:
                 elif lineage is None and _being_drawn(t):
                     k += 1  # another worker is drawing for it right now: it will take an index
             if t.number != trial.number and lineage is not None:
-                taken.add(lineage.index)
+                in_flight.add(lineage.index)
                 if t.state == TrialState.RUNNING:
                     busy.append(lineage.slot)
-        while k in taken:  # a race between workers: never reuse an index (same draws)
+        while k in taken or k in in_flight:  # a race between workers: never reuse an index
             k += 1
         pop = self.population()
         n_random = pop["size"] - pop["n_enqueued"]

@@ -8,10 +8,12 @@ from __future__ import annotations
 import numpy as np
 import optuna
 import pytest
+from optuna.distributions import FloatDistribution
 from optuna.storages import RetryFailedTrialCallback
-from optuna.trial import TrialState
+from optuna.trial import TrialState, create_trial
 
 from evolver_opt import EvolverSampler
+from evolver_opt.integrations._population import StudyCache
 from evolver_opt.integrations.optuna_sampler import KEY_LINEAGE
 
 DIM = 5
@@ -85,3 +87,21 @@ def test_long_lived_sampler_decides_like_a_fresh_one(seed):
         t.system_attrs.get(KEY_LINEAGE) for t in b
     ]
     assert EvolverSampler(seed=3).population_info(fresh) == watched.sampler.population_info(watched)
+
+
+def test_an_older_snapshot_after_a_newer_one_loses_nothing():
+    """Threads of one process share the sampler but each reads its own snapshot of the trials,
+    so the cache may be given an older one after a newer one."""
+    study = optuna.create_study()
+    x = FloatDistribution(0.0, 1.0)
+    for _ in range(3):
+        study.add_trial(create_trial(value=1.0, params={"x": 0.5}, distributions={"x": x}))
+    older = study.get_trials(deepcopy=False)
+    running = study.ask()
+    running.suggest_float("x", 0.0, 1.0)
+    cache = StudyCache(study._storage)
+    assert [t.number for t in cache.update(study.get_trials(deepcopy=False), 1.0)] == [3]
+    assert cache.update(older, 1.0) == []  # raised IndexError before
+    study.tell(running, 0.5)
+    cache.update(study.get_trials(deepcopy=False), 1.0)
+    assert cache.finished == {0, 1, 2, 3}  # trial 3 was still watched, and is now taken in
