@@ -47,8 +47,6 @@ class NumericSpace:
             for j, d in enumerate(dists)
             if not (isinstance(d, FloatDistribution) and not d.log and d.step is None)
         ]
-        self._low = np.array([d.low for d in dists], dtype=float)  # type: ignore[attr-defined]
-        self._high = np.array([d.high for d in dists], dtype=float)  # type: ignore[attr-defined]
         self.key = tuple(self.distributions.items())  # equal spaces, equal keys
 
     @property
@@ -70,7 +68,8 @@ class NumericSpace:
         """External parameter values (Python floats/ints inside each distribution)."""
         if len(vector) != self.dim:
             raise ValueError(f"vector of length {len(vector)} for a space of {self.dim}")
-        values = np.minimum(np.maximum(vector, self._low), self._high).tolist()
+        # a plain float's internal bounds are its own: clip; the others are converted below
+        values = np.minimum(np.maximum(vector, self.lower), self.upper).tolist()
         for j in self._special:
             values[j] = _to_external(self.distributions[self.names[j]], float(vector[j]))
         return dict(zip(self.names, values, strict=True))

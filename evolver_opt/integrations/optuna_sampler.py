@@ -34,7 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from evolver_opt.core.evolver import EvolverConfig, rng_for
 from evolver_opt.errors import ConfigError
-from evolver_opt.integrations._base import FloatSpaceSampler, check_single_objective
+from evolver_opt.integrations._base import FloatSpaceSampler, check_single_objective, per_study
 from evolver_opt.integrations._lineage import (
     KEY_LINEAGE,
     KEY_POPULATION,
@@ -205,10 +205,7 @@ class EvolverSampler(FloatSpaceSampler):
 
     def _view(self, study: Study, trials: list[FrozenTrial]) -> PopulationView:
         """The population as the finished trials define it, plus what is in flight."""
-        key = (id(study._storage), study._study_id)
-        cache = self._caches.get(key)
-        if cache is None or cache.storage is not study._storage:
-            cache = self._caches[key] = StudyCache(study._storage)
+        cache = per_study(self._caches, study, StudyCache)
         sign = 1.0 if study.direction == StudyDirection.MINIMIZE else -1.0
         return PopulationView(self, study, trials, sign, cache)
 

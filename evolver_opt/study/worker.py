@@ -396,26 +396,27 @@ class WorkerLoop:
     def _abandon_in_flight(self, exc: BaseException) -> None:
         """Fail the trials this process is running (and re-queue them), so none stays RUNNING."""
         reason = f"worker stopped: {type(exc).__name__}: {exc}".strip().rstrip(":")
-        storage = self.study._storage
-        retry = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
         with self._lock:
             in_flight = list(self._in_flight.values())
             self._in_flight.clear()
             self._abandoned.update(t._trial_id for t in in_flight)
         for trial in in_flight:
-            for attempt in range(_ABANDON_TRIES):  # a lock held a moment (SQLite) is waited out
-                try:
-                    storage.set_trial_system_attr(trial._trial_id, "fail_reason", reason)
-                    if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL) and retry:
-                        retry(self.study, storage.get_trial(trial._trial_id))
-                    break
-                except UpdateFinishedTrialError:
-                    break  # told before the stop: its value is kept
-                except (StorageInternalError, sqlalchemy.exc.OperationalError) as err:
-                    if attempt + 1 == _ABANDON_TRIES:
-                        _logger.warning("could not fail trial %d: %s", trial.number, _reason(err))
-                    else:
-                        time.sleep(0.5)
+            try:  # a lock held a moment (SQLite) is waited out, briefly: the worker is stopping
+                self._storage_call(
+                    f"fail trial {trial.number}",
+                    lambda t=trial: self._fail_and_requeue(t, reason),
+                    retry_s=_ABANDON_RETRY_S,
+                )
+            except UpdateFinishedTrialError:
+                pass  # told before the stop: its value is kept
+            except StorageError as err:
+                _logger.warning("could not fail trial %d: %s", trial.number, err)
+
+    def _fail_and_requeue(self, trial: optuna.Trial, reason: str) -> None:
+        storage = self.study._storage
+        storage.set_trial_system_attr(trial._trial_id, "fail_reason", reason)
+        if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+            self._requeue(storage.get_trial(trial._trial_id))
 
     # ------------------------------------------------------------- storage
     @property
@@ -443,9 +444,13 @@ class WorkerLoop:
             notes.append(f"file size limit (ulimit -f) {soft:,} bytes")
         return f" ({'; '.join(notes)})" if notes else ""
 
-    def _storage_call(self, what: str, call: Callable[[], Any]) -> Any:
-        """``call()``, retried with backoff while the database is unreachable (bounded)."""
-        deadline = time.monotonic() + self.storage_retry_s
+    def _storage_call(
+        self, what: str, call: Callable[[], Any], retry_s: float | None = None
+    ) -> Any:
+        """``call()``, retried with backoff while the database is unreachable, for ``retry_s``
+        seconds (default: ``storage_retry_s``)."""
+        retry_s = self.storage_retry_s if retry_s is None else retry_s
+        deadline = time.monotonic() + retry_s
         delay = 0.5
         while True:
             try:
@@ -466,7 +471,7 @@ class WorkerLoop:
                     ) from None
                 if time.monotonic() + delay > deadline:
                     raise StorageError(
-                        f"{self._where} was unreachable for {self.storage_retry_s:g} s "
+                        f"{self._where} was unreachable for {retry_s:g} s "
                         f"(could not {what}): {reason}. Finished trials are kept; run the same "
                         "command again to resume."
                     ) from None
@@ -475,7 +480,7 @@ class WorkerLoop:
                 delay = min(delay * 2, 5.0)
 
 
-_ABANDON_TRIES = 6  # about 3 s of retries per trial in flight when the worker stops
+_ABANDON_RETRY_S = 3.0  # per trial in flight when the worker stops
 
 _WRITE_FAILURES = (
     "disk is full",  # SQLite SQLITE_FULL
