@@ -30,6 +30,24 @@ import click
     type=click.Path(file_okay=False),
     help="Report folder (default: runs/compare-<name>).",
 )
+@click.option(
+    "--granularity",
+    type=click.Choice(["model", "layer", "tensor", "element"]),
+    default=None,
+    help="Override the study file's granularity.",
+)
+@click.option(
+    "--dev-per-split",
+    type=int,
+    default=None,
+    help="Override: a fixed stratified sample of N examples from each dev split.",
+)
+@click.option(
+    "--test-per-split",
+    type=int,
+    default=None,
+    help="Override: report on N examples from each test split.",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def compare(
     study_file: str,
@@ -38,6 +56,9 @@ def compare(
     seeds: int,
     storage: str | None,
     out: str | None,
+    granularity: str | None,
+    dev_per_split: int | None,
+    test_per_split: int | None,
     progress: bool,
 ) -> None:
     """Compare samplers on STUDY_FILE; writes report.md, results.json and plots."""
@@ -46,7 +67,7 @@ def compare(
     from evolver_opt.errors import EvolverError
     from evolver_opt.paths import runs_dir
     from evolver_opt.study.compare import run_compare
-    from evolver_opt.study.config import load_config
+    from evolver_opt.study.config import load_config, override_config
     from evolver_opt.study.objective import build_setup
     from evolver_opt.study.report import write_report
 
@@ -54,6 +75,10 @@ def compare(
     names = [s.strip() for s in samplers.split(",") if s.strip()]
     try:
         config = load_config(study_file)
+        overrides = {"granularity": granularity, "dev_per_split": dev_per_split,
+                     "test_per_split": test_per_split}  # fmt: skip
+        config = override_config(config, {k: v for k, v in overrides.items() if v is not None},
+                                 source=study_file)  # fmt: skip
         setup = build_setup(config)
         rows = run_compare(
             setup,
@@ -66,13 +91,14 @@ def compare(
         )
     except EvolverError as exc:
         raise click.ClickException(str(exc)) from None
-    folder = Path(out) if out else runs_dir() / f"compare-{config.name}-{config.granularity}"
+    dev = f"-dev{config.dev_per_split}" if config.dev_per_split else ""
+    folder = Path(out) if out else runs_dir() / f"compare-{config.name}-{config.granularity}{dev}"
     command = "evolver-opt " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     notes = ["fisher and regmean need examples from the caller and are not among the static rows."]
     from evolver_opt.integrations.storage import default_url
 
     report = write_report(
-        rows, folder, title=f"{config.name} ({config.granularity})", command=command, notes=notes,
+        rows, folder, title=f"{config.name} ({config.granularity}{dev.replace('-dev', ', dev per split ')})", command=command, notes=notes,
         storage=storage or default_url(),
     )  # fmt: skip
     click.echo(report.read_text())

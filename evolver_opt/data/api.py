@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,31 @@ class Split:
         for text, label in zip(self.texts, self.labels):
             digest.update(f"{label}\t{text}\n".encode())
         return digest.hexdigest()
+
+    def subset(self, n: int | None) -> Split:
+        """The first ``n`` examples, stratified by label (all of them when ``n`` is None or larger).
+
+        Splits are stored shuffled, so this is a fixed random sample whose label shares match the
+        split's (largest remainder); it keeps the stored order.
+        """
+        if n is None or n >= len(self):
+            return self
+        if n < 1:
+            raise ConfigError(f"a subset of split {self.key!r} needs n >= 1, got {n}")
+        from evolver_opt.data.splits import allocate
+
+        quota = allocate(Counter(self.labels), n)
+        keep = []
+        for i, label in enumerate(self.labels):
+            if quota[label] > 0:
+                quota[label] -= 1
+                keep.append(i)
+        return replace(
+            self,
+            texts=tuple(self.texts[i] for i in keep),
+            labels=tuple(self.labels[i] for i in keep),
+            meta={**self.meta, "subset": n},
+        )
 
     def require_selectable(self, purpose: str = "selection") -> None:
         """Raise ``SplitError`` if this split may not drive a choice (it is ``test``)."""

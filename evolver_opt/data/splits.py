@@ -67,7 +67,7 @@ def dedup(examples: list[RawExample], seen: set[str]) -> tuple[list[RawExample],
     return kept, report
 
 
-def _allocate(counts: dict[int, int], total: int) -> dict[int, int]:
+def allocate(counts: dict[int, int], total: int) -> dict[int, int]:
     """Split ``total`` across labels proportionally to ``counts`` (largest remainder)."""
     n = sum(counts.values())
     exact = {label: total * c / n for label, c in counts.items()}
@@ -86,7 +86,7 @@ def split_examples(
     n_test = min(round(n * plan.test_fraction), plan.test_max)
     n_dev = min(round(n * plan.dev_fraction), plan.dev_max)
     counts = Counter(ex.label for ex in examples)
-    test_alloc, dev_alloc = _allocate(counts, n_test), _allocate(counts, n_dev)
+    test_alloc, dev_alloc = allocate(counts, n_test), allocate(counts, n_dev)
     rng = np.random.default_rng([plan.seed, zlib.crc32(domain.encode())])
     parts: dict[str, list[RawExample]] = {name: [] for name in SPLIT_NAMES}
     for label in sorted(counts):

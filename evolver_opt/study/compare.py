@@ -52,7 +52,10 @@ class TestReporter:
         self.setup = setup
         self.in_domain = list(config.test_in_domain)
         self.out_of_domain = list(config.test_out_of_domain)
-        splits = [load_test_split(d) for d in dict.fromkeys(self.in_domain + self.out_of_domain)]
+        splits = [
+            load_test_split(d).subset(config.test_per_split)
+            for d in dict.fromkeys(self.in_domain + self.out_of_domain)
+        ]
         ev = config.evaluation
         self.evaluator = Evaluator(
             setup.engine.model, setup.tokenizer, splits, batch_size=ev.batch_size, device=ev.device,
@@ -95,8 +98,9 @@ def run_compare(
 
     reporter = TestReporter(setup)
     rows = []
-    for sampler in [resolve_sampler(setup.config.granularity, s) for s in samplers]:
-        for seed in range(seeds):
+    resolved = [resolve_sampler(setup.config.granularity, s) for s in samplers]
+    for seed in range(seeds):  # seed-major: a compare cut short has every sampler's first seeds
+        for sampler in resolved:
             objective = make_objective(setup, sampler)  # weight-space samplers: ElementObjective
             study = open_study(
                 setup.config,

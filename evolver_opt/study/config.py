@@ -46,6 +46,7 @@ IDENTITY_FIELDS = (
     "form",
     "heads",
     "dev",
+    "dev_per_split",
     "metric",
     "evolver",
 )
@@ -99,6 +100,10 @@ class StudyConfig(_Frozen):
     dev: tuple[str, ...] = Field(min_length=1)
     test_in_domain: tuple[str, ...] = ()
     test_out_of_domain: tuple[str, ...] = ()
+    # A fixed, label-stratified sample of each split (default: all of it), for budgets where the
+    # full dev set costs too much per trial; test_per_split only shortens reporting.
+    dev_per_split: int | None = Field(None, ge=1)
+    test_per_split: int | None = Field(None, ge=1)
     metric: Literal["accuracy", "macro_f1"] = "accuracy"
     racing: bool = True
     n_trials: int = Field(150, ge=1)
@@ -150,7 +155,8 @@ class StudyConfig(_Frozen):
         data = self.model_dump(mode="json")
         data["base"] = self.base_name
         data["experts"] = [e.model_dump(mode="json") for e in self.expert_specs()]
-        return {key: data[key] for key in IDENTITY_FIELDS}
+        # an unset dev_per_split is left out, so studies stored before it existed keep their hash
+        return {k: data[k] for k in IDENTITY_FIELDS if k != "dev_per_split" or data[k] is not None}
 
     def identity_hash(self) -> str:
         text = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
@@ -181,6 +187,13 @@ def parse_config(table: dict[str, Any], source: str = "config") -> StudyConfig:
         raise ConfigError(f"{source}: " + "; ".join(_describe(e) for e in exc.errors())) from None
     _check_domains(config, source)
     return config
+
+
+def override_config(config: StudyConfig, changes: dict[str, Any], source: str) -> StudyConfig:
+    """``config`` with top-level ``changes`` (command-line overrides), validated like a file."""
+    if not changes:
+        return config
+    return parse_config({**config.model_dump(mode="json"), **changes}, source=source)
 
 
 def _describe(error: dict[str, Any]) -> str:

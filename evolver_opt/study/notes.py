@@ -181,7 +181,10 @@ def study_note(study: optuna.Study, *, artifacts: Sequence[str] = ()) -> str:
             ),
             "",
             f"- **Experts**: {_fmt_list(expert_names(config))}",
-            f"- **Dev sets** (selection): {_fmt_list(config.get('dev'))}",
+            f"- **Dev sets** (selection): {_fmt_list(config.get('dev'))}"
+            + (
+                f" ({config['dev_per_split']} examples each)" if config.get("dev_per_split") else ""
+            ),
             (
                 f"- **Test sets** (reporting only): in-domain"
                 f" {_fmt_list(config.get('test_in_domain'))}; out-of-domain"

@@ -100,7 +100,10 @@ def build_setup(
     engine = build_engine(config, data_dir=data_dir, zoo_root=zoo_root)
     experts = config.expert_specs(zoo_root)
     tokenizer = AutoTokenizer.from_pretrained(experts[0].path)
-    splits = [load_split(domain, "dev", data_dir=data_dir) for domain in config.dev]
+    splits = [
+        load_split(domain, "dev", data_dir=data_dir).subset(config.dev_per_split)
+        for domain in config.dev
+    ]
     ev = config.evaluation
     evaluator = Evaluator(
         engine.model,

@@ -38,7 +38,8 @@ class SamplerChoice:
 
 
 def default_study_name(config: StudyConfig, sampler: str, seed: int | None) -> str:
-    return f"{config.name}-{config.granularity}-{sampler.replace(':', '-')}-seed{seed}"
+    dev = f"-dev{config.dev_per_split}" if config.dev_per_split else ""
+    return f"{config.name}-{config.granularity}{dev}-{sampler.replace(':', '-')}-seed{seed}"
 
 
 def open_study(

@@ -48,3 +48,16 @@ def test_split_is_seeded_per_seed_and_domain():
     assert a == split_examples(examples, "d", SplitPlan(seed=0))
     assert a["dev"] != split_examples(examples, "d", SplitPlan(seed=1))["dev"]
     assert a["dev"] != split_examples(examples, "e", SplitPlan(seed=0))["dev"]
+
+
+def test_subset_is_a_stratified_prefix_and_changes_the_fingerprint():
+    from evolver_opt.data.api import Split
+
+    labels = (0, 0, 1, 0, 2, 1, 0, 0, 1, 2, 0, 1)  # 6 x 0, 4 x 1, 2 x 2
+    split = Split("d", "dev", tuple(f"t{i}" for i in range(12)), labels, ("a", "b", "c"))
+    half = split.subset(6)
+    assert Counter(half.labels) == {0: 3, 1: 2, 2: 1}
+    assert half.texts == ("t0", "t1", "t2", "t3", "t4", "t5")  # the first of each label, in order
+    assert Counter(split.subset(3).labels) == {0: 2, 1: 1}  # largest remainder
+    assert half.fingerprint != split.fingerprint
+    assert split.subset(None) is split and split.subset(12) is split

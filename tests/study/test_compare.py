@@ -57,3 +57,26 @@ def test_compare_writes_report_json_and_plots(study_env, tmp_path):
         assert r["best_dev"] >= max(seeded) - 1e-9
     report = (out / "report.md").read_text()
     assert "| evolver | 2 |" in report and "| random | 2 |" in report
+
+
+def test_compare_overrides_granularity_and_samples_dev_and_test(study_env, tmp_path):
+    study_file = write_study(tmp_path / "s.toml", study_env["world"], granularity='"model"')
+    out = tmp_path / "report"
+    result = CliRunner().invoke(
+        main,
+        ["compare", str(study_file), "--samplers", "random", "--seeds", "1", "--n-trials", "5",
+         "--granularity", "layer", "--dev-per-split", "3", "--test-per-split", "2",
+         "--storage", study_env["storage"], "--out", str(out), "--no-progress"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (row,) = [r for r in json.loads((out / "results.json").read_text())["rows"] if r["seed"] == 0]
+    assert "-layer-dev3-random-" in row["study_name"]
+    study = optuna.load_study(study_name=row["study_name"], storage=study_env["storage"])
+    assert study.user_attrs["evolver_opt:identity"]["dev_per_split"] == 3
+    assert len(study.trials[0].params) > 3  # layer granularity: more than one float per expert
+    n_dev = len(study.user_attrs["evolver_opt:identity"]["dev"])
+    assert {t.user_attrs["examples_seen"] for t in study.trials} == {3 * n_dev}
+    assert "dev per split 3" in (out / "report.md").read_text()
+
+    bad = CliRunner().invoke(main, ["compare", str(study_file), "--dev-per-split", "0"])
+    assert bad.exit_code != 0 and "study.dev_per_split" in bad.output and "got 0" in bad.output
