@@ -85,6 +85,7 @@ def _real(budget: int | None, url: str, out: Path, study_file: str | None) -> No
             config = load_config(study_file)
         click.echo(
             f"demo: {config.name}, {len(config.expert_specs())} experts, {config.granularity} granularity"
+            + (f", {config.dev_per_split} dev examples per domain" if config.dev_per_split else "")
         )
         setup = build_setup(config)  # prepares data and builds the zoo on the first run
         n_trials = budget or config.n_trials
