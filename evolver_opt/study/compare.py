@@ -7,7 +7,6 @@ once per row, for the final best-by-dev model, through the reporting door.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -20,6 +19,7 @@ from evolver_opt.study.objective import MergeSetup, evaluate_dev
 from evolver_opt.study.runner import open_study, run_study
 
 STATIC_METHODS = ("average", "task_arithmetic", "ties", "dare")
+ATTR_PEAK_RSS = "peak_rss_mb"
 
 
 @dataclass
@@ -34,7 +34,7 @@ class Row:
     test_out: float | None
     test: dict[str, float] = field(default_factory=dict)
     trials: int = 0
-    wall_s: float = 0.0
+    wall_s: float = 0.0  # seconds inside the study's finished trials (their durations, summed)
     study_name: str | None = None
     curve: list[float] = field(default_factory=list)  # best-so-far dev by trial
     examples: list[int] = field(default_factory=list)  # cumulative dev examples evaluated
@@ -111,13 +111,10 @@ def run_compare(
                 budget=n_trials,
             )
             echo(f"{study.study_name}: running to {n_trials} trials")
-            start = time.perf_counter()
             with PeakRSS() as peak:
                 run_study(study, objective, n_trials=n_trials, show_progress_bar=progress)
-            study.set_user_attr("peak_rss_mb", {"mib": peak.mib, "scope": peak.scope})
-            row = _sampler_row(study, sampler, seed, time.perf_counter() - start, setup, reporter,
-                               objective)  # fmt: skip
-            row.peak_rss_mb = peak.mib
+            row = _sampler_row(study, sampler, seed, setup, reporter, objective)
+            row.peak_rss_mb = _record_peak(study, peak)
             rows.append(row)
     for method in STATIC_METHODS:
         from evolver_opt.merge import get_method
@@ -130,11 +127,20 @@ def run_compare(
     return rows
 
 
+def _record_peak(study: optuna.Study, peak: Any) -> float | None:
+    """The study's peak RSS: this run's, or an earlier run's if higher (a resume that found the
+    study finished measures almost nothing)."""
+    stored = study.user_attrs.get(ATTR_PEAK_RSS) or {}
+    if stored.get("mib") is not None and (peak.mib is None or stored["mib"] >= peak.mib):
+        return stored["mib"]
+    study.set_user_attr(ATTR_PEAK_RSS, {"mib": peak.mib, "scope": peak.scope})
+    return peak.mib
+
+
 def _sampler_row(
     study: optuna.Study,
     sampler: str,
     seed: int,
-    wall: float,
     setup: MergeSetup,
     reporter: TestReporter,
     objective: object = None,
@@ -144,6 +150,11 @@ def _sampler_row(
         t.value if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None else -np.inf
         for t in trials
     ]
+    wall = sum(
+        (t.datetime_complete - t.datetime_start).total_seconds()
+        for t in trials
+        if t.datetime_start is not None and t.datetime_complete is not None
+    )
     examples = np.cumsum([t.user_attrs.get("examples_seen", 0) for t in trials]).tolist()
     curve = np.maximum.accumulate(values).tolist()
     if isinstance(objective, ElementObjective):  # the answer: best individual / merged population

@@ -24,10 +24,15 @@ def _mib(value: float | None) -> str:
 def markdown(rows: Sequence[Row], *, title: str, command: str, notes: Sequence[str] = ()) -> str:
     samplers = [r for r in rows if r.kind == "sampler"]
     lines = [f"# {title}", "", f"Command: `{command}`", ""]
-    lines += ["Selection is by dev score only; test scores are of the best-by-dev model.", ""]
+    legend = (
+        "Selection is by dev score only; test scores are of the best-by-dev model. `trial s`: the"
+        " study's finished trials' durations, summed (sampler, merge and evaluation; the same after"
+        " a resume). `peak RSS MiB`: the study's peak resident memory, the whole process."
+    )
+    lines += [legend, ""]
     lines += ["## Medians over seeds", ""]
     lines += [
-        "| sampler | seeds | best dev | test in-domain | test out-of-domain | trials | wall s | peak RSS MiB |",
+        "| sampler | seeds | best dev | test in-domain | test out-of-domain | trials | trial s | peak RSS MiB |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name in dict.fromkeys(r.name for r in samplers):
@@ -54,7 +59,7 @@ def markdown(rows: Sequence[Row], *, title: str, command: str, notes: Sequence[s
             )
     lines += ["", "## Every study", ""]
     lines += [
-        "| sampler | seed | study | best dev | test in-domain | test out-of-domain | trials | wall s | peak RSS MiB |",
+        "| sampler | seed | study | best dev | test in-domain | test out-of-domain | trials | trial s | peak RSS MiB |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in samplers:

@@ -80,3 +80,31 @@ def test_compare_overrides_granularity_and_samples_dev_and_test(study_env, tmp_p
 
     bad = CliRunner().invoke(main, ["compare", str(study_file), "--dev-per-split", "0"])
     assert bad.exit_code != 0 and "study.dev_per_split" in bad.output and "got 0" in bad.output
+
+
+def test_a_compare_rerun_resumes_and_reports_the_same_trial_seconds(study_env, tmp_path):
+    study_file = write_study(tmp_path / "s.toml", study_env["world"], granularity='"model"')
+    args = ["compare", str(study_file), "--samplers", "random", "--seeds", "1", "--n-trials", "5",
+            "--storage", study_env["storage"], "--no-progress"]  # fmt: skip
+    rows = []
+    for out in ("first", "again"):
+        result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / out)])
+        assert result.exit_code == 0, result.output
+        report = json.loads((tmp_path / out / "results.json").read_text())["rows"]
+        rows.append(next(r for r in report if r["kind"] == "sampler"))
+    assert rows[1]["trials"] == rows[0]["trials"] == 5  # the rerun added no trial
+    assert rows[0]["wall_s"] > 0 and rows[1]["wall_s"] == rows[0]["wall_s"]
+    assert rows[1]["test"] == rows[0]["test"]
+
+
+def test_a_resumed_study_keeps_its_earlier_peak_memory():
+    from types import SimpleNamespace
+
+    from evolver_opt.study.compare import ATTR_PEAK_RSS, _record_peak
+
+    study = optuna.create_study()
+    assert _record_peak(study, SimpleNamespace(mib=500.0, scope="block")) == 500.0
+    assert _record_peak(study, SimpleNamespace(mib=120.0, scope="block")) == 500.0  # a resume
+    assert study.user_attrs[ATTR_PEAK_RSS] == {"mib": 500.0, "scope": "block"}
+    assert _record_peak(study, SimpleNamespace(mib=700.0, scope="block")) == 700.0
+    assert study.user_attrs[ATTR_PEAK_RSS]["mib"] == 700.0

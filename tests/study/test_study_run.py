@@ -147,7 +147,17 @@ def test_cli_run_on_journal_and_postgresql(backend, study_env, tmp_path, request
     else:
         storage, name = f"journal:{tmp_path / 'journal.log'}", "tiny-journal"
     study_file = write_study(tmp_path / "s.toml", study_env["world"], granularity='"model"')
-    args = ["run", str(study_file), "--storage", storage, "--study-name", name, "--n-trials", "6", "--no-progress"]
+    args = [
+        "run",
+        str(study_file),
+        "--storage",
+        storage,
+        "--study-name",
+        name,
+        "--n-trials",
+        "6",
+        "--no-progress",
+    ]
     try:
         result = CliRunner().invoke(main, [*args, "--n-jobs", "2"])
         assert result.exit_code == 0, result.output
