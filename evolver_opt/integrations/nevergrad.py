@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 import threading
+import weakref
 from typing import Any
 
 import nevergrad as ng
@@ -180,6 +181,19 @@ class NevergradSampler(FloatSpaceSampler):
             replay.asked[trial.number] = candidate
             return space.to_params(np.asarray(candidate.value, dtype=float))
 
+    def close(self) -> None:
+        """Stop the optimizers' worker threads and drop them (a later ask replays from storage).
+
+        Nevergrad runs scipy-based optimizers (COBYLA, Powell..., which ``NGOpt`` may pick) in a
+        thread that waits for the next ``tell``; while one waits, the process cannot exit.
+        ``evolver_opt.run_study`` calls this when it ends, and each optimizer is also stopped
+        just before the interpreter waits for its threads.
+        """
+        with self._lock:
+            for replay in self._state.values():
+                stop_worker_threads(replay.optimizer)
+            self._state.clear()
+
     def sample_independent(
         self,
         study: Study,
@@ -200,9 +214,47 @@ class NevergradSampler(FloatSpaceSampler):
             optimizer = self._factory(
                 parametrization, budget=self._budget, num_workers=self._num_workers
             )
+            _stop_before_exit(optimizer)
             sign = 1.0 if study.direction == StudyDirection.MINIMIZE else -1.0
             replay = self._state[key] = _Replay(study._storage, space, optimizer, sign)
         return replay
+
+
+def stop_worker_threads(optimizer: base.Optimizer) -> None:
+    """Stop the thread of every recast (scipy-based) optimizer in ``optimizer`` and in the
+    optimizers it wraps (``NGOpt``'s choice, chains, portfolios)."""
+    pending, seen = [optimizer], set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        thread = getattr(current, "_messaging_thread", None)
+        if thread is not None:
+            thread.stop()
+        for value in vars(current).values():
+            for item in value if isinstance(value, list | tuple) else (value,):
+                if isinstance(item, base.Optimizer):
+                    pending.append(item)
+
+
+def _stop_before_exit(optimizer: base.Optimizer) -> None:
+    """Stop ``optimizer``'s threads when the interpreter shuts down, before it joins threads
+    (``atexit`` runs after that join, too late); a no-op once the optimizer is gone."""
+    register = getattr(threading, "_register_atexit", None)  # what concurrent.futures uses
+    if register is None:
+        return
+    ref = weakref.ref(optimizer)
+
+    def stop() -> None:
+        live = ref()
+        if live is not None:
+            stop_worker_threads(live)
+
+    try:
+        register(stop)
+    except RuntimeError:  # already shutting down
+        pass
 
 
 class _Replay:

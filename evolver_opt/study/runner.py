@@ -169,3 +169,6 @@ def run_study(
     finally:
         if bar is not None:
             bar.close()
+        close = getattr(study.sampler, "close", None)  # NevergradSampler: its worker threads
+        if callable(close):
+            close()

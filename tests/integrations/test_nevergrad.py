@@ -107,3 +107,41 @@ def test_nevergrad_sampler_state_is_rebuilt_from_finished_trials(tmp_path):
 def test_unknown_optimizer_lists_close_names():
     with pytest.raises(ConfigError, match="did you mean.*TwoPointsDE"):
         NevergradSampler("TwoPointDE")
+
+
+_RECAST_SCRIPT = """
+import optuna
+from evolver_opt import NevergradSampler
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+study = optuna.create_study(sampler=NevergradSampler("Cobyla", seed=0, budget=100))
+study.optimize(lambda t: sum(t.suggest_float(f"x{i}", 0, 1) ** 2 for i in range(20)), n_trials=8)
+print("done", flush=True)
+"""
+
+
+def test_a_scipy_based_optimizer_waiting_for_a_tell_does_not_keep_the_process_alive():
+    """COBYLA runs in a Nevergrad thread that waits for the next tell after the last trial."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", _RECAST_SCRIPT], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and "done" in result.stdout, result.stderr[-2000:]
+
+
+def test_run_study_stops_the_optimizer_threads():
+    import threading
+
+    from evolver_opt.study.runner import run_study
+
+    study = optuna.create_study(sampler=NevergradSampler("Cobyla", seed=0, budget=100))
+    run_study(study, lambda t: sum(t.suggest_float(f"x{i}", 0, 1) for i in range(20)), n_trials=6)
+    for thread in threading.enumerate():
+        if type(thread).__name__ == "_MessagingThread":
+            thread.join(timeout=10)
+            assert not thread.is_alive()
+    assert len(study.trials) == 6
+    study.sampler.close()  # idempotent; a later ask replays from storage
+    study.optimize(lambda t: sum(t.suggest_float(f"x{i}", 0, 1) for i in range(20)), n_trials=1)
+    assert len(study.trials) == 7
