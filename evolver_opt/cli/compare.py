@@ -93,12 +93,15 @@ def compare(
         raise click.ClickException(str(exc)) from None
     dev = f"-dev{config.dev_per_split}" if config.dev_per_split else ""
     folder = Path(out) if out else runs_dir() / f"compare-{config.name}-{config.granularity}{dev}"
+    title = f"{config.name} ({config.granularity})"
+    if config.dev_per_split:
+        title = f"{config.name} ({config.granularity}, dev per split {config.dev_per_split})"
     command = "evolver-opt " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     notes = ["fisher and regmean need examples from the caller and are not among the static rows."]
     from evolver_opt.integrations.storage import default_url
 
     report = write_report(
-        rows, folder, title=f"{config.name} ({config.granularity}{dev.replace('-dev', ', dev per split ')})", command=command, notes=notes,
+        rows, folder, title=title, command=command, notes=notes,
         storage=storage or default_url(),
     )  # fmt: skip
     click.echo(report.read_text())
