@@ -7,12 +7,17 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import optuna
+from optuna import distributions
 from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.samplers import BaseSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 _logger = optuna.logging.get_logger("evolver_opt.integrations")
+
+# study system attribute: {"below": N, "distributions": {name: distribution JSON}}
+KEY_SEARCH_SPACE = "evolver:search_space"
+CHECKPOINT_EVERY = 100  # trials between two writes of the search-space checkpoint
 
 
 class FloatSpaceSampler(BaseSampler):
@@ -32,7 +37,9 @@ class FloatSpaceSampler(BaseSampler):
     def infer_relative_search_space(
         self, study: Study, trial: FrozenTrial
     ) -> dict[str, BaseDistribution]:
-        space = per_study(self._spaces, study, FloatSearchSpace)
+        space = per_study(
+            self._spaces, study, lambda storage: FloatSearchSpace(storage, study._study_id)
+        )
         return space.update(study._get_trials(deepcopy=False, use_cache=True))
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
@@ -79,20 +86,35 @@ def per_study(
 class FloatSearchSpace:
     """The non-single float parameters of Optuna's intersection search space (with pruned
     trials, as ``IntersectionSearchSpace(include_pruned=True)``), updated from the trials that
-    finished since the last call and returned without deep-copying its distributions."""
+    finished since the last call and returned without deep-copying its distributions.
+
+    With a ``study_id``, it keeps a checkpoint in the study system attribute
+    ``evolver:search_space`` (the intersection over the trials numbered below ``below``, all
+    finished, so it never changes), written every ``CHECKPOINT_EVERY`` trials: a resumed
+    process starts from it and reads the distributions of the later trials only. A malformed
+    checkpoint is ignored (with a warning) and the space is computed from the trials.
+    """
 
     _STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING, TrialState.RUNNING)
 
-    def __init__(self, storage: Any) -> None:
+    def __init__(self, storage: Any, study_id: int | None = None) -> None:
         self.storage = storage  # keeps the storage alive, so its id() stays unique
+        self._study_id = study_id
         self._space: dict[str, BaseDistribution] | None = None  # None: no finished trial yet
         self._next = -1  # trials numbered below this are in ``_space``
         self._floats: dict[str, BaseDistribution] = {}
+        self._checkpoint = -1  # ``below`` of the checkpoint last read or written
+        self._restored = study_id is None
         self._lock = threading.Lock()  # threads of one process share the sampler
 
     def update(self, trials: list[FrozenTrial]) -> dict[str, BaseDistribution]:
         with self._lock:
-            return self._update(trials)
+            if not self._restored:
+                self._restore()
+            floats = self._update(trials)
+            if self._space is not None and self._next >= self._checkpoint + CHECKPOINT_EVERY:
+                self._save()
+            return floats
 
     def _update(self, trials: list[FrozenTrial]) -> dict[str, BaseDistribution]:
         space, next_number = self._space, -1
@@ -118,13 +140,51 @@ class FloatSearchSpace:
                 if (other := theirs.get(name)) is d or (other is not None and other == d)
             }
         if space is not self._space:
-            self._floats = {
-                name: d
-                for name, d in sorted((space or {}).items())
-                if isinstance(d, FloatDistribution) and not d.single()
-            }
+            self._floats = _non_single_floats(space)
         self._space, self._next = space, next_number
         return dict(self._floats)
+
+    def _restore(self) -> None:
+        self._restored = True
+        assert self._study_id is not None
+        raw = self.storage.get_study_system_attrs(self._study_id).get(KEY_SEARCH_SPACE)
+        if raw is None:
+            return
+        try:
+            below = int(raw["below"])
+            space = {
+                name: distributions.json_to_distribution(text)
+                for name, text in raw["distributions"].items()
+            }
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            _logger.warning(
+                f"ignoring the malformed study attribute {KEY_SEARCH_SPACE} ({exc!r}); "
+                "the search space is computed from the trials"
+            )
+            return
+        self._space, self._next, self._checkpoint = space, below, below
+        self._floats = _non_single_floats(space)
+
+    def _save(self) -> None:
+        if self._study_id is None:
+            return
+        assert self._space is not None
+        value = {
+            "below": self._next,
+            "distributions": {
+                name: distributions.distribution_to_json(d) for name, d in self._space.items()
+            },
+        }
+        self.storage.set_study_system_attr(self._study_id, KEY_SEARCH_SPACE, value)
+        self._checkpoint = self._next
+
+
+def _non_single_floats(space: dict[str, BaseDistribution] | None) -> dict[str, BaseDistribution]:
+    return {
+        name: d
+        for name, d in sorted((space or {}).items())
+        if isinstance(d, FloatDistribution) and not d.single()
+    }
 
 
 def check_single_objective(study: Study, sampler: BaseSampler) -> None:

@@ -42,7 +42,8 @@ from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
-from evolver_opt.integrations._trial_reader import DistributionCache, read_trials
+from evolver_opt.integrations._lazy_params import ParamLoader
+from evolver_opt.integrations._trial_reader import DistributionCache, read_params, read_trials
 
 __all__ = ["BatchedRDBStorage", "flush_params"]
 
@@ -172,13 +173,17 @@ class BatchedRDBStorage(RDBStorage):
         """Learn the stored distributions from the study's first and last trials with
         parameters (one query instead of one per name; other names are still looked up)."""
         p, t = models.TrialParamModel, models.TrialModel
-        ids = sqlalchemy.select(t.trial_id).where(t.study_id == study_id).scalar_subquery()
+        # the study's trials in id order, down the study index, stopping at the first with a
+        # parameter (an index lookup each): no scan of the parameter table
+        with_params = (
+            sqlalchemy.select(t.trial_id)
+            .where(t.study_id == study_id)
+            .where(sqlalchemy.exists().where(p.trial_id == t.trial_id))
+            .limit(1)
+        )
         with _create_scoped_session(self.scoped_session) as session:
-            low, high = session.execute(
-                sqlalchemy.select(
-                    sqlalchemy.func.min(p.trial_id), sqlalchemy.func.max(p.trial_id)
-                ).where(p.trial_id.in_(ids))
-            ).one()
+            low = session.execute(with_params.order_by(t.trial_id)).scalar()
+            high = session.execute(with_params.order_by(t.trial_id.desc())).scalar()
             rows = session.execute(
                 sqlalchemy.select(p.param_name, p.distribution_json)
                 .where(p.trial_id.in_([low, high]))
@@ -437,12 +442,26 @@ class BatchedRDBStorage(RDBStorage):
         owned = self._owned()  # never take the buffer lock inside a transaction
         with _create_scoped_session(self.scoped_session) as session:
             models.StudyModel.find_or_raise_by_id(study_id, session)  # KeyError as stock
-            trials = read_trials(session, condition, self._dists, owned)
+            trials = read_trials(
+                session, condition, self._dists, owned, ParamLoader(self._read_params)
+            )
         with self._buffer_lock:  # finished trials are now in the reader's hands
             for trial in trials:
                 if trial.state.is_finished() and trial._trial_id in self._own_finished:
                     self._disown(trial._trial_id)
         return self._overlay(trials)
+
+    def _read_params(
+        self, trial_ids: list[int]
+    ) -> dict[int, tuple[dict[str, Any], dict[str, BaseDistribution]]]:
+        """The stored parameters of finished trials (for lazily read trials)."""
+        params: dict[int, dict[str, Any]] = {i: {} for i in trial_ids}
+        dists: dict[int, dict[str, BaseDistribution]] = {i: {} for i in trial_ids}
+        with _create_scoped_session(self.scoped_session) as session:
+            read_params(
+                session, models.TrialParamModel.trial_id.in_(trial_ids), self._dists, params, dists
+            )
+        return {i: (params[i], dists[i]) for i in trial_ids}
 
     def _overlay(self, trials: list[FrozenTrial]) -> list[FrozenTrial]:
         """Add the buffered parameters to trials just read (fresh objects, safe to change)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -109,8 +109,14 @@ class _Record:
     lineage: Lineage | None
     enqueued: bool
     value: float | None  # None: lost (FAIL, PRUNED, NaN)
-    params: dict[str, Any]
+    trial: FrozenTrial = field(repr=False, compare=False)
     retry_of: int | None = None  # a heartbeat retry (or rescued copy): the trial it replaces
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Read when used: a storage may read a finished trial's parameters lazily, and only
+        the population's records need theirs."""
+        return self.trial.params
 
     @classmethod
     def of(cls, trial: FrozenTrial, sign: float) -> _Record:
@@ -121,7 +127,7 @@ class _Record:
             lineage=Lineage.from_attrs(trial.system_attrs),
             enqueued=_is_enqueued(trial),
             value=sign * value if ok else None,  # type: ignore[operator]
-            params=trial.params,
+            trial=trial,
             retry_of=_retry_of(trial),
         )
 

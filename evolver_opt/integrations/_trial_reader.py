@@ -21,7 +21,11 @@ from optuna.distributions import BaseDistribution
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial
 
-__all__ = ["DistributionCache", "read_trials"]
+from evolver_opt.integrations._lazy_params import ParamLoader
+
+__all__ = ["LAZY_MIN", "DistributionCache", "read_params", "read_trials"]
+
+LAZY_MIN = 256  # finished trials in one read from which their parameters are read lazily
 
 _T = models.TrialModel.__table__
 _P = models.TrialParamModel.__table__
@@ -66,11 +70,14 @@ def read_trials(
     condition: Any,
     cache: DistributionCache,
     known: Mapping[int, tuple[dict[str, Any], dict[str, BaseDistribution]]] | None = None,
+    lazy: ParamLoader | None = None,
 ) -> list[FrozenTrial]:
     """Trials of ``trials`` rows matching ``condition`` (a SQL expression), by trial id.
 
     ``known``: trial id -> (params, distributions) the caller knows to be exactly the trial's
     stored parameters (its own trials); their parameter rows are not read (copies are used).
+    ``lazy``: when given and at least ``LAZY_MIN`` finished trials are read, their parameters
+    are left to this loader (read on first use, see ``_lazy_params.py``).
     """
     ids = sqlalchemy.select(_T.c.trial_id).where(condition)
     conn = session.connection()  # Core execution: no ORM statement handling per query
@@ -89,31 +96,19 @@ def read_trials(
         return []
     params: dict[int, dict[str, Any]] = {r[0]: {} for r in rows}
     dists: dict[int, dict[str, BaseDistribution]] = {r[0]: {} for r in rows}
-    skip = [r[0] for r in rows if known and r[0] in known]
+    skip = {r[0] for r in rows if known and r[0] in known}
     for trial_id in skip:
         params[trial_id], dists[trial_id] = (dict(m) for m in known[trial_id])  # type: ignore[index]
-    param_ids = ids.where(_T.c.trial_id.not_in(skip)) if skip else ids
-    # The bulk of a study (trials x parameters rows): read on the DBAPI cursor, each distinct
-    # distribution parsed once, float values used as they come (the stock external repr).
-    parsed = cache.parsed
-    current, p, d = None, params, dists
-    for trial_id, name, value, text in (
-        []
-        if len(skip) == len(rows)
-        else _raw_rows(
-            session,
-            sqlalchemy.select(
-                _P.c.trial_id, _P.c.param_name, _P.c.param_value, _P.c.distribution_json
-            )
-            .where(_P.c.trial_id.in_(param_ids))
-            .order_by(_P.c.trial_id, _P.c.param_id),
-        )
-    ):
-        if trial_id != current:
-            current, p, d = trial_id, params[trial_id], dists[trial_id]
-        entry = parsed.get(text) or cache.entry(text)
-        p[name] = float(value) if entry[1] else entry[0].to_external_repr(value)
-        d[name] = entry[0]
+    deferred = {r[0] for r in rows if r[2].is_finished() and r[0] not in skip}
+    if lazy is None or len(deferred) < LAZY_MIN:
+        deferred = set()
+    if deferred:  # read the few others by id
+        eager = [r[0] for r in rows if r[0] not in skip and r[0] not in deferred]
+        if eager:
+            read_params(session, _P.c.trial_id.in_(eager), cache, params, dists)
+    elif len(skip) < len(rows):
+        param_ids = ids.where(_T.c.trial_id.not_in(sorted(skip))) if skip else ids
+        read_params(session, _P.c.trial_id.in_(param_ids), cache, params, dists)
     values: dict[int, dict[int, float]] = {}
     for trial_id, objective, value, kind in conn.execute(
         sqlalchemy.select(
@@ -138,23 +133,52 @@ def read_trials(
     out = []
     for trial_id, number, state, start, complete in rows:
         objectives = values.get(trial_id)
-        out.append(
-            FrozenTrial(
-                number=number,
-                state=state,
-                value=None,
-                values=[objectives[k] for k in sorted(objectives)] if objectives else None,
-                datetime_start=_local(start),
-                datetime_complete=_local(complete),
-                params=params[trial_id],
-                distributions=dists[trial_id],
-                user_attrs=user.get(trial_id, {}),
-                system_attrs=system.get(trial_id, {}),
-                intermediate_values=intermediate.get(trial_id, {}),
-                trial_id=trial_id,
+        fields = {
+            "number": number,
+            "state": state,
+            "value": None,
+            "values": [objectives[k] for k in sorted(objectives)] if objectives else None,
+            "datetime_start": _local(start),
+            "datetime_complete": _local(complete),
+            "user_attrs": user.get(trial_id, {}),
+            "system_attrs": system.get(trial_id, {}),
+            "intermediate_values": intermediate.get(trial_id, {}),
+            "trial_id": trial_id,
+        }
+        if trial_id in deferred:
+            out.append(lazy.make(**fields))  # type: ignore[union-attr]
+        else:
+            out.append(
+                FrozenTrial(params=params[trial_id], distributions=dists[trial_id], **fields)
             )
-        )
     return out
+
+
+def read_params(
+    session: Any,
+    condition: Any,
+    cache: DistributionCache,
+    params: dict[int, dict[str, Any]],
+    dists: dict[int, dict[str, BaseDistribution]],
+) -> None:
+    """Fill ``params``/``dists`` (trial id -> dict, for every trial id the rows may name) from
+    the ``trial_params`` rows matching ``condition``, in ``param_id`` order.
+
+    The bulk of a study (trials x parameters rows): read on the DBAPI cursor, each distinct
+    distribution parsed once, float values used as they come (the stock external repr)."""
+    parsed = cache.parsed
+    current, p, d = None, params, dists
+    for trial_id, name, value, text in _raw_rows(
+        session,
+        sqlalchemy.select(_P.c.trial_id, _P.c.param_name, _P.c.param_value, _P.c.distribution_json)
+        .where(condition)
+        .order_by(_P.c.trial_id, _P.c.param_id),
+    ):
+        if trial_id != current:
+            current, p, d = trial_id, params[trial_id], dists[trial_id]
+        entry = parsed.get(text) or cache.entry(text)
+        p[name] = float(value) if entry[1] else entry[0].to_external_repr(value)
+        d[name] = entry[0]
 
 
 def _raw_rows(session: Any, statement: Any) -> list[tuple]:
