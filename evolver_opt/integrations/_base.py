@@ -15,9 +15,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 _logger = optuna.logging.get_logger("evolver_opt.integrations")
 
-# study system attribute: {"below": N, "distributions": {name: distribution JSON}}
+# study system attribute: {"below": N, "distributions": [distribution JSON, ...],
+# "names": {name: index into distributions}} (a study has a handful of distinct distributions)
 KEY_SEARCH_SPACE = "evolver:search_space"
-CHECKPOINT_EVERY = 100  # trials between two writes of the search-space checkpoint
+CHECKPOINT_EVERY = 20  # trials between two writes of the search-space checkpoint
 
 
 class FloatSpaceSampler(BaseSampler):
@@ -152,11 +153,9 @@ class FloatSearchSpace:
             return
         try:
             below = int(raw["below"])
-            space = {
-                name: distributions.json_to_distribution(text)
-                for name, text in raw["distributions"].items()
-            }
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            kinds = [distributions.json_to_distribution(text) for text in raw["distributions"]]
+            space = {name: kinds[k] for name, k in raw["names"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             _logger.warning(
                 f"ignoring the malformed study attribute {KEY_SEARCH_SPACE} ({exc!r}); "
                 "the search space is computed from the trials"
@@ -169,12 +168,12 @@ class FloatSearchSpace:
         if self._study_id is None:
             return
         assert self._space is not None
-        value = {
-            "below": self._next,
-            "distributions": {
-                name: distributions.distribution_to_json(d) for name, d in self._space.items()
-            },
+        kinds: dict[str, int] = {}
+        names = {
+            name: kinds.setdefault(distributions.distribution_to_json(d), len(kinds))
+            for name, d in self._space.items()
         }
+        value = {"below": self._next, "distributions": list(kinds), "names": names}
         self.storage.set_study_system_attr(self._study_id, KEY_SEARCH_SPACE, value)
         self._checkpoint = self._next
 

@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 __all__ = ["BULK_AFTER", "LazyParamsTrial", "ParamLoader"]
 
-BULK_AFTER = 32  # single-trial reads of one loader before it reads all its remaining trials
+BULK_AFTER = 100  # single-trial reads of one loader before it reads all its remaining trials
 
 # trial ids -> {trial id: (params, distributions)}
 ReadParams = Callable[[list[int]], dict[int, tuple[dict[str, Any], dict[str, BaseDistribution]]]]

@@ -124,7 +124,9 @@ def test_a_malformed_checkpoint_is_ignored_with_a_warning(caplog):
             )
         )
     study._storage.set_study_system_attr(
-        study._study_id, KEY_SEARCH_SPACE, {"below": 2, "distributions": {"a": "not json"}}
+        study._study_id,
+        KEY_SEARCH_SPACE,
+        {"below": 2, "distributions": ["not json"], "names": {"a": 0}},
     )
     with caplog.at_level("WARNING"):
         space = FloatSearchSpace(study._storage, study._study_id).update(study.get_trials())
