@@ -15,7 +15,9 @@ transaction (one bulk ``INSERT``):
 * **after** ``flush_after`` **seconds without a new parameter** (a timer thread), so an
   objective that never calls :func:`flush_params` is covered too, after a short delay.
 
-Reads from this process see the buffered parameters (they are overlaid on the trials read
+Reads use plain SQL rows (``_trial_reader.py``); a read of many finished trials leaves their
+parameters to be read on first use (``_lazy_params.py``). Reads from this process see the
+buffered parameters (they are overlaid on the trials read
 back), so samplers, ``trial.params`` and the cache behave as with the stock storage. The
 database schema, the rows and their order are exactly Optuna's: a stock process, a stock
 sampler or optuna-dashboard reads the same study. Parameter checks keep their stock timing:

@@ -15,7 +15,8 @@ RDB storages get a heartbeat and ``RetryHeartbeatStaleTrialCallback``: the trial
 worker is failed after the grace period and re-queued with the same parameters. They are
 :class:`BatchedRDBStorage` (a standard ``RDBStorage``): a trial's parameters are written in one
 transaction, before the trial's next write, on :func:`flush_params`, or ``flush_after`` seconds
-after the last ``suggest`` (see ``_batched_storage.py``).
+after the last ``suggest`` (see ``_batched_storage.py``). A read of many finished trials (a
+resumed process's first) leaves their parameters to be read on first use (``_lazy_params.py``).
 """
 
 from __future__ import annotations
