@@ -7,7 +7,9 @@ import uuid
 
 import pytest
 
-POSTGRES_URL = os.environ.get("EVOLVER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get(
+    "EVOLVER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 
 
 def _postgres_reachable(url: str) -> str | None:
