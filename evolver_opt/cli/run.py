@@ -60,6 +60,7 @@ def run(
     from evolver_opt.integrations.storage import default_url, redact
     from evolver_opt.study.config import load_config
     from evolver_opt.study.element import make_objective, resolve_sampler
+    from evolver_opt.study.memory import PeakRSS, record_peak
     from evolver_opt.study.objective import build_setup
     from evolver_opt.study.runner import open_study, run_study
     from evolver_opt.study.worker import Terminated
@@ -80,14 +81,16 @@ def run(
             heartbeat_interval=heartbeat,
         )
         target = n_trials or config.n_trials
-        ran = run_study(
-            study,
-            make_objective(setup, sampler),
-            n_trials=target,
-            n_jobs=n_jobs,
-            show_progress_bar=progress,
-            storage_url=storage or default_url(),
-        )
+        with PeakRSS() as peak:
+            ran = run_study(
+                study,
+                make_objective(setup, sampler),
+                n_trials=target,
+                n_jobs=n_jobs,
+                show_progress_bar=progress,
+                storage_url=storage or default_url(),
+            )
+        record_peak(study, peak)  # the compare report's peak RSS column, as for compare's runs
         from evolver_opt.study.report import annotate_run
 
         annotate_run(study, storage or default_url())  # optuna-dashboard note and artifacts

@@ -19,7 +19,6 @@ from evolver_opt.study.objective import MergeSetup, evaluate_dev
 from evolver_opt.study.runner import open_study, run_study
 
 STATIC_METHODS = ("average", "task_arithmetic", "ties", "dare")
-ATTR_PEAK_RSS = "peak_rss_mb"
 
 
 @dataclass
@@ -94,7 +93,7 @@ def run_compare(
 ) -> list[Row]:
     """Run every (sampler, seed) study to ``n_trials`` and score the reference rows."""
     from evolver_opt.study.element import make_objective, resolve_sampler
-    from evolver_opt.study.memory import PeakRSS
+    from evolver_opt.study.memory import PeakRSS, record_peak
 
     reporter = TestReporter(setup)
     rows = []
@@ -114,7 +113,7 @@ def run_compare(
             with PeakRSS() as peak:
                 run_study(study, objective, n_trials=n_trials, show_progress_bar=progress)
             row = _sampler_row(study, sampler, seed, setup, reporter, objective)
-            row.peak_rss_mb = _record_peak(study, peak)
+            row.peak_rss_mb = record_peak(study, peak)
             rows.append(row)
     for method in STATIC_METHODS:
         from evolver_opt.merge import get_method
@@ -125,16 +124,6 @@ def run_compare(
         setup.engine.apply(setup.engine.one_hot(i))
         rows.append(_reference_row("expert", name, setup, reporter))
     return rows
-
-
-def _record_peak(study: optuna.Study, peak: Any) -> float | None:
-    """The study's peak RSS: this run's, or an earlier run's if higher (a resume that found the
-    study finished measures almost nothing)."""
-    stored = study.user_attrs.get(ATTR_PEAK_RSS) or {}
-    if stored.get("mib") is not None and (peak.mib is None or stored["mib"] >= peak.mib):
-        return stored["mib"]
-    study.set_user_attr(ATTR_PEAK_RSS, {"mib": peak.mib, "scope": peak.scope})
-    return peak.mib
 
 
 def _sampler_row(

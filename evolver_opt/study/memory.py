@@ -1,4 +1,4 @@
-"""Peak resident memory (RSS) of a block of work, for compare rows.
+"""Peak resident memory (RSS) of a block of work, kept on the study (compare rows, runs).
 
 ``tracemalloc`` sees Python allocations only, not torch's tensors, so it is the wrong tool.
 On Linux the kernel's high-water mark ``VmHWM`` (``/proc/self/status``) is exact, and writing
@@ -11,8 +11,9 @@ from __future__ import annotations
 import resource
 import sys
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
+ATTR_PEAK_RSS = "peak_rss_mb"  # study user attribute: {"mib": float, "scope": str}
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
@@ -54,3 +55,14 @@ class PeakRSS:
     def __exit__(self, *exc: object) -> None:
         hwm = _vm_kib("VmHWM") if self.scope == "block" else None
         self.mib = round(hwm / 1024, 1) if hwm is not None else round(_maxrss_mib(), 1)
+
+
+def record_peak(study: Any, peak: PeakRSS) -> float | None:
+    """The study's peak RSS: this run's, or an earlier run's (or another worker's) if higher,
+    kept in the study user attribute ``peak_rss_mb`` (a resume that found the study finished
+    measures almost nothing)."""
+    stored = study.user_attrs.get(ATTR_PEAK_RSS) or {}
+    if stored.get("mib") is not None and (peak.mib is None or stored["mib"] >= peak.mib):
+        return stored["mib"]
+    study.set_user_attr(ATTR_PEAK_RSS, {"mib": peak.mib, "scope": peak.scope})
+    return peak.mib

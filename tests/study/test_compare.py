@@ -100,11 +100,11 @@ def test_a_compare_rerun_resumes_and_reports_the_same_trial_seconds(study_env, t
 def test_a_resumed_study_keeps_its_earlier_peak_memory():
     from types import SimpleNamespace
 
-    from evolver_opt.study.compare import ATTR_PEAK_RSS, _record_peak
+    from evolver_opt.study.memory import ATTR_PEAK_RSS, record_peak
 
     study = optuna.create_study()
-    assert _record_peak(study, SimpleNamespace(mib=500.0, scope="block")) == 500.0
-    assert _record_peak(study, SimpleNamespace(mib=120.0, scope="block")) == 500.0  # a resume
+    assert record_peak(study, SimpleNamespace(mib=500.0, scope="block")) == 500.0
+    assert record_peak(study, SimpleNamespace(mib=120.0, scope="block")) == 500.0  # a resume
     assert study.user_attrs[ATTR_PEAK_RSS] == {"mib": 500.0, "scope": "block"}
-    assert _record_peak(study, SimpleNamespace(mib=700.0, scope="block")) == 700.0
+    assert record_peak(study, SimpleNamespace(mib=700.0, scope="block")) == 700.0
     assert study.user_attrs[ATTR_PEAK_RSS]["mib"] == 700.0

@@ -86,6 +86,8 @@ def test_cli_run_then_resume_adds_only_missing_trials(study_env, tmp_path):
     assert "ran 3 trials" in second.output
     (summary,) = optuna.get_all_study_summaries(storage=study_env["storage"])
     assert summary.n_trials == 9 and summary.study_name == "tiny-model-evolver-seed0"
+    peak = summary.user_attrs["peak_rss_mb"]  # kept for compare's report, as compare does
+    assert peak["mib"] > 50 and peak["scope"] in ("block", "process")
 
 
 def test_cli_export_reloads_with_identical_outputs_and_studies_lists(study_env, tmp_path):
