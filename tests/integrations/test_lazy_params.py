@@ -28,9 +28,9 @@ def objective(trial: optuna.Trial) -> float:
     return sum((v - 0.3) ** 2 for v in x)
 
 
-def grow(url: str, n_trials: int) -> None:
+def grow(url: str, n_trials: int, name: str = "s") -> None:
     study = optuna.create_study(
-        study_name="s",
+        study_name=name,
         storage=open_storage(url, heartbeat_interval=None),
         sampler=EvolverSampler(population_size=6, seed=1),
     )
@@ -60,8 +60,8 @@ def url(tmp_path, monkeypatch):
     return url
 
 
-def _lazy_trials(url: str) -> list[optuna.trial.FrozenTrial]:
-    study = optuna.load_study(study_name="s", storage=open_storage(url))
+def _lazy_trials(url: str, name: str = "s") -> list[optuna.trial.FrozenTrial]:
+    study = optuna.load_study(study_name=name, storage=open_storage(url))
     return study.get_trials(deepcopy=False)
 
 
@@ -93,6 +93,21 @@ def test_lazy_trials_equal_copy_pickle_and_print_as_stock_trials(url):
         assert copies == stock
     assert [repr(t) for t in _lazy_trials(url)] == [repr(t) for t in stock]
     assert optuna.load_study(study_name="s", storage=open_storage(url)).trials == stock
+
+
+def test_postgresql_lazy_trials_equal_stock_trials(postgres_url, unique_name, monkeypatch):
+    grow(postgres_url, 15, unique_name)
+    monkeypatch.setattr(_trial_reader, "LAZY_MIN", 10)
+    monkeypatch.setattr(_lazy_params, "BULK_AFTER", 3)
+    loads = param_loads(monkeypatch)
+    try:
+        stock = optuna.load_study(study_name=unique_name, storage=postgres_url).trials
+        lazy = _lazy_trials(postgres_url, unique_name)
+        assert all(isinstance(t, LazyParamsTrial) for t in lazy)
+        assert lazy == stock
+        assert [len(ids) for ids in loads] == [1, 1, 1, 12]  # then the rest at once
+    finally:
+        optuna.delete_study(study_name=unique_name, storage=postgres_url)
 
 
 def test_small_reads_stay_eager(url, monkeypatch):
