@@ -28,7 +28,7 @@ _EXPORTS = {
     "SplitError": "evolver_opt.errors",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = sorted(_EXPORTS) + ["__version__"]  # noqa: PLE0605 - the lazy exports above
 
 
 def __getattr__(name: str) -> Any:

@@ -91,8 +91,7 @@ def compare(
         )
     except EvolverError as exc:
         raise click.ClickException(str(exc)) from None
-    dev = f"-dev{config.dev_per_split}" if config.dev_per_split else ""
-    folder = Path(out) if out else runs_dir() / f"compare-{config.name}-{config.granularity}{dev}"
+    folder = Path(out) if out else runs_dir() / f"compare-{config.search_label}"
     title = f"{config.name} ({config.granularity})"
     if config.dev_per_split:
         title = f"{config.name} ({config.granularity}, dev per split {config.dev_per_split})"

@@ -147,6 +147,12 @@ class StudyConfig(_Frozen):
         return tuple(ExpertSpec(name=d, path=self.zoo.expert_dir(d, zoo_root)) for d in domains)
 
     @property
+    def search_label(self) -> str:
+        """``<name>-<granularity>[-dev<N>]``: the stem of study names and compare folders."""
+        dev = f"-dev{self.dev_per_split}" if self.dev_per_split else ""
+        return f"{self.name}-{self.granularity}{dev}"
+
+    @property
     def base_name(self) -> str:
         return self.base if self.base is not None else self.zoo.base  # type: ignore[union-attr]
 

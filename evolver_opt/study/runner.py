@@ -38,8 +38,7 @@ class SamplerChoice:
 
 
 def default_study_name(config: StudyConfig, sampler: str, seed: int | None) -> str:
-    dev = f"-dev{config.dev_per_split}" if config.dev_per_split else ""
-    return f"{config.name}-{config.granularity}{dev}-{sampler.replace(':', '-')}-seed{seed}"
+    return f"{config.search_label}-{sampler.replace(':', '-')}-seed{seed}"
 
 
 def open_study(

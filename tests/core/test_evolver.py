@@ -144,7 +144,7 @@ def test_greedy_selection_and_lost_offspring():
         c = opt.ask()
         opt.tell(c.index, float(c.index + 1))  # values 1, 2, 3
     child = opt.ask()
-    before_x, before_values = opt.population
+    _before_x, before_values = opt.population
     assert opt.tell(child.index, before_values[child.target] + 1.0) is False  # worse: kept
     child = opt.ask()
     assert opt.tell(child.index, float("nan")) is False  # NaN: lost
