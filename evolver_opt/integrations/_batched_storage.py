@@ -44,8 +44,11 @@ from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
-from evolver_opt.integrations._lazy_params import ParamLoader
-from evolver_opt.integrations._trial_reader import DistributionCache, read_params, read_trials
+from evolver_opt.integrations._trial_reader import (
+    DistributionCache,
+    read_params_by_id,
+    read_trials,
+)
 
 __all__ = ["BatchedRDBStorage", "flush_params"]
 
@@ -96,20 +99,7 @@ class BatchedRDBStorage(RDBStorage):
     def __getstate__(self) -> dict[Any, Any]:
         self.flush()
         state = super().__getstate__()
-        for key in (
-            "_buffer_lock",
-            "_pending",
-            "_written",
-            "_trial_study",
-            "_known",
-            "_timer",
-            "_dists",
-            "_prefetched",
-            "_own",
-            "_own_finished",
-            "_running",
-            "_interned",
-        ):
+        for key in _process_state():  # made anew by __setstate__
             state.pop(key, None)
         return state
 
@@ -444,9 +434,7 @@ class BatchedRDBStorage(RDBStorage):
         owned = self._owned()  # never take the buffer lock inside a transaction
         with _create_scoped_session(self.scoped_session) as session:
             models.StudyModel.find_or_raise_by_id(study_id, session)  # KeyError as stock
-            trials = read_trials(
-                session, condition, self._dists, owned, ParamLoader(self._read_params)
-            )
+            trials = read_trials(session, condition, self._dists, owned, self._read_params)
         with self._buffer_lock:  # finished trials are now in the reader's hands
             for trial in trials:
                 if trial.state.is_finished() and trial._trial_id in self._own_finished:
@@ -457,13 +445,8 @@ class BatchedRDBStorage(RDBStorage):
         self, trial_ids: list[int]
     ) -> dict[int, tuple[dict[str, Any], dict[str, BaseDistribution]]]:
         """The stored parameters of finished trials (for lazily read trials)."""
-        params: dict[int, dict[str, Any]] = {i: {} for i in trial_ids}
-        dists: dict[int, dict[str, BaseDistribution]] = {i: {} for i in trial_ids}
         with _create_scoped_session(self.scoped_session) as session:
-            read_params(
-                session, models.TrialParamModel.trial_id.in_(trial_ids), self._dists, params, dists
-            )
-        return {i: (params[i], dists[i]) for i in trial_ids}
+            return read_params_by_id(session, trial_ids, self._dists)
 
     def _overlay(self, trials: list[FrozenTrial]) -> list[FrozenTrial]:
         """Add the buffered parameters to trials just read (fresh objects, safe to change)."""
@@ -478,6 +461,13 @@ class BatchedRDBStorage(RDBStorage):
                     trial.params[name] = dist.to_external_repr(value)
                     trial.distributions[name] = dist
         return trials
+
+
+def _process_state() -> list[str]:
+    """The attributes ``_init_buffer`` makes: this process's buffer, locks and caches."""
+    blank = object.__new__(BatchedRDBStorage)
+    blank._init_buffer()
+    return list(vars(blank))
 
 
 def _copy(trial: FrozenTrial) -> FrozenTrial:

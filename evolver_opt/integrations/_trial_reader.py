@@ -21,9 +21,9 @@ from optuna.distributions import BaseDistribution
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial
 
-from evolver_opt.integrations._lazy_params import ParamLoader
+from evolver_opt.integrations._lazy_params import ParamLoader, ReadParams
 
-__all__ = ["LAZY_MIN", "DistributionCache", "read_params", "read_trials"]
+__all__ = ["LAZY_MIN", "DistributionCache", "read_params", "read_params_by_id", "read_trials"]
 
 LAZY_MIN = 256  # finished trials in one read from which their parameters are read lazily
 
@@ -70,14 +70,14 @@ def read_trials(
     condition: Any,
     cache: DistributionCache,
     known: Mapping[int, tuple[dict[str, Any], dict[str, BaseDistribution]]] | None = None,
-    lazy: ParamLoader | None = None,
+    lazy: ReadParams | None = None,
 ) -> list[FrozenTrial]:
     """Trials of ``trials`` rows matching ``condition`` (a SQL expression), by trial id.
 
     ``known``: trial id -> (params, distributions) the caller knows to be exactly the trial's
     stored parameters (its own trials); their parameter rows are not read (copies are used).
     ``lazy``: when given and at least ``LAZY_MIN`` finished trials are read, their parameters
-    are left to this loader (read on first use, see ``_lazy_params.py``).
+    are read on first use through it (see ``_lazy_params.py``).
     """
     ids = sqlalchemy.select(_T.c.trial_id).where(condition)
     conn = session.connection()  # Core execution: no ORM statement handling per query
@@ -102,6 +102,7 @@ def read_trials(
     deferred = {r[0] for r in rows if r[2].is_finished() and r[0] not in skip}
     if lazy is None or len(deferred) < LAZY_MIN:
         deferred = set()
+    loader = ParamLoader(lazy) if deferred and lazy is not None else None
     if deferred:  # read the few others by id
         eager = [r[0] for r in rows if r[0] not in skip and r[0] not in deferred]
         if eager:
@@ -146,12 +147,22 @@ def read_trials(
             "trial_id": trial_id,
         }
         if trial_id in deferred:
-            out.append(lazy.make(**fields))  # type: ignore[union-attr]
+            out.append(loader.make(**fields))  # type: ignore[union-attr]
         else:
             out.append(
                 FrozenTrial(params=params[trial_id], distributions=dists[trial_id], **fields)
             )
     return out
+
+
+def read_params_by_id(
+    session: Any, trial_ids: list[int], cache: DistributionCache
+) -> dict[int, tuple[dict[str, Any], dict[str, BaseDistribution]]]:
+    """trial id -> (params, distributions) as stored, for each of ``trial_ids``."""
+    params: dict[int, dict[str, Any]] = {i: {} for i in trial_ids}
+    dists: dict[int, dict[str, BaseDistribution]] = {i: {} for i in trial_ids}
+    read_params(session, _P.c.trial_id.in_(trial_ids), cache, params, dists)
+    return {i: (params[i], dists[i]) for i in trial_ids}
 
 
 def read_params(
