@@ -9,7 +9,8 @@ for one trial at a time, and once ``BULK_AFTER`` trials of one read have been as
 all of that read's remaining trials in one query (a sampler that looks at every trial, like
 TPE, pays one bulk read, as before).
 
-Copies and pickles of a lazy trial are plain, complete ``FrozenTrial`` objects; equality and
+A lazy trial always has parameters (``has_params`` answers without a read). Copies and
+pickles of a lazy trial are plain, complete ``FrozenTrial`` objects; equality and
 ``repr`` are those of the complete trial.
 """
 
@@ -23,7 +24,7 @@ from typing import Any
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["BULK_AFTER", "LazyParamsTrial", "ParamLoader"]
+__all__ = ["BULK_AFTER", "LazyParamsTrial", "ParamLoader", "has_params"]
 
 BULK_AFTER = 100  # single-trial reads of one loader before it reads all its remaining trials
 
@@ -103,6 +104,12 @@ class LazyParamsTrial(FrozenTrial):
 
     def __repr__(self) -> str:
         return repr(self.plain())
+
+
+def has_params(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` has parameters, without reading a lazy trial's (it always has some:
+    the reader leaves trials without parameters eager)."""
+    return isinstance(trial, LazyParamsTrial) or bool(trial.params)
 
 
 def _plain(state: dict[str, Any]) -> FrozenTrial:

@@ -13,6 +13,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from evolver_opt.core.evolver import EvolverConfig, choose_target, make_offspring, random_point
 from evolver_opt.errors import ConfigError, StateError
+from evolver_opt.integrations._lazy_params import has_params
 from evolver_opt.integrations._lineage import (
     FINISHED,
     KEY_LINEAGE,
@@ -314,7 +315,7 @@ def _is_enqueued(trial: FrozenTrial) -> bool:
     if "failed_trial" in trial.system_attrs:
         return False  # a retry: it belongs to the trial it retries
     return "fixed_params" in trial.system_attrs or (
-        trial.state in FINISHED and KEY_LINEAGE not in trial.system_attrs and bool(trial.params)
+        trial.state in FINISHED and KEY_LINEAGE not in trial.system_attrs and has_params(trial)
     )
 
 

@@ -102,6 +102,9 @@ def read_trials(
     deferred = {r[0] for r in rows if r[2].is_finished() and r[0] not in skip}
     if lazy is None or len(deferred) < LAZY_MIN:
         deferred = set()
+    else:  # a lazy trial always has parameters: ``has_params`` needs no read
+        no_params = ids.where(~sqlalchemy.exists().where(_P.c.trial_id == _T.c.trial_id))
+        deferred.difference_update(conn.execute(no_params).scalars())
     loader = ParamLoader(lazy) if deferred and lazy is not None else None
     if deferred:  # read the few others by id
         eager = [r[0] for r in rows if r[0] not in skip and r[0] not in deferred]

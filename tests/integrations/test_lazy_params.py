@@ -116,28 +116,53 @@ def test_small_reads_stay_eager(url, monkeypatch):
     assert not any(isinstance(t, LazyParamsTrial) for t in trials)
 
 
+def _copy_database(tmp_path) -> str:
+    with sqlite3.connect(tmp_path / "a.db") as src, sqlite3.connect(tmp_path / "eager.db") as dst:
+        src.backup(dst)  # the WAL's content too
+    return f"sqlite:///{tmp_path / 'eager.db'}"
+
+
+def _next_point(url: str) -> dict:
+    """What a fresh process's EvolverSampler draws next."""
+    study = optuna.load_study(
+        study_name="s", storage=open_storage(url), sampler=EvolverSampler(population_size=6, seed=1)
+    )
+    trial = study.ask()
+    objective(trial)
+    return trial.params
+
+
 def test_a_resumed_evolver_reads_its_population_only_and_draws_what_an_eager_read_draws(
     url, tmp_path, monkeypatch
 ):
     monkeypatch.setattr(_lazy_params, "BULK_AFTER", 1000)
-    eager_url = f"sqlite:///{tmp_path / 'eager.db'}"
-    with sqlite3.connect(tmp_path / "a.db") as src, sqlite3.connect(tmp_path / "eager.db") as dst:
-        src.backup(dst)  # the WAL's content too
-
-    def next_point(url: str) -> dict:
-        study = optuna.load_study(
-            study_name="s",
-            storage=open_storage(url),
-            sampler=EvolverSampler(population_size=6, seed=1),
-        )
-        trial = study.ask()
-        objective(trial)
-        return trial.params
-
+    eager_url = _copy_database(tmp_path)
     loads = param_loads(monkeypatch)
-    lazy_point = next_point(url)
+    lazy_point = _next_point(url)
     read = {i for call in loads for i in call}
     # the population's best per slot, the enqueued point, the trials after the checkpoint
     assert 0 < len(read) <= 6 + 1 + 10
     monkeypatch.setattr(_trial_reader, "LAZY_MIN", 10**9)
-    assert next_point(eager_url) == lazy_point
+    assert _next_point(eager_url) == lazy_point
+
+
+def test_trials_of_other_samplers_are_not_read_to_tell_whether_they_have_params(
+    url, tmp_path, monkeypatch
+):
+    study = optuna.load_study(
+        study_name="s", storage=open_storage(url), sampler=optuna.samplers.RandomSampler(seed=0)
+    )
+    study.optimize(objective, n_trials=25)  # no Evolver lineage: start points if they have params
+    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)  # finished, without params
+    study.sampler = EvolverSampler(population_size=6, seed=1)
+    study.optimize(objective, n_trials=20)  # the search-space checkpoint moves past them
+    monkeypatch.setattr(_lazy_params, "BULK_AFTER", 1000)
+    eager_url = _copy_database(tmp_path)
+    loads = param_loads(monkeypatch)
+    trials = _lazy_trials(url)
+    assert not isinstance(trials[65], LazyParamsTrial) and trials[65].params == {}
+    lazy_point = _next_point(url)
+    read = {i for call in loads for i in call}
+    assert 0 < len(read) <= 6 + 1 + 10  # not the 25 trials of RandomSampler
+    monkeypatch.setattr(_trial_reader, "LAZY_MIN", 10**9)
+    assert _next_point(eager_url) == lazy_point
