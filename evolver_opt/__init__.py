@@ -17,6 +17,7 @@ _EXPORTS = {
     "offspring_info": "evolver_opt.integrations.optuna_sampler",
     "EvolverSampler": "evolver_opt.integrations.optuna_sampler",
     "NevergradSampler": "evolver_opt.integrations.nevergrad",
+    "ReplayCmaEsSampler": "evolver_opt.integrations.cma",
     "register_nevergrad": "evolver_opt.integrations.nevergrad",
     "open_storage": "evolver_opt.integrations.storage",
     "flush_params": "evolver_opt.integrations.storage",

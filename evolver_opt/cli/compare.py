@@ -18,9 +18,12 @@ import click
     help="Comma-separated; also evolver-element and evolver-merger:METHOD (weight space).",
 )
 @click.option(
-    "--n-trials", type=int, default=None, help="Trials per study (default: the study's n_trials)."
+    "--n-trials",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Trials per study (default: the study's n_trials).",
 )
-@click.option("--seeds", type=int, default=3, show_default=True)
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option(
     "--storage", default=None, help="Optuna storage URL (default: sqlite:///runs/evolver.db)."
 )
@@ -38,13 +41,13 @@ import click
 )
 @click.option(
     "--dev-per-split",
-    type=int,
+    type=click.IntRange(min=1),
     default=None,
     help="Override: a fixed stratified sample of N examples from each dev split.",
 )
 @click.option(
     "--test-per-split",
-    type=int,
+    type=click.IntRange(min=1),
     default=None,
     help="Override: report on N examples from each test split.",
 )
@@ -70,6 +73,7 @@ def compare(
     from evolver_opt.study.config import load_config, override_config
     from evolver_opt.study.objective import build_setup
     from evolver_opt.study.report import write_report
+    from evolver_opt.study.runner import preflight
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     names = [s.strip() for s in samplers.split(",") if s.strip()]
@@ -79,12 +83,14 @@ def compare(
                      "test_per_split": test_per_split}  # fmt: skip
         config = override_config(config, {k: v for k, v in overrides.items() if v is not None},
                                  source=study_file)  # fmt: skip
+        budget = n_trials or config.n_trials
+        preflight(config, names, budget=budget, storage=storage)  # typos now, not after the zoo
         setup = build_setup(config)
         rows = run_compare(
             setup,
             names,
             seeds=seeds,
-            n_trials=n_trials or config.n_trials,
+            n_trials=budget,
             storage=storage,
             echo=click.echo,
             progress=progress,

@@ -19,7 +19,10 @@ DEMO_SAMPLERS = ("evolver", "cmaes", "random")
 
 @click.command()
 @click.option(
-    "--budget", type=int, default=None, help="Trials per sampler (default: 25; synthetic: 60)."
+    "--budget",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Trials per sampler (default: 25; synthetic: 60).",
 )
 @click.option(
     "--storage", default=None, help="Optuna storage URL (default: sqlite:///runs/demo.db)."
@@ -41,7 +44,11 @@ DEMO_SAMPLERS = ("evolver", "cmaes", "random")
     "--synthetic", is_flag=True, help="A synthetic problem instead of real models (seconds)."
 )
 @click.option(
-    "--groups", default=10, show_default=True, help="Synthetic: coefficient groups per model."
+    "--groups",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Synthetic: coefficient groups per model.",
 )
 def demo(
     budget: int | None,
@@ -110,12 +117,13 @@ def _real(budget: int | None, url: str, out: Path, study_file: str | None) -> No
 
 def _synthetic(budget: int, url: str, groups: int) -> None:
     import numpy as np
-    import optuna
 
     from evolver_opt import open_storage
+    from evolver_opt.errors import EvolverError
     from evolver_opt.study import synthetic
-    from evolver_opt.study.notes import ATTR_PROBLEM, ATTR_SAMPLER
+    from evolver_opt.study.notes import ATTR_PROBLEM
     from evolver_opt.study.report import annotate_run
+    from evolver_opt.study.runner import claim_study
     from evolver_opt.study.samplers import initial_points, make_sampler
 
     opened = open_storage(url)
@@ -126,13 +134,21 @@ def _synthetic(budget: int, url: str, groups: int) -> None:
     for sampler_name in DEMO_SAMPLERS:
         study_name = f"demo-synthetic-g{groups}-{sampler_name}-seed0"
         sampler = make_sampler(sampler_name, seed=0, x0=points[-1], budget=budget)
-        study = optuna.create_study(
-            study_name=study_name, storage=opened, sampler=sampler, load_if_exists=True
-        )
-        if not study.trials:
-            for point in points:
-                study.enqueue_trial(point)
-            study.set_user_attr(ATTR_SAMPLER, {"name": sampler_name, "seed": 0, "options": {}})
+        problem = {"problem": "synthetic-merge", "n_models": n_models, "groups": groups}
+        try:  # minimized: the loss; an evolver-opt study with a hash like every other
+            study = claim_study(
+                study_name,
+                opened,
+                sampler,
+                identity=problem,
+                sampler_json={"name": sampler_name, "seed": 0, "options": {}},
+                config_json=problem,
+                initial_points=points,
+                direction="minimize",
+            )
+        except EvolverError as exc:
+            raise click.ClickException(str(exc)) from None
+        if ATTR_PROBLEM not in study.user_attrs:
             study.set_user_attr(
                 ATTR_PROBLEM, f"synthetic merge-shaped loss, {n_models} models x {groups} groups"
             )

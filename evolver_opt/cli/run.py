@@ -15,7 +15,7 @@ import click
 )
 @click.option(
     "--n-trials",
-    type=int,
+    type=click.IntRange(min=1),
     default=None,
     help="Finished trials to reach (default: the study's n_trials).",
 )
@@ -25,9 +25,13 @@ import click
 @click.option(
     "--study-name", default=None, help="Default: <name>-<granularity>-<sampler>-seed<seed>."
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option(
-    "--n-jobs", type=int, default=1, show_default=True, help="Worker threads in this process."
+    "--n-jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker threads in this process.",
 )
 @click.option(
     "--heartbeat",
@@ -59,16 +63,18 @@ def run(
     from evolver_opt.errors import EvolverError
     from evolver_opt.integrations.storage import default_url, redact
     from evolver_opt.study.config import load_config
-    from evolver_opt.study.element import make_objective, resolve_sampler
+    from evolver_opt.study.element import make_objective
     from evolver_opt.study.memory import PeakRSS, record_peak
     from evolver_opt.study.objective import build_setup
-    from evolver_opt.study.runner import open_study, run_study
+    from evolver_opt.study.runner import open_study, preflight, run_study
     from evolver_opt.study.worker import Terminated
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         config = load_config(study_file)
-        sampler = resolve_sampler(config.granularity, sampler)  # element: weight-space Evolver
+        target = n_trials or config.n_trials
+        # every name, option, device and storage error now, before minutes of zoo and setup
+        (sampler,) = preflight(config, [sampler], budget=target, storage=storage)
         click.echo(f"setting up {config.name}: {config.granularity} granularity ...")
         setup = build_setup(config)
         study = open_study(
@@ -79,8 +85,8 @@ def run(
             storage=storage,
             study_name=study_name,
             heartbeat_interval=heartbeat,
+            budget=target,
         )
-        target = n_trials or config.n_trials
         with PeakRSS() as peak:
             ran = run_study(
                 study,

@@ -124,6 +124,36 @@ class ElementLineage:
                 f"malformed {KEY_ELEMENT} attribute {text[:120]}: {type(exc).__name__}: {exc}"
             ) from exc
 
+    def check(self, number: int) -> ElementLineage:
+        """``self`` if it can be the lineage of trial ``number`` (it names only earlier trials,
+        one index per trial, non-negative slots, F in (0, 1], CR in [0, 1]); else StateError."""
+        earlier = [self.parent_trial, self.reference_trial, *self.base]
+        problems = [
+            f"{name} {value}"
+            for name, value, ok in [
+                # init trials draw nothing: index -1
+                (
+                    "index",
+                    self.index,
+                    (self.role == "init" and self.index == -1) or 0 <= self.index <= number,
+                ),
+                ("trial", self.trial, 0 <= self.trial <= number),
+                ("slot", self.slot, self.slot is None or self.slot >= 0),
+                ("reference", self.reference, self.reference is None or self.reference >= 0),
+                ("earlier trials", earlier, all(t is None or 0 <= t < number for t in earlier)),
+                ("F", self.F, 0.0 < self.F <= 1.0),
+                ("CR", self.CR, 0.0 <= self.CR <= 1.0),
+                ("mask_seed", self.mask_seed, 0 <= self.mask_seed < _MASK_SEED_BOUND),
+            ]
+            if not ok
+        ]
+        if problems:
+            raise StateError(
+                f"malformed {KEY_ELEMENT} attribute of trial {number}: {', '.join(problems)} "
+                "cannot belong to it"
+            )
+        return self
+
     def needs(self) -> set[int]:
         """Trials whose weights this trial is built from."""
         out = set(self.base)
@@ -181,6 +211,16 @@ class Population:
         return None if slot is None else self.values[slot]
 
 
+def _check_in_population(number: int, lineage: ElementLineage, size: int) -> None:
+    """Slots and references name individuals of a population of ``size``; else StateError."""
+    for name, value in (("slot", lineage.slot), ("reference", lineage.reference)):
+        if value is not None and value >= size:
+            raise StateError(
+                f"malformed {KEY_ELEMENT} attribute of trial {number}: {name} {value} in a "
+                f"population of {size}"
+            )
+
+
 def replay(mode: Mode, init: Sequence[int], records: Iterable[TrialRecord]) -> Population:
     """Greedy selection over the finished trials in completion order (see the module doc)."""
     pop = Population(mode, tuple(init), list(init), [None] * len(init))
@@ -188,6 +228,8 @@ def replay(mode: Mode, init: Sequence[int], records: Iterable[TrialRecord]) -> P
     finished = sorted((r for r in records if r.finished), key=lambda r: (r.order, r.number))
     for r in finished:
         lineage = r.lineage
+        if lineage is not None:
+            _check_in_population(r.number, lineage, pop.size)
         if r.number in slot_of_init or (lineage is not None and lineage.role == "init"):
             # an initial individual (or a retry of one, which keeps the original's lineage)
             slot = slot_of_init.get(r.number, lineage.slot if lineage is not None else None)

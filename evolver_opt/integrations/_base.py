@@ -112,6 +112,7 @@ class FloatSearchSpace:
         with self._lock:
             if not self._restored:
                 self._restore()
+                self._check_restored(trials)
             floats = self._update(trials)
             if self._space is not None and self._next >= self._checkpoint + CHECKPOINT_EVERY:
                 self._save()
@@ -163,6 +164,29 @@ class FloatSearchSpace:
             return
         self._space, self._next, self._checkpoint = space, below, below
         self._floats = _non_single_floats(space)
+
+    def _check_restored(self, trials: list[FrozenTrial]) -> None:
+        """Drop a checkpoint the trials contradict (a ``below`` past the study's end, or a
+        distribution that the last trial it covers does not have): one warning, and the space
+        is computed from the trials."""
+        if self._space is None:
+            return
+        covered = [
+            t for t in trials[: self._next] if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        ]
+        last = covered[-1] if covered else None
+        if (
+            self._next <= len(trials)
+            and last is not None
+            and self._space.items() <= last.distributions.items()
+        ):
+            return
+        _logger.warning(
+            f"ignoring the study attribute {KEY_SEARCH_SPACE}: it does not match the study's "
+            f"trials (below={self._next}, {len(trials)} trials); the search space is computed "
+            "from the trials"
+        )
+        self._space, self._next, self._checkpoint, self._floats = None, -1, -1, {}
 
     def _save(self) -> None:
         if self._study_id is None:

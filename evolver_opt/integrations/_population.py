@@ -81,6 +81,7 @@ class StudyCache:
             if record.value is not None:
                 self.unlinked.append(record)
             return
+        _check_lineage(record, lineage)
         self.indices.add(lineage.index)
         if lineage.trial == record.number:
             bisect.insort(self.fresh, record.number)
@@ -95,6 +96,27 @@ class StudyCache:
             self.vectors.clear()
             self.initial.clear()
         return self
+
+
+def _check_lineage(record: _Record, lineage: Lineage) -> None:
+    """A lineage names only what existed when its trial was drawn: an index and a parent at
+    most its own number (one index per trial), its own number as ``trial`` (a retry: the trial
+    it retries), a slot >= 0 (the upper bound is checked against the population size)."""
+    number = record.number
+    drawn_for = number if record.retry_of is None else record.retry_of
+    parent = lineage.parent_trial
+    if not (
+        0 <= lineage.index <= number
+        and lineage.trial == drawn_for
+        and lineage.slot >= 0
+        and (parent is None or 0 <= parent < number)
+        and all(0 <= r for r in lineage.references)
+    ):
+        raise StateError(
+            f"malformed {KEY_LINEAGE} of trial {number}: {preview(lineage.to_attr())} cannot "
+            f"belong to it (expected trial {drawn_for}, 0 <= index <= {number}, slot >= 0, "
+            f"0 <= parent_trial < {number})"
+        )
 
 
 def _better(a: _Record, b: _Record) -> bool:
@@ -181,17 +203,20 @@ class PopulationView:
                 ) from exc
             if size < 2 or not 0 <= n_enqueued <= size:
                 raise StateError(f"malformed study attribute {KEY_POPULATION}={preview(stored)}")
+            expected = self._population_size(n_enqueued)
+            enqueued_now = len(self.enqueued_numbers())
+            if size != expected or n_enqueued > enqueued_now:
+                raise StateError(
+                    f"study attribute {KEY_POPULATION}={preview(stored)} does not fit this "
+                    f"sampler and study: with {n_enqueued} start points this sampler makes a "
+                    f"population of {expected}, and the study has {enqueued_now} start points. "
+                    f"Resume with the settings the study was made with (e.g. "
+                    f"EvolverSampler(population_size={size})); a changed value in the database "
+                    "is not used"
+                )
             return {"size": size, "n_enqueued": n_enqueued}
-        s = self.sampler
         n_enqueued = len(self.enqueued_numbers())
-        if s._population_size is not None:
-            size = s._population_size
-        else:
-            size = n_enqueued + (
-                s._n_startup_trials
-                if s._n_startup_trials is not None
-                else (0 if n_enqueued else 10)
-            )
+        size = self._population_size(n_enqueued)
         if size < 2:
             raise ConfigError(
                 f"Evolver needs a population of at least 2 individuals; found {n_enqueued} enqueued "
@@ -200,6 +225,14 @@ class PopulationView:
         value = {"size": size, "n_enqueued": min(n_enqueued, size)}
         self.study._storage.set_study_system_attr(self.study._study_id, KEY_POPULATION, value)
         return value
+
+    def _population_size(self, n_enqueued: int) -> int:
+        """The size this sampler gives a population with ``n_enqueued`` start points."""
+        s = self.sampler
+        if s._population_size is not None:
+            return s._population_size
+        startup = s._n_startup_trials
+        return n_enqueued + (startup if startup is not None else (0 if n_enqueued else 10))
 
     def next_lineage(self, trial: FrozenTrial) -> Lineage:
         """Index, role and target of a fresh trial."""
@@ -241,8 +274,12 @@ class PopulationView:
         """Greedy selection, order-free: the best finished trial of each slot."""
         best: list[_Record | None] = [None] * size
         for slot, record in self.cache.slot_best.items():
-            if 0 <= slot < size:
-                best[slot] = record
+            if slot >= size:
+                raise StateError(
+                    f"malformed {KEY_LINEAGE} of trial {record.number}: slot {slot} in a "
+                    f"population of {size} (expected 0 <= slot < {size})"
+                )
+            best[slot] = record
         enqueued_slot = {n: i for i, n in enumerate(self.enqueued_numbers()[:size])}
         for record in self.cache.unlinked:  # a start point, or a retry of one (its slot)
             origin = record.number if record.retry_of is None else record.retry_of

@@ -87,7 +87,9 @@ def element_records(trials: Sequence[FrozenTrial]) -> list[TrialRecord]:
                 finished=t.state in _FINISHED,
                 value=float(value) if ok else None,  # type: ignore[arg-type]
                 order=(done, t.number),
-                lineage=element_lineage(t),
+                lineage=None
+                if (lineage := element_lineage(t)) is None
+                else lineage.check(t.number),
             )
         )
     return out

@@ -159,6 +159,8 @@ class NevergradSampler(FloatSpaceSampler):
         warn_independent_sampling: bool = True,
     ) -> None:
         self._factory = optimizer_class(optimizer)
+        if budget is None:
+            _check_runs_without_budget(self._factory, optimizer)
         self.optimizer_name = optimizer
         self._seed = seed
         self._budget = budget
@@ -218,6 +220,21 @@ class NevergradSampler(FloatSpaceSampler):
             sign = 1.0 if study.direction == StudyDirection.MINIMIZE else -1.0
             replay = self._state[key] = _Replay(study._storage, space, optimizer, sign)
         return replay
+
+
+def _check_runs_without_budget(factory: Any, name: str) -> None:
+    """Raise ``ConfigError`` if optimizer ``name`` cannot be built without a budget (``NGOpt``
+    and the other wizards pick their algorithm from it and assert that it is set)."""
+    try:
+        probe = factory(ng.p.Array(shape=(2,)), budget=None)
+        probe.ask()  # wizards choose (and assert) on the first ask
+    except AssertionError:
+        raise ConfigError(
+            f"Nevergrad optimizer {name!r} chooses its algorithm from the budget and needs one: "
+            f"NevergradSampler({name!r}, budget=N) with N the number of trials the study will "
+            "run (evolver-opt run and compare pass the study's n_trials)"
+        ) from None
+    stop_worker_threads(probe)
 
 
 def stop_worker_threads(optimizer: base.Optimizer) -> None:

@@ -21,6 +21,7 @@ resumed process's first) leaves their parameters to be read on first use (``_laz
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -31,8 +32,9 @@ from typing import Any
 import optuna
 import sqlalchemy
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._rdb import models
 
-from evolver_opt.errors import StorageError
+from evolver_opt.errors import StateError, StorageError
 from evolver_opt.integrations._batched_storage import BatchedRDBStorage, flush_params
 from evolver_opt.paths import runs_dir
 
@@ -43,8 +45,28 @@ SCHEMA_RACE_ATTEMPTS = 5
 
 
 def redact(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+    """``url`` with every password replaced by ``***``, for messages and logs.
+
+    The credentials are everything between ``://`` and the *last* ``@`` of the part before the
+    query: SQLAlchemy's ``make_url`` splits ``u:p@ss@host`` at the first ``@`` and would show
+    ``ss``. A ``password=`` (or ``sslpassword=``...) query parameter is masked too.
+    """
+    head, question, query = url.partition("?")
+    scheme, sep, rest = head.partition("://")
+    if sep and "@" in rest:
+        credentials, _, location = rest.rpartition("@")
+        user, colon, _password = credentials.partition(":")
+        rest = f"{user}{':***' if colon else ''}@{location}"
+    if query:
+        pairs = (pair.partition("=") for pair in query.split("&"))
+        query = "&".join(
+            f"{key}={'***' if _SECRET_QUERY.search(key) else value}" if eq else key
+            for key, eq, value in pairs
+        )
+    return f"{scheme}{sep}{rest}{question}{query}"
+
+
+_SECRET_QUERY = re.compile(r"pass|secret|token", re.IGNORECASE)
 
 
 def default_url() -> str:
@@ -77,6 +99,11 @@ def open_storage(
             f"storage {url!r} is not a URL; expected e.g. 'sqlite:///runs/study.db', "
             "'postgresql://user@host/db', 'journal:path.log' or 'memory'"
         )
+    if not url.startswith("sqlite:") and url.partition("?")[0].count("@") > 1:
+        raise StorageError(
+            f"storage {redact(url)}: the user name or password holds '@'; percent-encode it "
+            "as %40 (e.g. postgresql://user:p%40ss@host/db)"
+        )
     batching = {"flush_after": flush_after} if batch_params else None
     return _rdb(url, heartbeat_interval, grace_period, max_retry, batching)
 
@@ -102,7 +129,6 @@ def _repair_torn_tail(path: Path) -> None:
     glues a new operation onto it, so that operation is lost and the study breaks (``ask``
     raises AttributeError). The torn bytes are kept in ``<path>.torn`` and a warning says so.
     """
-    import json
     import logging
 
     with path.open("rb+") as f:
@@ -160,8 +186,15 @@ def _rdb(
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:"):
         database = sqlalchemy.engine.make_url(url).database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        if database and database != ":memory:" and not database.startswith("file:"):
+            folder = Path(database).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot create the folder {folder} for storage {redact(url)}: "
+                    f"{exc.strerror or exc}; choose another --storage path"
+                ) from None
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
     elif url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
@@ -201,7 +234,24 @@ def _rdb(
         raise StorageError(f"cannot use storage {redact(url)}: {exc}") from None
     if url.startswith("sqlite:"):
         _tune_sqlite(storage)
+        _check_writable(storage, url)
     return storage
+
+
+def _check_writable(storage: RDBStorage, url: str) -> None:
+    """A read-only SQLite file (or folder: WAL needs files beside it) fails here, in one line,
+    not at the first trial with Optuna's "exception during the commit"."""
+    try:
+        with storage.engine.connect() as conn:  # "begin" takes the write lock (BEGIN IMMEDIATE)
+            conn.exec_driver_sql("UPDATE version_info SET schema_version = schema_version")
+            conn.rollback()
+    except sqlalchemy.exc.OperationalError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise StorageError(
+            f"cannot write to storage {redact(url)}: {reason}. Make the file and its folder "
+            "writable (SQLite writes -wal and -shm files beside it), or copy it somewhere "
+            "writable"
+        ) from None
 
 
 def _tune_sqlite(storage: RDBStorage) -> None:
@@ -227,3 +277,88 @@ def _tune_sqlite(storage: RDBStorage) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     storage.engine.dispose()  # reconnect so that every pooled connection is tuned
+
+
+def bad_json_attributes(storage: BaseStorage, study_id: int) -> list[str]:
+    """The attributes of a study (and of its trials) whose stored text is not valid JSON, named
+    for a message, e.g. ``study system attribute 'evolver:population'``; [] where the storage
+    is not an RDB (or every attribute parses)."""
+    engine = getattr(getattr(storage, "_backend", storage), "engine", None)
+    if engine is None:
+        return []
+    tables = [
+        ("user", models.StudyUserAttributeModel.__table__, False),
+        ("system", models.StudySystemAttributeModel.__table__, False),
+        ("user", models.TrialUserAttributeModel.__table__, True),
+        ("system", models.TrialSystemAttributeModel.__table__, True),
+    ]
+    trials = models.TrialModel.__table__
+    found = []
+    with engine.connect() as conn:
+        for kind, table, per_trial in tables:
+            if per_trial:
+                statement = (
+                    sqlalchemy.select(trials.c.number, table.c.key, table.c.value_json)
+                    .join(trials, trials.c.trial_id == table.c.trial_id)
+                    .where(trials.c.study_id == study_id)
+                )
+            else:
+                statement = sqlalchemy.select(
+                    sqlalchemy.null(), table.c.key, table.c.value_json
+                ).where(table.c.study_id == study_id)
+            for number, key, text in conn.execute(statement):
+                try:
+                    json.loads(text)
+                except (TypeError, ValueError):
+                    where = f"trial {number}" if per_trial else "study"
+                    found.append(f"{where} {kind} attribute {key!r}")
+    return found
+
+
+def describe_bad_json(storage: BaseStorage, study_id: int, exc: BaseException) -> StateError:
+    """A :class:`StateError` for a stored attribute that is not JSON, naming it where possible."""
+    try:
+        names = bad_json_attributes(storage, study_id)
+    except sqlalchemy.exc.SQLAlchemyError:
+        names = []
+    what = ", ".join(names[:5]) if names else "a stored attribute"
+    return StateError(
+        f"{what} of study {study_id} is not valid JSON ({exc}); the study was changed outside "
+        "Optuna and is not read further (nothing is unpickled). Restore the database from a "
+        "copy, or delete the attribute"
+    )
+
+
+class DatabaseFileWatch:
+    """Notices that a SQLite storage's file was deleted or replaced under a running study.
+
+    SQLite keeps writing into a deleted file's inode through the open connections, so a study
+    whose file was removed runs on and everything is gone when the process exits. The watch
+    remembers the file's device and inode when made; :meth:`check` raises ``StorageError`` once
+    the path no longer names that file. A no-op for other storages."""
+
+    def __init__(self, storage: BaseStorage) -> None:
+        engine = getattr(getattr(storage, "_backend", storage), "engine", None)
+        database = engine.url.database if engine is not None else None
+        sqlite = engine is not None and engine.url.get_backend_name() == "sqlite"
+        self.path = Path(database) if sqlite and database and database != ":memory:" else None
+        self._identity = self._stat() if self.path is not None else None
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            stat = os.stat(self.path)  # type: ignore[arg-type]
+        except OSError:
+            return None
+        return stat.st_dev, stat.st_ino
+
+    def check(self) -> None:
+        if self.path is None or self._identity is None:
+            return
+        now = self._stat()
+        if now != self._identity:
+            what = "deleted" if now is None else "replaced by another file"
+            raise StorageError(
+                f"the study database {self.path} was {what} while the study ran; nothing more "
+                "is written (it would go to the removed file and be lost at exit). Restore the "
+                "file from a copy, or start the study again in a new file"
+            )

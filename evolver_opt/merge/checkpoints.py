@@ -7,7 +7,9 @@ before any weight is loaded.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +51,11 @@ class Checkpoint:
 
     def iter_read(self, keys: Iterable[str]) -> Iterator[tuple[str, torch.Tensor]]:
         """Yield ``(key, tensor)`` one at a time (CPU, stored dtype), opening each file once."""
-        keys = list(keys)
+        for key, tensor in self._iter_stored(list(keys)):
+            _check_finite(self.name, key, tensor)
+            yield key, tensor
+
+    def _iter_stored(self, keys: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
         if self.pickled:
             state = self._load_pickled()
             for k in keys:
@@ -92,6 +98,16 @@ class CheckpointSet:
         return [m.name for m in self.models]
 
 
+def _check_finite(model: str, key: str, tensor: torch.Tensor) -> None:
+    """Refuse a weight holding NaN or inf: every merge with it would be NaN (0 x NaN = NaN)."""
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise CheckpointError(
+            f"model {model!r}: tensor {key} holds {bad} non-finite value(s) (NaN or inf) of "
+            f"{tensor.numel()}; a merge with it is NaN everywhere. Re-export or retrain it"
+        )
+
+
 def _reason(exc: BaseException) -> str:
     """The first line of an exception's message (what a user needs to see)."""
     text = str(exc).strip().splitlines()
@@ -129,6 +145,7 @@ def _index_safetensors(files: Sequence[Path], name: str) -> dict[str, TensorInfo
 
     index: dict[str, TensorInfo] = {}
     for file in files:
+        _check_readable(file, name)
         try:
             with safe_open(str(file), framework="pt", device="cpu") as f:
                 for k in f.keys():  # noqa: SIM118 - safe_open is not iterable
@@ -140,6 +157,21 @@ def _index_safetensors(files: Sequence[Path], name: str) -> dict[str, TensorInfo
                 f"{_size(file)}); it is truncated or damaged: copy or export it again"
             ) from None
     return index
+
+
+def _check_readable(file: Path, name: str) -> None:
+    """A file this process may not open is said so (not "truncated or damaged")."""
+    try:
+        os.close(os.open(file, os.O_RDONLY))
+    except OSError as exc:
+        raise CheckpointError(
+            f"model {name!r}: cannot open {file}: {exc.strerror or exc}"
+            + (
+                "; make it readable (chmod a+r) or run as its owner"
+                if exc.errno == errno.EACCES
+                else ""
+            )
+        ) from None
 
 
 def _size(file: Path) -> str:

@@ -69,6 +69,8 @@ def plan_merge(ckpts: CheckpointSet, model: nn.Module, heads: str) -> Plan:
                     f"{', '.join(aliases[n])})"
                 )
 
+    _refuse_extra_tensors(ckpts.models, keys[1:], model, prefix)
+
     # Body: each fine-tuned model must match the base, name by name and shape by shape.
     body = [n for n in names if n not in head_names]
     for c, kmap in zip(ckpts.models, keys[1:]):
@@ -103,6 +105,27 @@ def plan_merge(ckpts: CheckpointSet, model: nn.Module, heads: str) -> Plan:
                 )
     _warn_dtypes(ckpts, keys, names)
     return Plan(names, shapes, aliases, keys, head_names, heads_merged, base_head_missing)
+
+
+def _refuse_extra_tensors(
+    models: list[Checkpoint], keys: list[dict[str, str | None]], model: nn.Module, prefix: str
+) -> None:
+    """A fine-tuned model storing tensors the working model has no place for (an extra layer,
+    another architecture's head) would lose them silently: refuse, listing them."""
+    known = {a for names in unique_parameters(model)[1].values() for a in names}
+    known |= {name for name, _ in model.named_buffers()}
+    known |= {k.removeprefix(prefix + ".") for k in known if prefix}
+    for ckpt, kmap in zip(models, keys):
+        extra = sorted(set(ckpt.index) - known - {k for k in kmap.values() if k})
+        if extra:
+            shown = ", ".join(extra[:8]) + (
+                f" (and {len(extra) - 8} more)" if len(extra) > 8 else ""
+            )
+            raise CheckpointError(
+                f"model {ckpt.name!r}: {len(extra)} tensor(s) in {ckpt.path} have no place in the "
+                f"base's architecture ({type(model).__name__}, built from the base config): "
+                f"{shown}. Is it fine-tuned from another (larger) base?"
+            )
 
 
 def _check_tied(ckpt: Checkpoint, names: list[str], aliases: dict[str, list[str]]) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -49,7 +50,14 @@ IDENTITY_FIELDS = (
     "dev_per_split",
     "metric",
     "evolver",
+    "seed_merges",
+    "racing",
+    "evaluation",
 )
+# Evaluation settings that change a score (batch size only changes speed). Fields added to the
+# identity after studies were stored are left out while at their default, so those studies
+# keep their hash; any other value is part of it.
+SCORE_EVALUATION_FIELDS = ("max_length", "bf16", "device")
 
 
 class _Frozen(BaseModel):
@@ -65,7 +73,7 @@ class ExpertSpec(_Frozen):
 
 class EvaluationSettings(_Frozen):
     batch_size: int = Field(64, ge=1)
-    device: str = "cpu"
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps|xpu(:\d+)?)$")
     max_length: int = Field(128, ge=8)
     bf16: bool = False
 
@@ -113,6 +121,8 @@ class StudyConfig(_Frozen):
     @field_validator("bounds")
     @classmethod
     def _ordered(cls, bounds: tuple[float, float]) -> tuple[float, float]:
+        if not all(math.isfinite(b) for b in bounds):
+            raise ValueError(f"expected finite numbers, got {list(bounds)}")
         if not bounds[0] < bounds[1]:
             raise ValueError(f"expected lower < upper, got {list(bounds)}")
         return bounds
@@ -161,12 +171,24 @@ class StudyConfig(_Frozen):
         data = self.model_dump(mode="json")
         data["base"] = self.base_name
         data["experts"] = [e.model_dump(mode="json") for e in self.expert_specs()]
-        # an unset dev_per_split is left out, so studies stored before it existed keep their hash
-        return {k: data[k] for k in IDENTITY_FIELDS if k != "dev_per_split" or data[k] is not None}
+        data["evaluation"] = {k: data["evaluation"][k] for k in SCORE_EVALUATION_FIELDS}
+        defaults = StudyConfig.model_fields
+        later = {  # fields added after studies were stored: left out at their default
+            "dev_per_split": None,
+            "seed_merges": list(defaults["seed_merges"].default),
+            "racing": defaults["racing"].default,
+            "evaluation": {k: getattr(EvaluationSettings(), k) for k in SCORE_EVALUATION_FIELDS},
+        }
+        return {k: data[k] for k in IDENTITY_FIELDS if k not in later or data[k] != later[k]}
 
     def identity_hash(self) -> str:
-        text = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return identity_hash(self.identity())
+
+
+def identity_hash(identity: dict[str, Any]) -> str:
+    """16 hex digits of the sha256 of ``identity``'s canonical JSON (stored on the study)."""
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def load_config(path: str | Path) -> StudyConfig:
@@ -227,6 +249,24 @@ def config_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[
         if stored.get(key) != current.get(key):
             out.append(f"{key}: stored {stored.get(key)!r}, now {current.get(key)!r}")
     return out
+
+
+def check_device(device: str) -> None:
+    """Raise ``ConfigError`` unless torch can use ``device`` on this machine."""
+    import torch
+
+    kind, _, index = device.partition(":")
+    if kind == "cpu":
+        return
+    backend = getattr(torch, kind, None)
+    available = backend is not None and backend.is_available()
+    count = backend.device_count() if available and hasattr(backend, "device_count") else 0
+    if not available or (index and int(index) >= count):
+        found = f"{count} {kind} device(s)" if available else f"no {kind} device"
+        raise ConfigError(
+            f"study.evaluation.device = {device!r}, but this machine has {found}; use "
+            "device = \"cpu\" (or run where that device exists)"
+        )
 
 
 def engine_granularity(config: StudyConfig) -> str:

@@ -19,7 +19,7 @@ import optuna
 from evolver_opt.errors import CheckpointError, ConfigError
 from evolver_opt.integrations._batched_storage import flush_params
 from evolver_opt.integrations.optuna_sampler import offspring_info
-from evolver_opt.study.config import StudyConfig, engine_granularity
+from evolver_opt.study.config import StudyConfig, check_device, engine_granularity
 
 
 @dataclass
@@ -90,16 +90,18 @@ def build_setup(
     config: StudyConfig, *, data_dir: Path | None = None, zoo_root: Path | None = None
 ) -> MergeSetup:
     """Load the experts, stack their task vectors and tokenize the dev sets (once)."""
-    from transformers import AutoTokenizer
-
     from evolver_opt.data import load_split
     from evolver_opt.data.pipeline import ensure_prepared
     from evolver_opt.evaluation import Evaluator
+    from evolver_opt.evaluation.tokenizer import shared_tokenizer
 
+    check_device(config.evaluation.device)  # before the data, the zoo and the models
     data_dir = ensure_prepared(data_dir)
     engine = build_engine(config, data_dir=data_dir, zoo_root=zoo_root)
     experts = config.expert_specs(zoo_root)
-    tokenizer = AutoTokenizer.from_pretrained(experts[0].path)
+    tokenizer = shared_tokenizer(
+        [*((e.name, e.path) for e in experts), ("base", engine.checkpoints.base.path)]
+    )
     splits = [
         load_split(domain, "dev", data_dir=data_dir).subset(config.dev_per_split)
         for domain in config.dev

@@ -10,14 +10,21 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import optuna
+from pydantic import BaseModel, ConfigDict, StringConstraints, TypeAdapter, ValidationError
 
-from evolver_opt.errors import ConfigError
-from evolver_opt.integrations.storage import open_storage
-from evolver_opt.study.config import StudyConfig, config_differences
-from evolver_opt.study.samplers import make_sampler
+from evolver_opt.errors import ConfigError, StateError
+from evolver_opt.integrations._lineage import preview
+from evolver_opt.integrations.storage import describe_bad_json, open_storage
+from evolver_opt.study.config import (
+    StudyConfig,
+    check_device,
+    config_differences,
+    identity_hash,
+)
+from evolver_opt.study.samplers import SAMPLER_NAMES, check_sampler, make_sampler
 
 ATTR_CONFIG = "evolver_opt:config"
 ATTR_IDENTITY = "evolver_opt:identity"
@@ -35,6 +42,24 @@ class SamplerChoice:
     def as_json(self, config: StudyConfig) -> dict[str, Any]:
         options = config.evolver.model_dump(mode="json") if self.name == "evolver" else {}
         return {"name": self.name, "seed": self.seed, "options": options}
+
+
+def preflight(
+    config: StudyConfig, samplers: list[str], *, budget: int, storage: str | None
+) -> list[str]:
+    """Check what a run needs before any expensive work (data, zoo, models): each sampler name
+    and its options (resolved for the granularity), the device and the storage. Returns the
+    resolved sampler names."""
+    if not samplers:
+        raise ConfigError("no sampler given; expected one or more of " + ", ".join(SAMPLER_NAMES))
+    options = config.evolver.model_dump()
+    resolved = [
+        check_sampler(s, granularity=config.granularity, budget=budget, evolver_options=options)
+        for s in samplers
+    ]
+    check_device(config.evaluation.device)
+    open_storage(storage, heartbeat_interval=None)
+    return resolved
 
 
 def default_study_name(config: StudyConfig, sampler: str, seed: int | None) -> str:
@@ -68,46 +93,166 @@ def open_study(
         budget=budget or config.n_trials,
         evolver_options=evolver_options,
     )
-    try:
-        study = optuna.create_study(
-            study_name=name, storage=opened, sampler=optuna_sampler, direction="maximize"
-        )
-        created = True
-    except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(study_name=name, storage=opened, sampler=optuna_sampler)
-        created = False
-    if not created and not _wait_initialized(study):
-        created = True  # its creator died before initializing it: finish the job
+    return claim_study(
+        name,
+        opened,
+        optuna_sampler,
+        identity=config.identity(),
+        sampler_json=choice.as_json(config),
+        config_json=json.loads(config.model_dump_json()),
+        initial_points=initial_points,
+    )
+
+
+def claim_study(
+    name: str,
+    storage: Any,
+    sampler: optuna.samplers.BaseSampler,
+    *,
+    identity: dict[str, Any],
+    sampler_json: dict[str, Any],
+    config_json: dict[str, Any],
+    initial_points: list[dict[str, float]],
+    direction: str = "maximize",
+) -> optuna.Study:
+    """Create study ``name`` (storing config, identity, sampler and its hash, and enqueueing
+    the start points), or load it after checking that it is an evolver-opt study of the same
+    identity and sampler."""
+    study, created = create_or_load(name, storage, sampler, direction)
     if created:
-        study.set_user_attr(ATTR_CONFIG, json.loads(config.model_dump_json()))
-        study.set_user_attr(ATTR_IDENTITY, config.identity())
-        study.set_user_attr(ATTR_SAMPLER, choice.as_json(config))
+        study.set_user_attr(ATTR_CONFIG, config_json)
+        study.set_user_attr(ATTR_IDENTITY, identity)
+        study.set_user_attr(ATTR_SAMPLER, sampler_json)
         for point in initial_points:
             study.enqueue_trial(point, skip_if_exists=True)
-        study.set_user_attr(ATTR_HASH, config.identity_hash())  # last: "initialized"
+        study.set_user_attr(ATTR_HASH, identity_hash(identity))  # last: "initialized"
     else:
-        _check_resume(study, config, choice)
+        _check_resume(study, identity, sampler_json, direction)
     return study
 
 
-def _wait_initialized(study: optuna.Study, timeout_s: float = 60.0) -> bool:
+def create_or_load(
+    name: str, storage: Any, sampler: optuna.samplers.BaseSampler, direction: str = "maximize"
+) -> tuple[optuna.Study, bool]:
+    """``(study, True)`` for a new study (``direction``) that this process must initialize, or the
+    existing evolver-opt study of that name, once its creator has initialized it.
+
+    A study of that name that evolver-opt did not make (a plain Optuna study: no
+    ``evolver_opt:config``, or trials, another direction or attributes of its own) is refused at
+    once rather than taken over."""
+    try:
+        study = optuna.create_study(
+            study_name=name, storage=storage, sampler=sampler, direction=direction
+        )
+        return study, True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+    if ATTR_HASH in study_attrs(study):
+        return study, False
+    _refuse_foreign(study, direction)
+    if _wait_initialized(study):
+        return study, False
+    if ATTR_CONFIG in study_attrs(study):
+        return study, True  # its creator died while initializing it: finish the job
+    raise ConfigError(
+        f"study {name!r} exists but was never set up by evolver-opt (no {ATTR_CONFIG} after "
+        f"{CONFIG_WAIT_S:.0f} s); delete it (optuna delete-study --study-name {name} "
+        "--storage URL) or choose another --study-name"
+    )
+
+
+INIT_WAIT_S = 60.0  # for the creator's start points to be enqueued
+CONFIG_WAIT_S = 5.0  # for the creator's first attribute, set right after create_study
+
+
+def _refuse_foreign(study: optuna.Study, direction: str) -> None:
+    """Raise unless ``study`` looks like one an evolver-opt process is initializing right now."""
+    attrs = study_attrs(study)
+    ours = ATTR_CONFIG in attrs
+    reasons = []
+    if study.directions != [_direction(direction)]:
+        reasons.append(f"its direction is {', '.join(d.name for d in study.directions)}")
+    if not ours:
+        if study.get_trials(deepcopy=False):
+            reasons.append("it has trials but no evolver-opt configuration")
+        foreign = sorted(k for k in attrs if not k.startswith("evolver_opt:"))
+        if foreign:
+            reasons.append(f"it has user attributes of its own ({', '.join(foreign[:5])})")
+    if reasons:
+        raise ConfigError(
+            f"study {study.study_name!r} was not made by evolver-opt ({'; '.join(reasons)}); "
+            "refusing to take it over. Choose another --study-name (or --storage)"
+        )
+
+
+def _wait_initialized(study: optuna.Study, timeout_s: float | None = None) -> bool:
     """Wait for the process that created ``study`` to store its config and start points (so
     that workers started together enqueue them once); False if it never does."""
-    deadline = time.monotonic() + timeout_s
-    while ATTR_HASH not in study.user_attrs:
-        if time.monotonic() > deadline:
+    start = time.monotonic()
+    deadline = start + (INIT_WAIT_S if timeout_s is None else timeout_s)
+    while ATTR_HASH not in (attrs := study_attrs(study)):
+        now = time.monotonic()
+        # its creator stores the config right after creating it: an empty study still without
+        # one after CONFIG_WAIT_S was made by something else
+        if now > deadline or (ATTR_CONFIG not in attrs and now > start + CONFIG_WAIT_S):
             return False
         time.sleep(0.2)
     return True
 
 
-def _check_resume(study: optuna.Study, config: StudyConfig, choice: SamplerChoice) -> None:
-    attrs = study.user_attrs
+class _StoredSampler(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str
+    seed: int | None
+    options: dict[str, Any]
+
+
+_SCHEMAS: dict[str, TypeAdapter] = {
+    ATTR_HASH: TypeAdapter(Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]),
+    ATTR_IDENTITY: TypeAdapter(dict[str, Any]),
+    ATTR_CONFIG: TypeAdapter(dict[str, Any]),
+    ATTR_SAMPLER: TypeAdapter(_StoredSampler),
+}
+
+
+def study_attrs(study: optuna.Study) -> dict[str, Any]:
+    """The study's user attributes, each ``evolver_opt:*`` one checked against its schema;
+    text that is not JSON or a value of the wrong shape is a :class:`StateError` naming it."""
+    try:
+        attrs = study.user_attrs
+    except ValueError as exc:  # json.JSONDecodeError: edited outside Optuna
+        raise describe_bad_json(study._storage, study._study_id, exc) from None
+    for key, schema in _SCHEMAS.items():
+        if key in attrs:
+            try:
+                schema.validate_python(attrs[key])
+            except ValidationError as exc:
+                problem = exc.errors()[0]
+                raise StateError(
+                    f"study {study.study_name!r}: user attribute {key} = {preview(attrs[key])} "
+                    f"is malformed ({'.'.join(map(str, problem['loc'])) or 'value'}: "
+                    f"{problem['msg']}); the study was changed outside evolver-opt"
+                ) from None
+    return attrs
+
+
+def _direction(name: str) -> optuna.study.StudyDirection:
+    return optuna.study.StudyDirection[name.upper()]
+
+
+def _check_resume(
+    study: optuna.Study, identity: dict[str, Any], wanted: dict[str, Any], direction: str
+) -> None:
+    attrs = study_attrs(study)
     differences = []
-    if attrs.get(ATTR_HASH) != config.identity_hash():
-        differences += config_differences(attrs.get(ATTR_IDENTITY, {}), config.identity())
+    if attrs.get(ATTR_HASH) != identity_hash(identity):
+        differences += config_differences(attrs.get(ATTR_IDENTITY, {}), identity) or [
+            f"config_hash: stored {attrs.get(ATTR_HASH)!r}, now {identity_hash(identity)!r}"
+        ]
+    if study.directions != [_direction(direction)]:
+        stored = ", ".join(d.name for d in study.directions)
+        differences.append(f"direction: stored {stored}, now {direction.upper()}")
     stored_sampler = attrs.get(ATTR_SAMPLER, {})
-    wanted = choice.as_json(config)
     for key in ("name", "seed", "options"):
         if stored_sampler.get(key) != wanted[key]:
             differences.append(

@@ -2,7 +2,13 @@
 points every sampler shares in a merge search.
 
 Every study starts from the same enqueued points: each model alone (one-hot in every group) and
-the uniform average; CmaEsSampler also gets ``x0`` at the uniform average.
+the uniform average; the CMA-ES samplers also get ``x0`` at the uniform average.
+
+``cmaes`` / ``cmaes-sep`` are ``ReplayCmaEsSampler`` (JSON-only state). Optuna's own
+``CmaEsSampler`` is only behind the names ``optuna-cmaes-unsafe-pickle`` /
+``optuna-cmaes-sep-unsafe-pickle``: it stores its optimizer as pickles in trial attributes and
+unpickles them from the database, so whoever can write the database runs code on the workers.
+Use those names only on a database that only you can write.
 """
 
 from __future__ import annotations
@@ -16,7 +22,12 @@ from evolver_opt.errors import ConfigError
 
 SAMPLER_NAMES = (
     "evolver", "cmaes", "cmaes-sep", "random", "tpe", "ng:NAME", "evolver-element", "evolver-merger:METHOD",
+    "optuna-cmaes-unsafe-pickle", "optuna-cmaes-sep-unsafe-pickle",
 )  # fmt: skip
+# Optuna's CmaEsSampler (name -> use_separable_cma): it unpickles its state from trial system
+# attributes, so anyone who can write the database runs code here. Opt-in, with a warning.
+UNSAFE_CMAES = {"optuna-cmaes-unsafe-pickle": False, "optuna-cmaes-sep-unsafe-pickle": True}
+_warned_unsafe = False
 
 
 def initial_points(
@@ -48,12 +59,20 @@ def make_sampler(
 
             return EvolverSampler(seed=seed, **(evolver_options or {}))
         if name in ("cmaes", "cmaes-sep"):
-            # cmaes-sep: separable (diagonal) CMA-ES for hundreds of coefficients. Full CMA-ES
-            # resamples up to 10 x D times per ask until a point is inside the bounds, each with
-            # a D x D product: at D = 400 that is about 15 s of sampler time per trial.
+            from evolver_opt.integrations.cma import ReplayCmaEsSampler
+
+            # cmaes-sep: separable (diagonal) CMA-ES for hundreds of coefficients. sigma0 is in
+            # the search space mapped onto [0, 1]^D, as Optuna's CmaEsSampler.
+            return ReplayCmaEsSampler(
+                x0=x0, sigma0=0.3, seed=seed, warn_independent_sampling=False,
+                separable=name == "cmaes-sep",
+            )  # fmt: skip
+        if name in UNSAFE_CMAES:
+            _warn_unsafe(name)
+            # Optuna's CmaEsSampler: pickle.loads of trial system attributes (see the docstring)
             return optuna.samplers.CmaEsSampler(
                 x0=x0, sigma0=0.3, seed=seed, warn_independent_sampling=False,
-                use_separable_cma=name == "cmaes-sep",
+                use_separable_cma=UNSAFE_CMAES[name],
             )  # fmt: skip
         if name == "random":
             return optuna.samplers.RandomSampler(seed=seed)
@@ -67,6 +86,36 @@ def make_sampler(
         if element is not None:
             return element
     raise ConfigError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLER_NAMES)}")
+
+
+def _warn_unsafe(name: str) -> None:
+    global _warned_unsafe
+    if _warned_unsafe:
+        return
+    _warned_unsafe = True
+    warnings.warn(
+        f"sampler {name!r} is Optuna's CmaEsSampler, which unpickles its state from trial "
+        "attributes in the database (cma:optimizer:N): anyone who can write the database can "
+        "run code on this worker. Use it only on a database that only you can write; "
+        "'cmaes' / 'cmaes-sep' keep JSON-only state.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def check_sampler(
+    name: str, *, granularity: str, budget: int | None, evolver_options: dict | None = None
+) -> str:
+    """The sampler to run for ``name`` at ``granularity``, built once and thrown away so that a
+    typo or a bad option fails now, before any model is loaded or trained."""
+    from evolver_opt.study.element import resolve_sampler
+
+    resolved = resolve_sampler(granularity, name)
+    sampler = make_sampler(resolved, seed=0, budget=budget, evolver_options=evolver_options)
+    close = getattr(sampler, "close", None)
+    if callable(close):
+        close()
+    return resolved
 
 
 def _element_sampler(

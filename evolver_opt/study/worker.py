@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import signal
 import threading
 import time
@@ -51,6 +52,7 @@ from optuna.exceptions import StorageInternalError, TrialPruned, UpdateFinishedT
 from optuna.trial import FrozenTrial, TrialState
 
 from evolver_opt.errors import ConfigError, StateError, StorageError
+from evolver_opt.integrations.storage import DatabaseFileWatch, describe_bad_json
 
 _logger = logging.getLogger(__name__)
 
@@ -193,6 +195,10 @@ class WorkerLoop:
     _abandoned: set[int] = field(default_factory=set)
     _failures: int = 0
     _error: BaseException | None = None
+    _file: DatabaseFileWatch = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._file = DatabaseFileWatch(self.study._storage)
 
     def run(self) -> int:
         """Run to the budget; returns how many trials this call finished."""
@@ -242,6 +248,7 @@ class WorkerLoop:
     def _next_trial(self) -> optuna.Trial | None:
         # count and ask together: threads of one process never overshoot
         with self._lock, sigterm_deferred():
+            self._file.check()  # the SQLite file deleted or replaced: stop here
             if self._stop.is_set() or self._counted() >= self.n_trials:
                 return None
             self._storage_call("fail stale trials", self._fail_stale)
@@ -273,12 +280,18 @@ class WorkerLoop:
         with _heartbeat(self.study._storage, trial._trial_id, trial.number):
             try:
                 value = self.objective(guarded)
+                if not _is_number(value):  # NaN: Optuna would fail it without a reason
+                    state, reason = TrialState.FAIL, f"the objective returned {value!r}"
+                    value = None
+                    _logger.warning("trial %d failed: %s", trial.number, reason)
             except TrialPruned:
                 state = TrialState.PRUNED
             except UpdateFinishedTrialError:
                 state, reason = TrialState.FAIL, "taken over before it set its parameters"
             except (StateError, StorageError):
                 raise  # tampered sampler state, lost database: stop with the clear message
+            except json.JSONDecodeError as exc:  # the sampler read a tampered attribute
+                raise self._bad_json(exc) from None
             except (StorageInternalError, sqlalchemy.exc.OperationalError) as exc:
                 # The database failed under the objective (e.g. while it stored a parameter):
                 # the trial is failed and re-queued once the storage answers again.
@@ -386,7 +399,7 @@ class WorkerLoop:
             if self._failures < self.max_consecutive_failures:
                 return
             self._stop.set()
-        reason = frozen.system_attrs.get("fail_reason", "see the trial's fail_reason")
+        reason = frozen.system_attrs.get("fail_reason", "no reason was recorded")
         raise ConfigError(
             f"{self._failures} trials failed in a row (last: trial {frozen.number}: {reason}); "
             "stopping. See the trials' fail_reason in the storage."
@@ -419,6 +432,10 @@ class WorkerLoop:
             self._requeue(storage.get_trial(trial._trial_id))
 
     # ------------------------------------------------------------- storage
+    def _bad_json(self, exc: json.JSONDecodeError) -> StateError:
+        error = describe_bad_json(self.study._storage, self.study._study_id, exc)
+        return StateError(f"{self._where}: {error}")
+
     @property
     def _where(self) -> str:
         return f"storage {self.url}" if self.url else "the storage"
@@ -456,10 +473,7 @@ class WorkerLoop:
             try:
                 return call()
             except json.JSONDecodeError as exc:
-                raise StateError(
-                    f"{self._where}: a stored attribute is not valid JSON ({exc}); the study "
-                    "was changed outside Optuna and is not read further (nothing is unpickled)"
-                ) from None
+                raise self._bad_json(exc) from None
             except (StorageInternalError, sqlalchemy.exc.OperationalError) as exc:
                 reason = _reason(exc)
                 if _is_write_failure(reason):  # disk full: waiting seldom helps; say so now
@@ -489,6 +503,14 @@ _WRITE_FAILURES = (
     "file too large",  # EFBIG
     "could not extend file",
 )
+
+
+def _is_number(value: Any) -> bool:
+    """A value Optuna completes a trial with: a float that is not NaN (inf is kept)."""
+    try:
+        return not math.isnan(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def _is_write_failure(reason: str) -> bool:

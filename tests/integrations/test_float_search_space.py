@@ -8,7 +8,12 @@ import copy
 import numpy as np
 import optuna
 import pytest
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import (
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+    distribution_to_json,
+)
 from optuna.search_space import IntersectionSearchSpace
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
@@ -92,7 +97,8 @@ class _Unreadable(FrozenTrial):
         raise AssertionError(f"trial {self.number} was read below the checkpoint")
 
 
-def test_a_resumed_space_reads_no_trial_below_the_checkpoint():
+def test_a_resumed_space_reads_one_trial_below_the_checkpoint():
+    """Only the checkpoint's last trial is read (to check the checkpoint against it)."""
     study = optuna.create_study()
     d = FloatDistribution(0.0, 1.0)
     for k in range(130):
@@ -109,9 +115,29 @@ def test_a_resumed_space_reads_no_trial_below_the_checkpoint():
         create_trial(params={"a": 0.5, "c": 0.5}, distributions={"a": d, "c": d}, value=0.0)
     )
     trials = [copy.copy(t) for t in study.get_trials(deepcopy=False)]
-    for t in trials[:below]:
+    for t in trials[: below - 1]:
         t.__class__ = _Unreadable
     assert set(FloatSearchSpace(study._storage, study._study_id).update(trials)) == {"a"}
+
+
+def test_a_checkpoint_the_trials_contradict_is_ignored(caplog):
+    """Valid JSON with wrong values (a bound of 1e6, a ``below`` past the end) is not used."""
+    study = optuna.create_study()
+    d = FloatDistribution(0.0, 1.0)
+    for _ in range(3):
+        study.add_trial(create_trial(params={"a": 0.5}, distributions={"a": d}, value=1.0))
+    wrong = FloatDistribution(0.0, 1e6)
+    for below, dist in ((3, wrong), (50, d)):
+        study._storage.set_study_system_attr(
+            study._study_id,
+            KEY_SEARCH_SPACE,
+            {"below": below, "distributions": [distribution_to_json(dist)], "names": {"a": 0}},
+        )
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            space = FloatSearchSpace(study._storage, study._study_id).update(study.get_trials())
+        assert space == {"a": d}
+        assert "does not match the study's trials" in caplog.text
 
 
 def test_a_malformed_checkpoint_is_ignored_with_a_warning(caplog):

@@ -64,9 +64,27 @@ def test_unreachable_database_names_url_without_password():
     assert "alice:***@127.0.0.1:1/nowhere" in message and "s3cret" not in message
 
 
-def test_redact():
-    assert redact("postgresql+psycopg://u:p@h:5432/db") == "postgresql+psycopg://u:***@h:5432/db"
-    assert redact("sqlite:///x.db") == "sqlite:///x.db"
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql+psycopg://u:p@h:5432/db", "postgresql+psycopg://u:***@h:5432/db"),
+        ("postgresql://u:sl/ash-S1@host/db", "postgresql://u:***@host/db"),
+        ("postgresql://u@host/db?password=S2", "postgresql://u@host/db?password=***"),
+        ("postgresql://:S3@host/db", "postgresql://:***@host/db"),
+        ("postgresql://u:p@S4@host/db", "postgresql://u:***@host/db"),
+        ("postgresql://h/db?sslmode=require&sslpassword=S5", "postgresql://h/db?sslmode=require&sslpassword=***"),
+        ("sqlite:///x.db", "sqlite:///x.db"),
+        ("sqlite:///runs/a@b.db", "sqlite:///runs/a@b.db"),
+    ],
+)  # fmt: skip
+def test_redact_hides_every_password(url, shown):
+    assert redact(url) == shown
+
+
+def test_password_with_at_sign_is_refused_before_connecting():
+    with pytest.raises(StorageError, match="percent-encode it as %40") as info:
+        open_storage("postgresql://u:p@S4@127.0.0.1:1/db")
+    assert "S4" not in str(info.value)
 
 
 @pytest.mark.postgres

@@ -44,7 +44,9 @@ def test_journal_with_a_torn_last_line_is_repaired_and_keeps_every_trial(
         assert f.read() == TORN[kind]  # the cut bytes are kept
     with open(journal_path, "rb") as f:
         assert f.read() == intact  # nothing but the torn line was cut
-    again = optuna.load_study(study_name="s", storage=storage, sampler=EvolverSampler(seed=0))
+    again = optuna.load_study(
+        study_name="s", storage=storage, sampler=EvolverSampler(seed=0, population_size=4)
+    )
     assert [(t.number, t.state, t.value) for t in again.trials] == before
     WorkerLoop(again, objective_for(), n_trials=12).run()  # later writes are not corrupted
     with open(journal_path, "rb") as f:

@@ -1,26 +1,55 @@
-"""Samplers by name: the CMA-ES variants run relative (not independent) sampling in bounds."""
+"""Samplers by name: the CMA-ES variants run relative (not independent) sampling in bounds, and
+Optuna's own (pickle-based) CmaEsSampler needs an explicit, warned name."""
 
 from __future__ import annotations
+
+import warnings
 
 import optuna
 import pytest
 
+from evolver_opt import ReplayCmaEsSampler
 from evolver_opt.errors import ConfigError
-from evolver_opt.study.samplers import make_sampler
+from evolver_opt.study import samplers
+from evolver_opt.study.samplers import SAMPLER_NAMES, make_sampler
 
 
 @pytest.mark.parametrize("name", ["cmaes", "cmaes-sep"])
 def test_cma_samplers_sample_relative_inside_the_bounds(name):
     x0 = {f"x{i}": 0.25 for i in range(6)}
-    study = optuna.create_study(sampler=make_sampler(name, seed=0, x0=x0), direction="maximize")
+    sampler = make_sampler(name, seed=0, x0=x0)
+    assert isinstance(sampler, ReplayCmaEsSampler)
+    study = optuna.create_study(sampler=sampler, direction="maximize")
     study.optimize(
         lambda t: -sum((t.suggest_float(k, 0.0, 1.0) - 0.6) ** 2 for k in x0), n_trials=25
     )
-    key = {"cmaes": "cma:generation", "cmaes-sep": "sepcma:generation"}[name]
+    key = {"cmaes": "cma:json:generation", "cmaes-sep": "sepcma:json:generation"}[name]
     relative = [t for t in study.trials if key in t.system_attrs]
     assert len(relative) >= 24  # every trial after the first comes from CMA-ES itself
     assert max(t.system_attrs[key] for t in relative) >= 1  # it told a generation
     assert all(0.0 <= v <= 1.0 for t in study.trials for v in t.params.values())
+    assert not any(
+        k.startswith(("cma:optimizer", "sepcma:optimizer"))
+        for t in study.trials
+        for k in t.system_attrs
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "separable"),
+    [("optuna-cmaes-unsafe-pickle", False), ("optuna-cmaes-sep-unsafe-pickle", True)],
+)
+def test_optunas_cma_sampler_only_by_its_unsafe_name_with_one_warning(monkeypatch, name, separable):
+    assert name in SAMPLER_NAMES
+    monkeypatch.setattr(samplers, "_warned_unsafe", False)
+    with pytest.warns(UserWarning, match="unpickles .* anyone who can write the database"):
+        sampler = make_sampler(name, seed=0)
+    assert type(sampler) is optuna.samplers.CmaEsSampler
+    assert sampler._use_separable_cma is separable
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make_sampler(name, seed=0)
+    assert not [w for w in caught if "unpickles" in str(w.message)]  # once per process
 
 
 def test_unknown_sampler_lists_the_names():

@@ -1,0 +1,248 @@
+"""Storage attributes fuzz: random and adversarial values in every ``evolver:*`` and
+``evolver_opt:*`` attribute, then a resume.
+
+For each (attribute, value): nothing is executed (pickles that would run a shell command are
+among the values), the resume either stops with one :class:`EvolverError` that names the
+problem or takes a documented fallback, and every trial finished before the tampering is still
+there with its state and value.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pickle
+import random
+import sqlite3
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy
+
+from evolver_opt import EvolverError, EvolverSampler, open_storage
+from evolver_opt.integrations.element_sampler import ElementEvolverSampler
+from evolver_opt.study.runner import claim_study
+from evolver_opt.study.worker import WorkerLoop
+from tests.reliability._synthetic_worker import DIM, objective_for
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+# Attributes whose damage is survivable by design, each with its documented fallback:
+FALLBACKS = {
+    "evolver:search_space": "a checkpoint only: ignored with a warning, recomputed from trials",
+    "evolver_opt:config": "informational (notes, reports): the hash decides a resume",
+    "evolver_opt:identity": "informational (the differences listed on refusal): the hash decides",
+}
+
+
+class _Exploit:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _random_json(rng: random.Random, depth: int = 0) -> object:
+    kind = rng.randrange(7 if depth < 2 else 5)
+    if kind == 0:
+        return rng.choice([0, -1, 1, 999, 10**9, -(10**12), 2**63])
+    if kind == 1:
+        return rng.choice([0.5, -1e308, 1e308, 1e-300, float("nan"), float("inf")])
+    if kind == 2:
+        return rng.choice(["", "x", "offspring", "init", "\x00", "é" * 50])
+    if kind == 3:
+        return rng.choice([None, True, False])
+    if kind == 4:
+        return []
+    if kind == 5:
+        return [_random_json(rng, depth + 1) for _ in range(rng.randrange(1, 4))]
+    keys = ["size", "n_enqueued", "index", "slot", "role", "trial", "name", "seed", "below", "x"]
+    return {k: _random_json(rng, depth + 1) for k in rng.sample(keys, rng.randrange(1, 5))}
+
+
+def _payloads(marker: Path, seed: int) -> list[str]:
+    raw = pickle.dumps(_Exploit(str(marker)))
+    rng = random.Random(seed)
+    adversarial = [
+        "{not json",
+        "",
+        json.dumps(base64.b64encode(raw).decode()),
+        json.dumps(raw.decode("latin-1")),
+        raw.hex(),  # what Optuna's CmaEsSampler stores (as a JSON string it would unpickle)
+        json.dumps(raw.hex()),
+    ]
+    return adversarial + [json.dumps(_random_json(rng)) for _ in range(6)]
+
+
+def _coefficient_study(url: str) -> None:
+    """An evolver-opt study over the synthetic problem: 25 trials (a search-space checkpoint,
+    lineage, population, config, identity, sampler, hash)."""
+    study = _open_coefficient(url)
+    WorkerLoop(study, objective_for(), n_trials=25).run()
+
+
+def _open_coefficient(url: str) -> optuna.Study:
+    points = [{f"w{j}": float(j % 4 == i) for j in range(DIM)} for i in range(4)]
+    identity = {"problem": "fuzz", "dim": DIM}
+    return claim_study(
+        "fuzz",
+        open_storage(url, heartbeat_interval=None),
+        EvolverSampler(seed=0),
+        identity=identity,
+        sampler_json={"name": "evolver", "seed": 0, "options": {}},
+        config_json=identity,
+        initial_points=points,
+        direction="minimize",
+    )
+
+
+def _element_objective(trial: optuna.Trial) -> float:
+    """Init trials score their coefficients; offspring a value derived from their number."""
+    if "fixed_params" in trial.study._storage.get_trial_system_attrs(trial._trial_id):
+        return sum(trial.suggest_float(f"w{j}", 0.0, 1.0) for j in range(3))
+    return 1.0 + 0.01 * (trial.number % 7)
+
+
+def _element_study(url: str) -> None:
+    study = _open_element(url)
+    WorkerLoop(study, _element_objective, n_trials=12).run()
+
+
+def _open_element(url: str) -> optuna.Study:
+    identity = {"problem": "fuzz-element"}
+    return claim_study(
+        "fuzz",
+        open_storage(url, heartbeat_interval=None),
+        ElementEvolverSampler(seed=0),
+        identity=identity,
+        sampler_json={"name": "evolver-element", "seed": 0, "options": {}},
+        config_json=identity,
+        initial_points=[{f"w{j}": float(i == j) for j in range(3)} for i in range(3)],
+    )
+
+
+WORLDS = {"coefficient": (_coefficient_study, _open_coefficient, objective_for()),
+          "element": (_element_study, _open_element, _element_objective)}  # fmt: skip
+
+# (world, table, key): every attribute either sampler or the study layer writes
+TARGETS = [
+    ("coefficient", "study_user_attributes", "evolver_opt:config"),
+    ("coefficient", "study_user_attributes", "evolver_opt:identity"),
+    ("coefficient", "study_user_attributes", "evolver_opt:config_hash"),
+    ("coefficient", "study_user_attributes", "evolver_opt:sampler"),
+    ("coefficient", "study_system_attributes", "evolver:population"),
+    ("coefficient", "study_system_attributes", "evolver:search_space"),
+    ("coefficient", "trial_system_attributes", "evolver:lineage"),
+    ("element", "study_system_attributes", "evolver:element_study"),
+    ("element", "trial_system_attributes", "evolver:element"),
+]
+
+
+@pytest.fixture(scope="module")
+def templates(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("fuzz-templates")
+    out = {}
+    for world, (build, _open, _objective) in WORLDS.items():
+        out[world] = folder / f"{world}.db"
+        build(f"sqlite:///{out[world]}")
+    return out
+
+
+def _copy_database(source: Path, target: Path) -> None:
+    """A consistent copy of a SQLite database in WAL mode (the file alone may miss commits)."""
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+
+
+def _stored(path: Path, table: str, key: str) -> object:
+    """The stored value that :func:`_tamper` replaces."""
+    where = "key = ?" + (_TRIAL_7 if table.startswith("trial_") else "")
+    with sqlite3.connect(path) as conn:
+        (text,) = conn.execute(f"SELECT value_json FROM {table} WHERE {where}", (key,)).fetchone()
+    return json.loads(text)
+
+
+_TRIAL_7 = " AND trial_id = (SELECT trial_id FROM trials WHERE number = 7)"
+
+
+def _wrong_values(original: object) -> list[str]:
+    """Valid JSON of the right shape with one wrong value: each integer field of the stored
+    object set to -1 and to 2**62 (past every field's domain: indices, slots, trial numbers,
+    mask seeds); a string replaced by another of the same form. A value inside its domain (a
+    different but possible mask seed) cannot be told from the original and is not tried."""
+    if isinstance(original, str):
+        return [json.dumps("0" * len(original))]
+    if not isinstance(original, dict):
+        return []
+    out = []
+    for field, value in original.items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            out += [json.dumps({**original, field: wrong}) for wrong in (2**62, -1)]
+    return out
+
+
+def _finished(url: str) -> list[tuple]:
+    """(number, state, value) of every finished trial, read with plain SQL (no JSON parsed)."""
+    engine = sqlalchemy.create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sqlalchemy.text(
+                "SELECT t.number, t.state, v.value FROM trials t LEFT JOIN trial_values v "
+                "ON v.trial_id = t.trial_id WHERE t.state IN ('COMPLETE', 'PRUNED', 'FAIL') "
+                "ORDER BY t.number"
+            )
+        ).fetchall()
+    engine.dispose()
+    return [tuple(r) for r in rows]
+
+
+def _tamper(url: str, table: str, key: str, text: str) -> int:
+    engine = sqlalchemy.create_engine(url)
+    where = "key = :k" + (_TRIAL_7 if table.startswith("trial_") else "")  # a middle trial
+    with engine.begin() as conn:
+        changed = conn.execute(
+            sqlalchemy.text(f"UPDATE {table} SET value_json = :v WHERE {where}"),
+            {"v": text, "k": key},
+        ).rowcount
+    engine.dispose()
+    return changed
+
+
+@pytest.mark.parametrize(("world", "table", "key"), TARGETS, ids=[t[2] for t in TARGETS])
+def test_tampered_attribute_is_refused_or_falls_back_and_loses_nothing(
+    templates, tmp_path, world, table, key
+):
+    _build, reopen, objective = WORLDS[world]
+    outcomes = []
+    original = _stored(templates[world], table, key)
+    payloads = _payloads(tmp_path / "pwned", seed=len(key)) + _wrong_values(original)
+    for n, text in enumerate(payloads):
+        path = tmp_path / f"case{n}.db"
+        _copy_database(templates[world], path)
+        url = f"sqlite:///{path}"
+        assert _tamper(url, table, key, text) == 1, f"{key} is not stored in the {world} study"
+        before = _finished(url)
+        try:
+            study = reopen(url)
+            WorkerLoop(study, objective, n_trials=len(before) + 3).run()
+            outcome = "ran"
+        except EvolverError as exc:
+            outcome = "refused"
+            message = str(exc)
+            named = key in message or "another configuration" in message
+            assert named, f"{key}={text[:40]!r}: the error does not name it: {message}"
+        except Exception as exc:  # noqa: BLE001 - the point: no other kind of error
+            pytest.fail(
+                f"{key}={text[:40]!r}: {type(exc).__name__} instead of a clear error: {exc}"
+            )
+        assert not (tmp_path / "pwned").exists(), f"{key}={text[:40]!r} executed code"
+        after = {r[0]: r for r in _finished(url)}
+        assert all(after.get(r[0]) == r for r in before), f"{key}={text[:40]!r} lost a trial"
+        if outcome == "ran":
+            assert key in FALLBACKS, f"{key}={text[:40]!r} was used without a word"
+        outcomes.append(outcome)
+    if key not in FALLBACKS:
+        assert set(outcomes) == {"refused"}
