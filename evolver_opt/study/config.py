@@ -265,7 +265,7 @@ def check_device(device: str) -> None:
         found = f"{count} {kind} device(s)" if available else f"no {kind} device"
         raise ConfigError(
             f"study.evaluation.device = {device!r}, but this machine has {found}; use "
-            "device = \"cpu\" (or run where that device exists)"
+            'device = "cpu" (or run where that device exists)'
         )
 
 
