@@ -4,8 +4,27 @@ from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
 
 import pytest
+
+CHECKOUT = Path(__file__).parents[1]
+_WRITTEN_BY_COMMANDS = ("runs", "merged")  # what the CLI writes by default
+
+
+def pytest_sessionstart(session) -> None:
+    session.config._present_before = {n for n in _WRITTEN_BY_COMMANDS if (CHECKOUT / n).exists()}
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """The suite writes only into temp folders: a default output folder that appeared in the
+    checkout during the run fails the session."""
+    before = getattr(session.config, "_present_before", set())
+    new = [n for n in _WRITTEN_BY_COMMANDS if (CHECKOUT / n).exists() and n not in before]
+    if new:
+        print(f"\nthe test suite wrote into the checkout: {', '.join(new)}")
+        session.exitstatus = 1
+
 
 POSTGRES_URL = os.environ.get(
     "EVOLVER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -36,6 +55,22 @@ def postgres_url() -> str:
             pytest.fail(message + "; CI requires it", pytrace=False)
         pytest.skip(message)
     return POSTGRES_URL
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _runs_outside_the_checkout(tmp_path_factory):
+    """Default storages, reports and artifacts go to a temp folder, never into the checkout
+    (``EVOLVER_OPT_RUNS``; ``EVOLVER_OPT_STORAGE`` unset so the default is under it)."""
+    runs = tmp_path_factory.mktemp("runs")
+    saved = {k: os.environ.get(k) for k in ("EVOLVER_OPT_RUNS", "EVOLVER_OPT_STORAGE")}
+    os.environ["EVOLVER_OPT_RUNS"] = str(runs)
+    os.environ.pop("EVOLVER_OPT_STORAGE", None)
+    yield runs
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import click
 
+from evolver_opt.cli._options import storage_option
+from evolver_opt.study.sampler_names import SAMPLER_NAMES
+
 
 @click.command()
 @click.argument("study_file", type=click.Path(exists=True, dir_okay=False))
@@ -15,7 +18,7 @@ import click
     "--samplers",
     default="evolver,cmaes,random,tpe,ng:NGOpt",
     show_default=True,
-    help="Comma-separated; also evolver-element and evolver-merger:METHOD (weight space).",
+    help="Comma-separated, of: " + " | ".join(SAMPLER_NAMES),
 )
 @click.option(
     "--n-trials",
@@ -24,9 +27,7 @@ import click
     help="Trials per study (default: the study's n_trials).",
 )
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option(
-    "--storage", default=None, help="Optuna storage URL (default: sqlite:///runs/evolver.db)."
-)
+@storage_option
 @click.option(
     "--out",
     default=None,
@@ -84,7 +85,7 @@ def compare(
         config = override_config(config, {k: v for k, v in overrides.items() if v is not None},
                                  source=study_file)  # fmt: skip
         budget = n_trials or config.n_trials
-        preflight(config, names, budget=budget, storage=storage)  # typos now, not after the zoo
+        preflight(config, names, budget=budget, storage=storage, warn=click.echo)  # typos now
         setup = build_setup(config)
         rows = run_compare(
             setup,

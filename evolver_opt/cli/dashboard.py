@@ -1,6 +1,7 @@
 """``evolver-opt dashboard``: optuna-dashboard on the study storage, with its artifact store.
 
-Serves the demo's database by default (``runs/demo.db``), bound to 127.0.0.1 unless ``--host``
+Serves the default storage (``$EVOLVER_OPT_STORAGE`` or ``runs/evolver.db``, where ``demo``,
+``run`` and ``compare`` write), bound to 127.0.0.1 unless ``--host``
 says otherwise; the artifact store is the folder that ``run``, ``compare`` and ``demo`` upload
 notes' artifacts into (``<db>-artifacts`` beside a SQLite file, see
 :func:`evolver_opt.study.notes.artifact_dir`).
@@ -10,20 +11,11 @@ from __future__ import annotations
 
 import click
 
-
-def demo_url() -> str:
-    """The storage ``evolver-opt demo`` writes by default."""
-    from evolver_opt.paths import runs_dir
-
-    return f"sqlite:///{runs_dir() / 'demo.db'}"
+from evolver_opt.cli._options import storage_option
 
 
 @click.command()
-@click.option(
-    "--storage",
-    default=None,
-    help="Optuna storage URL (default: the demo's sqlite:///runs/demo.db).",
-)
+@storage_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind to.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
 @click.option(
@@ -39,17 +31,16 @@ def dashboard(storage: str | None, host: str, port: int, artifacts: str | None) 
     from optuna.artifacts import FileSystemArtifactStore
 
     from evolver_opt.errors import EvolverError
-    from evolver_opt.integrations.storage import open_storage, redact
+    from evolver_opt.integrations.storage import default_url, open_storage, redact, sqlite_path
     from evolver_opt.study.notes import artifact_dir
 
-    url = storage or demo_url()
-    if url.startswith("sqlite:///"):
-        database = Path(url.removeprefix("sqlite:///"))
-        if not database.is_file():
-            raise click.ClickException(
-                f"no study database at {database}; run `evolver-opt demo` (or `run`/`compare`) "
-                "first, or give --storage URL"
-            )
+    url = storage or default_url()
+    database = sqlite_path(url)
+    if database is not None and not database.is_file():
+        raise click.ClickException(
+            f"no study database at {database}; run `evolver-opt demo` (or `run`/`compare`) "
+            "first, or give --storage URL"
+        )
     try:
         opened = open_storage(url, heartbeat_interval=None)
     except EvolverError as exc:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from evolver_opt.cli._options import storage_option
+
 DEMO_SAMPLERS = ("evolver", "cmaes", "random")
 
 
@@ -24,9 +26,7 @@ DEMO_SAMPLERS = ("evolver", "cmaes", "random")
     default=None,
     help="Trials per sampler (default: 25; synthetic: 60).",
 )
-@click.option(
-    "--storage", default=None, help="Optuna storage URL (default: sqlite:///runs/demo.db)."
-)
+@storage_option
 @click.option(
     "--out",
     default=None,
@@ -61,10 +61,11 @@ def demo(
     """Run a small compare (Evolver vs CMA-ES vs random) and print the table."""
     import optuna
 
+    from evolver_opt.integrations.storage import default_url
     from evolver_opt.paths import runs_dir
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = storage or f"sqlite:///{runs_dir() / 'demo.db'}"
+    url = storage or default_url()
     start = time.perf_counter()
     if synthetic:
         _synthetic(budget or 60, url, groups)

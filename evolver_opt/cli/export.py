@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
+from evolver_opt.cli._options import storage_option
+
 
 @click.command()
-@click.option(
-    "--storage", default=None, help="Optuna storage URL (default: sqlite:///runs/evolver.db)."
-)
+@storage_option
 @click.option("--study-name", required=True)
 @click.option(
     "--trial", "trial_ref", default="best", show_default=True, help="A trial number or 'best'."
@@ -20,18 +20,26 @@ def export(storage: str | None, study_name: str, trial_ref: str, out: str, overw
     import optuna
 
     from evolver_opt.errors import EvolverError
-    from evolver_opt.integrations.storage import open_storage
+    from evolver_opt.integrations.storage import default_url, no_such_study, open_storage
     from evolver_opt.merge import export_merged
     from evolver_opt.study.config import parse_config
+    from evolver_opt.study.notes import ATTR_PROBLEM
     from evolver_opt.study.objective import build_engine, coefficients_of
     from evolver_opt.study.runner import ATTR_CONFIG
 
     try:
+        url = storage or default_url()
+        opened = open_storage(url)
         try:
-            study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+            study = optuna.load_study(study_name=study_name, storage=opened)
         except KeyError:
-            raise click.ClickException(f"no study named {study_name!r} in this storage") from None
+            raise click.ClickException(no_such_study(study_name, url, opened)) from None
         stored = study.user_attrs.get(ATTR_CONFIG)
+        if ATTR_PROBLEM in study.user_attrs:
+            raise click.ClickException(
+                f"study {study_name!r} is a synthetic problem "
+                f"({study.user_attrs[ATTR_PROBLEM]}): it has coefficients but no models to export"
+            )
         if stored is None:
             raise click.ClickException(
                 f"study {study_name!r} was not made by evolver-opt (no {ATTR_CONFIG})"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import click
 
+from evolver_opt.cli._options import storage_option
+from evolver_opt.study.sampler_names import SAMPLER_NAMES
+
 
 @click.command()
 @click.argument("study_file", type=click.Path(exists=True, dir_okay=False))
@@ -11,7 +14,7 @@ import click
     "--sampler",
     default="evolver",
     show_default=True,
-    help="evolver | cmaes | random | tpe | ng:NAME | evolver-element | evolver-merger:METHOD",
+    help=" | ".join(SAMPLER_NAMES),
 )
 @click.option(
     "--n-trials",
@@ -19,9 +22,7 @@ import click
     default=None,
     help="Finished trials to reach (default: the study's n_trials).",
 )
-@click.option(
-    "--storage", default=None, help="Optuna storage URL (default: sqlite:///runs/evolver.db)."
-)
+@storage_option
 @click.option(
     "--study-name", default=None, help="Default: <name>-<granularity>-<sampler>-seed<seed>."
 )
@@ -74,7 +75,7 @@ def run(
         config = load_config(study_file)
         target = n_trials or config.n_trials
         # every name, option, device and storage error now, before minutes of zoo and setup
-        (sampler,) = preflight(config, [sampler], budget=target, storage=storage)
+        (sampler,) = preflight(config, [sampler], budget=target, storage=storage, warn=click.echo)
         click.echo(f"setting up {config.name}: {config.granularity} granularity ...")
         setup = build_setup(config)
         study = open_study(

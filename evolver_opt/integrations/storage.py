@@ -2,7 +2,7 @@
 
 Accepted URLs:
 
-* ``None``: a SQLite file ``runs/evolver.db``;
+* ``None``: ``$EVOLVER_OPT_STORAGE``, else a SQLite file ``runs/evolver.db`` (every command);
 * ``sqlite:///PATH``: SQLite in WAL mode with a busy timeout, so several processes can share it;
 * ``postgresql://...`` (``psycopg`` is used when no driver is named), ``mysql://...``: any
   SQLAlchemy URL Optuna's ``RDBStorage`` accepts;
@@ -70,7 +70,36 @@ _SECRET_QUERY = re.compile(r"pass|secret|token", re.IGNORECASE)
 
 
 def default_url() -> str:
-    return f"sqlite:///{runs_dir() / 'evolver.db'}"
+    """The storage of every command without ``--storage``: ``$EVOLVER_OPT_STORAGE``, else the
+    SQLite file ``runs/evolver.db``."""
+    return os.environ.get("EVOLVER_OPT_STORAGE") or f"sqlite:///{runs_dir() / 'evolver.db'}"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///`` URL (None for other storages and in-memory SQLite)."""
+    if not url.startswith("sqlite:"):
+        return None
+    database = sqlalchemy.engine.make_url(url).database
+    return (
+        Path(database)
+        if database and database != ":memory:" and not database.startswith("file:")
+        else None
+    )
+
+
+def study_names(storage: BaseStorage) -> list[str]:
+    return sorted(s.study_name for s in storage.get_all_studies())
+
+
+def no_such_study(name: str, url: str, storage: BaseStorage) -> str:
+    """The message for a study that is not in ``storage``: which storage, and what it holds."""
+    names = study_names(storage)
+    held = ", ".join(names[:20]) + (f" (and {len(names) - 20} more)" if len(names) > 20 else "")
+    return (
+        f"no study named {name!r} in storage {redact(url)}; "
+        + (f"it holds: {held}" if names else "it holds no studies")
+        + " (--storage or $EVOLVER_OPT_STORAGE chooses another)"
+    )
 
 
 def open_storage(
@@ -185,9 +214,9 @@ def _rdb(
 ) -> RDBStorage:
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:"):
-        database = sqlalchemy.engine.make_url(url).database
-        if database and database != ":memory:" and not database.startswith("file:"):
-            folder = Path(database).parent
+        database = sqlite_path(url)
+        if database is not None:
+            folder = database.parent
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:

@@ -91,6 +91,7 @@ def export_merged(
             if (tok_src / name).is_file():
                 shutil.copy2(tok_src / name, tmp / name)
         (tmp / RECIPE_FILE).write_text(json.dumps(doc, indent=2) + "\n")
+        _permissions_from_umask(tmp)
         _fsync_tree(tmp)  # the files are on disk before the rename makes them visible
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old")
@@ -104,6 +105,16 @@ def export_merged(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def _permissions_from_umask(folder: Path) -> None:
+    """The modes a plain ``save_pretrained`` folder gets (0777 / 0666 less the umask), not the
+    0700 of ``mkdtemp`` or the 0600 of a temp file: others may read an export under umask 022."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def _fsync(path: Path) -> None:

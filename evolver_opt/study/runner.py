@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -45,11 +46,23 @@ class SamplerChoice:
 
 
 def preflight(
-    config: StudyConfig, samplers: list[str], *, budget: int, storage: str | None
+    config: StudyConfig,
+    samplers: list[str],
+    *,
+    budget: int,
+    storage: str | None,
+    warn: Callable[[str], Any] = print,
 ) -> list[str]:
     """Check what a run needs before any expensive work (data, zoo, models): each sampler name
-    and its options (resolved for the granularity), the device and the storage. Returns the
-    resolved sampler names."""
+    and its options (resolved for the granularity), the device and the storage; ``warn`` gets
+    a budget that leaves no trial to the sampler. Returns the resolved sampler names."""
+    n_start = len(config.expert_specs()) + len(config.seed_merges)
+    if budget <= n_start:
+        warn(
+            f"warning: {budget} trials and {n_start} start points (each expert alone and the "
+            f"static merges {list(config.seed_merges)}): every trial is a start point, so no "
+            f"sampler proposes anything and all samplers tie; use --n-trials > {n_start}"
+        )
     if not samplers:
         raise ConfigError("no sampler given; expected one or more of " + ", ".join(SAMPLER_NAMES))
     options = config.evolver.model_dump()

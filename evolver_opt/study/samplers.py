@@ -19,11 +19,8 @@ from collections.abc import Sequence
 import optuna
 
 from evolver_opt.errors import ConfigError
+from evolver_opt.study.sampler_names import SAMPLER_NAMES
 
-SAMPLER_NAMES = (
-    "evolver", "cmaes", "cmaes-sep", "random", "tpe", "ng:NAME", "evolver-element", "evolver-merger:METHOD",
-    "optuna-cmaes-unsafe-pickle", "optuna-cmaes-sep-unsafe-pickle",
-)  # fmt: skip
 # Optuna's CmaEsSampler (name -> use_separable_cma): it unpickles its state from trial system
 # attributes, so anyone who can write the database runs code here. Opt-in, with a warning.
 UNSAFE_CMAES = {"optuna-cmaes-unsafe-pickle": False, "optuna-cmaes-sep-unsafe-pickle": True}

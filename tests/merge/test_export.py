@@ -77,3 +77,19 @@ def test_bfloat16_export(families, tmp_path):
     reloaded = fam.cls.from_pretrained(str(out), dtype=torch.bfloat16).eval()
     assert reloaded.dtype == torch.bfloat16
     assert torch.equal(_logits(reloaded, fam.inputs), _logits(engine.model, fam.inputs))
+
+
+def test_exported_files_are_readable_by_others_under_umask_022(families, tmp_path):
+    import os
+    import stat
+
+    fam = families["bert"]
+    engine = MergeEngine.from_dirs(fam.base, fam.models)
+    previous = os.umask(0o022)
+    try:
+        out = export_merged(engine, tmp_path / "merged", engine.uniform())
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
+    assert modes and all(mode == 0o644 for mode in modes.values()), modes

@@ -1,0 +1,12 @@
+"""Options that several commands share, so their names, defaults and help agree."""
+
+from __future__ import annotations
+
+import click
+
+STORAGE_HELP = (
+    "Optuna storage URL (default: $EVOLVER_OPT_STORAGE, else sqlite:///runs/evolver.db; the same "
+    "for every command)."
+)
+
+storage_option = click.option("--storage", default=None, help=STORAGE_HELP)
