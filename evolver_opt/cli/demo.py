@@ -159,6 +159,8 @@ def _synthetic(budget: int, url: str, groups: int) -> None:
             click.echo(f"{sampler_name}: {remaining} trials ...")
             study.optimize(synthetic.objective("merge", n_models, groups), n_trials=remaining)
             annotate_run(study, url)  # optuna-dashboard note and artifacts
+        else:
+            click.echo(f"{sampler_name}: already finished ({budget} trials)")
         rows.append(
             (sampler_name, study.best_value, len(study.trials), time.perf_counter() - start)
         )

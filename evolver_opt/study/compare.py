@@ -16,7 +16,7 @@ import optuna
 
 from evolver_opt.study.element import ElementObjective, answer_curve
 from evolver_opt.study.objective import MergeSetup, evaluate_dev
-from evolver_opt.study.runner import open_study, run_study
+from evolver_opt.study.runner import finished_count, open_study, run_study
 
 STATIC_METHODS = ("average", "task_arithmetic", "ties", "dare")
 
@@ -109,20 +109,29 @@ def run_compare(
                 storage=storage,
                 budget=n_trials,
             )
-            echo(f"{study.study_name}: running to {n_trials} trials")
+            done = finished_count(study)
+            if done >= n_trials:
+                echo(f"{study.study_name}: already finished ({done} trials); reporting it")
+            else:
+                echo(f"{study.study_name}: {done} of {n_trials} trials done, running the rest")
             with PeakRSS() as peak:
-                run_study(study, objective, n_trials=n_trials, show_progress_bar=progress)
+                if done < n_trials:  # a finished study shows no second, full progress bar
+                    run_study(study, objective, n_trials=n_trials, show_progress_bar=progress)
+            echo(f"{study.study_name}: scoring its best trial on the test splits")
             row = _sampler_row(study, sampler, seed, setup, reporter, objective)
             row.peak_rss_mb = record_peak(study, peak)
             rows.append(row)
-    for method in STATIC_METHODS:
-        from evolver_opt.merge import get_method
+    from evolver_opt.merge import get_method
 
-        get_method(method).merge(setup.engine)
-        rows.append(_reference_row("static", method, setup, reporter))
-    for i, name in enumerate(setup.engine.model_names):
-        setup.engine.apply(setup.engine.one_hot(i))
-        rows.append(_reference_row("expert", name, setup, reporter))
+    references = [("static", m) for m in STATIC_METHODS]
+    references += [("expert", name) for name in setup.engine.model_names]
+    for k, (kind, name) in enumerate(references, start=1):
+        echo(f"reference rows {k}/{len(references)}: {kind} {name} (dev and test)")
+        if kind == "static":
+            get_method(name).merge(setup.engine)
+        else:
+            setup.engine.apply(setup.engine.one_hot(name))
+        rows.append(_reference_row(kind, name, setup, reporter))
     return rows
 
 

@@ -279,6 +279,23 @@ def _check_resume(
         )
 
 
+def _best_value(study: optuna.Study) -> float | None:
+    try:
+        return study.best_value
+    except ValueError:  # no COMPLETE trial yet
+        return None
+
+
+def _advance(bar: Any, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """One more finished trial on ``bar``, with the study's best value so far."""
+    bar.update(1)
+    if trial.state == optuna.trial.TrialState.COMPLETE and trial.value is not None:
+        current = bar.postfix or ""
+        best = _best_value(study)
+        if best is not None and f"{best:.4f}" not in current:
+            bar.set_postfix_str(f"best {best:.4f}")
+
+
 def finished_count(study: optuna.Study) -> int:
     return sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
 
@@ -309,7 +326,17 @@ def run_study(
     if show_progress_bar:
         from tqdm import tqdm
 
-        bar = tqdm(total=n_trials, initial=min(finished_count(study), n_trials), unit="trial")
+        sampler = study.user_attrs.get(ATTR_SAMPLER, {}).get("name") or type(study.sampler).__name__
+        bar = tqdm(
+            total=n_trials,
+            initial=min(finished_count(study), n_trials),
+            unit="trial",
+            desc=sampler,
+            dynamic_ncols=True,
+        )
+        best = _best_value(study)
+        if best is not None:
+            bar.set_postfix_str(f"best {best:.4f}")
     loop = WorkerLoop(
         study,
         objective,
@@ -319,7 +346,7 @@ def run_study(
         max_consecutive_failures=max_consecutive_failures,
         storage_retry_s=storage_retry_s,
         url=redact(storage_url) if storage_url else "",
-        on_trial=(lambda _t: bar.update(1)) if bar is not None else None,
+        on_trial=(lambda t: _advance(bar, study, t)) if bar is not None else None,
     )
     try:
         return loop.run()

@@ -51,7 +51,8 @@ def test_real_demo_path_on_a_tiny_world(study_env, tmp_path):
     assert "| evolver | 1 |" in result.output and "| cmaes | 1 |" in result.output
     assert (out / "report.md").exists() and "optuna-dashboard" in result.output
     again = CliRunner().invoke(main, args)
-    assert again.exit_code == 0 and "running to 5 trials" in again.output
+    assert again.exit_code == 0 and "already finished (5 trials)" in again.output
+    assert "running the rest" not in again.output and "5/5" not in again.output
     assert all(
         s.n_trials == 5 for s in optuna.get_all_study_summaries(storage=study_env["storage"])
     )
