@@ -41,6 +41,9 @@ KEY_ELEMENT_STUDY = "evolver:element_study"  # study system attr: {"mode", "init
 
 _STREAM_ELEMENT = 4  # draws of the element Evolver (reference, mask seed); see core.evolver
 _MASK_SEED_BOUND = 2**62
+# workers deciding at the same time skip each other's indices: an index may pass its trial's
+# number by at most the number of workers
+_MAX_WORKERS = 1024
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,8 @@ class ElementLineage:
                 (
                     "index",
                     self.index,
-                    (self.role == "init" and self.index == -1) or 0 <= self.index <= number,
+                    (self.role == "init" and self.index == -1)
+                    or 0 <= self.index <= number + _MAX_WORKERS,
                 ),
                 ("trial", self.trial, 0 <= self.trial <= number),
                 ("slot", self.slot, self.slot is None or self.slot >= 0),

@@ -98,24 +98,31 @@ class StudyCache:
         return self
 
 
+# Workers drawing at the same time may push a trial's index past its number (an index another
+# in-flight trial holds is skipped), by at most the number of workers.
+MAX_WORKERS = 1024
+
+
 def _check_lineage(record: _Record, lineage: Lineage) -> None:
-    """A lineage names only what existed when its trial was drawn: an index and a parent at
-    most its own number (one index per trial), its own number as ``trial`` (a retry: the trial
-    it retries), a slot >= 0 (the upper bound is checked against the population size)."""
+    """A lineage names only what existed when its trial was drawn: an index at most its own
+    number (plus racing workers), a parent below it, its own number as ``trial`` (a retry: a trial
+    of its chain), a slot >= 0 (the upper bound is checked against the population size)."""
     number = record.number
-    drawn_for = number if record.retry_of is None else record.retry_of
+    # a retry keeps the lineage of a trial of its chain (or draws its own, e.g. after a
+    # storage error before the lineage was copied)
+    first = number if record.retry_of is None else record.retry_of
     parent = lineage.parent_trial
     if not (
-        0 <= lineage.index <= number
-        and lineage.trial == drawn_for
+        0 <= lineage.index <= number + MAX_WORKERS
+        and first <= lineage.trial <= number
         and lineage.slot >= 0
         and (parent is None or 0 <= parent < number)
         and all(0 <= r for r in lineage.references)
     ):
         raise StateError(
             f"malformed {KEY_LINEAGE} of trial {number}: {preview(lineage.to_attr())} cannot "
-            f"belong to it (expected trial {drawn_for}, 0 <= index <= {number}, slot >= 0, "
-            f"0 <= parent_trial < {number})"
+            f"belong to it (expected {first} <= trial <= {number}, "
+            f"0 <= index <= {number + MAX_WORKERS}, slot >= 0, 0 <= parent_trial < {number})"
         )
 
 

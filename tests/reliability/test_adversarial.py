@@ -363,6 +363,26 @@ def test_a_lineage_slot_outside_the_population_is_refused(sqlite_url):
         WorkerLoop(fresh, objective_for(), n_trials=12).run()
 
 
+def test_a_retry_that_drew_its_own_lineage_is_accepted(sqlite_url):
+    """A storage error before the lineage was written: the re-queued retry (``failed_trial``
+    = 6) draws a lineage of its own (``trial`` = 7); that is legitimate, not tampering."""
+    inner = objective_for()
+    raised = []
+
+    def objective(trial: optuna.Trial) -> float:
+        if trial.number == 6 and not raised:
+            raised.append(True)
+            raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("connection lost"))
+        return inner(trial)
+
+    study = open_synthetic(sqlite_url, "s", heartbeat=1)
+    WorkerLoop(study, objective, n_trials=14, storage_retry_s=5).run()
+    retry = study.trials[7]
+    assert retry.system_attrs["failed_trial"] == 6
+    assert retry.system_attrs["evolver:lineage"]["trial"] == 7
+    assert [t.state for t in study.trials].count(TrialState.COMPLETE) == 14
+
+
 @pytest.mark.parametrize(
     ("text", "match"),
     [("{not json", "study user attribute 'evolver_opt:config_hash'"),
