@@ -61,16 +61,20 @@ def demo(
     """Run a small compare (Evolver vs CMA-ES vs random) and print the table."""
     import optuna
 
+    from evolver_opt.errors import EvolverError
     from evolver_opt.integrations.storage import default_url
     from evolver_opt.paths import runs_dir
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = storage or default_url()
     start = time.perf_counter()
-    if synthetic:
-        _synthetic(budget or 60, url, groups)
-    else:
-        _real(budget, url, Path(out) if out else runs_dir() / "demo", study_file)
+    try:
+        if synthetic:
+            _synthetic(budget or 60, url, groups)
+        else:
+            _real(budget, url, Path(out) if out else runs_dir() / "demo", study_file)
+    except EvolverError as exc:  # one line, no traceback
+        raise click.ClickException(str(exc)) from None
     click.echo(
         f"\nDone in {time.perf_counter() - start:.0f} s. Studies are in {url}; inspect them with:"
     )

@@ -278,7 +278,8 @@ def test_an_uncreatable_storage_folder_is_one_clear_error(tmp_path):
     with pytest.raises(StorageError, match="cannot create the folder .*file/sub"):
         open_storage(f"sqlite:///{tmp_path / 'file' / 'sub' / 's.db'}")
     result = CliRunner().invoke(
-        main, ["studies", "--storage", f"sqlite:///{tmp_path / 'file' / 'sub' / 's.db'}"]
+        main,
+        ["demo", "--synthetic", "--storage", f"sqlite:///{tmp_path / 'file' / 'sub' / 's.db'}"],
     )
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "cannot create the folder" in result.output
