@@ -38,6 +38,10 @@ class Row:
     curve: list[float] = field(default_factory=list)  # best-so-far dev by trial
     examples: list[int] = field(default_factory=list)  # cumulative dev examples evaluated
     peak_rss_mb: float | None = None  # the study's peak resident memory (study/memory.py)
+    test_in_domain: list[str] = field(default_factory=list)  # the test keys test_in averages
+    # Per test split, each example's correctness ("1"/"0", the split's order): the paired
+    # bootstrap of single runs (study/statistics.py). Kept when the metric is accuracy.
+    test_correct: dict[str, str] = field(default_factory=dict)
 
 
 class TestReporter:
@@ -62,7 +66,11 @@ class TestReporter:
         )  # fmt: skip
 
     def __call__(self) -> dict[str, float]:
-        scores = {}
+        return self.score()[0]
+
+    def score(self) -> tuple[dict[str, float], dict[str, str]]:
+        """Scores by task key, and (metric accuracy) each example's correctness as "1"/"0"."""
+        scores, correct = {}, {}
         for key in self.evaluator.splits:
             domain = key.split("/")[0]
             if not self.setup.engine.heads_merged:
@@ -71,8 +79,32 @@ class TestReporter:
                     if domain in self.setup.engine.model_names
                     else self.setup.engine.model_names[0]
                 )
-            scores[domain] = getattr(self.evaluator.evaluate(key), self.setup.config.metric)
-        return scores
+            scores[domain], hits = self._score_split(key)
+            if self.setup.config.metric == "accuracy":
+                correct[domain] = "".join("1" if h else "0" for h in hits)
+        return scores, correct
+
+    def _score_split(self, key: str) -> tuple[float, np.ndarray]:
+        """One pass over a test split: the metric and per-example correctness, in split order.
+
+        The same batches, precision and predictions as ``Evaluator.evaluate`` (a full pass, no
+        racing), so the score is the one it gives; the correctness costs no second pass."""
+        import torch
+
+        from evolver_opt.evaluation import metrics
+
+        ev = self.evaluator
+        split = ev.splits[key]
+        preds = torch.empty(len(split), dtype=torch.long)
+        ev.model.eval()
+        with torch.inference_mode(), ev._autocast():
+            for batch in ev.batches(key):
+                preds[batch.index.cpu()] = ev._predict(batch).cpu()
+        pred, labels = preds.numpy(), np.asarray(split.labels)
+        hits = pred == labels
+        if self.setup.config.metric == "accuracy":
+            return int(hits.sum()) / len(split) if len(split) else 0.0, hits
+        return metrics.macro_f1(pred.tolist(), labels.tolist(), split.num_labels), hits
 
     def summarize(self, scores: dict[str, float]) -> tuple[float | None, float | None]:
         def mean(domains: list[str]) -> float | None:
@@ -162,18 +194,19 @@ def _sampler_row(
         best = study.best_trial
         setup.engine.apply(setup.coefficients(best.params))
         best_dev = best.value
-    scores = reporter()
+    scores, correct = reporter.score()
     test_in, test_out = reporter.summarize(scores)
     return Row(
         kind="sampler", name=sampler, seed=seed, best_dev=float(best_dev), test_in=test_in, test_out=test_out,
         test=scores, trials=len(trials), wall_s=round(wall, 1), study_name=study.study_name,
-        curve=curve, examples=[int(e) for e in examples],
+        curve=curve, examples=[int(e) for e in examples], test_in_domain=list(reporter.in_domain),
+        test_correct=correct,
     )  # fmt: skip
 
 
 def _reference_row(kind: str, name: str, setup: MergeSetup, reporter: TestReporter) -> Row:
     dev = evaluate_dev(setup).score
-    scores = reporter()
+    scores, correct = reporter.score()
     test_in, test_out = reporter.summarize(scores)
     return Row(
         kind=kind,
@@ -183,6 +216,8 @@ def _reference_row(kind: str, name: str, setup: MergeSetup, reporter: TestReport
         test_in=test_in,
         test_out=test_out,
         test=scores,
+        test_in_domain=list(reporter.in_domain),
+        test_correct=correct,
     )
 
 

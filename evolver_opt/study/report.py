@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from evolver_opt.study.compare import Row, rows_as_json
+from evolver_opt.study.statistics import Interval, Paired, SamplerRank, gap_closed, rank_samplers
+
+BOOTSTRAP_RESAMPLES = 10_000
+BOOTSTRAP_SEED = 0
 
 
 def _fmt(value: float | None) -> str:
@@ -21,6 +26,131 @@ def _mib(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
+@dataclass(frozen=True)
+class Ranking:
+    """The ranking statistics of a compare (:mod:`evolver_opt.study.statistics`).
+
+    ``tasks``: the in-domain test keys the test mean averages; ``average``: the static uniform
+    average's test mean; ``experts``: the mean over ``tasks`` of each task's expert on its own
+    task; ``references``: the static and expert rows with their gap closed."""
+
+    samplers: list[SamplerRank]
+    tasks: list[str]
+    average: float | None
+    experts: float | None
+    references: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _in_domain(rows: Sequence[Row]) -> list[str]:
+    """The test keys the rows' test mean is over (older rows: the experts' own task keys)."""
+    for r in rows:
+        if r.test_in_domain:
+            return list(r.test_in_domain)
+    return [r.name for r in rows if r.kind == "expert" and r.name in r.test]
+
+
+def ranking(rows: Sequence[Row]) -> Ranking:
+    """Rank the sampler rows by mean test over seeds, with intervals, paired tests and the
+    fraction of the gap closed between the uniform average and the experts."""
+    tasks = _in_domain(rows)
+    notes = []
+    average = next((r.test_in for r in rows if r.kind == "static" and r.name == "average"), None)
+    own = {r.name: r.test[r.name] for r in rows if r.kind == "expert" and r.name in r.test}
+    missing = [t for t in tasks if t not in own]
+    experts = float(np.mean([own[t] for t in tasks])) if tasks and not missing else None
+    if missing:
+        notes.append(f"no expert row for {', '.join(missing)}: no ceiling, no gap closed")
+    if average is None:
+        notes.append("no uniform-average row: no gap closed")
+    elif experts is not None and experts <= average:
+        notes.append("the uniform average is not below the experts: no gap to close")
+    test: dict[str, dict[int, float]] = {}
+    dev: dict[str, dict[int, float]] = {}
+    correct: dict[str, dict[int, list[list[int]]]] = {}
+    for r in rows:
+        if r.kind != "sampler" or r.test_in is None or r.seed is None:
+            continue
+        test.setdefault(r.name, {})[r.seed] = r.test_in
+        dev.setdefault(r.name, {})[r.seed] = r.best_dev
+        if tasks and all(t in r.test_correct for t in tasks):
+            correct.setdefault(r.name, {})[r.seed] = [
+                [int(c) for c in r.test_correct[t]] for t in tasks
+            ]
+    samplers = rank_samplers(
+        test, dev, average=average, experts=experts, correct=correct,
+        resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED,
+    )  # fmt: skip
+    references = [
+        {"kind": r.kind, "name": r.name, "test_in": r.test_in,
+         "gap_closed": gap_closed(r.test_in, average, experts)}
+        for r in rows
+        if r.kind != "sampler"
+    ]  # fmt: skip
+    return Ranking(samplers, tasks, average, experts, references, notes)
+
+
+def ranking_as_json(result: Ranking) -> dict[str, Any]:
+    return asdict(result)
+
+
+def _interval(value: Interval) -> str:
+    if value.low is None or value.high is None:
+        return f"n={value.n}"
+    return f"[{value.low:.4f}, {value.high:.4f}]"
+
+
+def _gap(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _p(versus: Paired | None) -> str:
+    if versus is None:
+        return "- (no paired test)"
+    if versus.test == "wilcoxon":
+        return (
+            f"{versus.p_value:.4f} (Wilcoxon, n={versus.n} seeds, {versus.differing} differ,"
+            f" min {versus.min_p:.4f})"
+        )
+    return f"{versus.p_value:.4f} (bootstrap, {versus.n} test examples)"
+
+
+def ranking_markdown(result: Ranking) -> list[str]:
+    """The ``## Ranking`` section: one line per sampler, best mean test first."""
+    if not result.samplers:
+        return []
+    lines = ["## Ranking", ""]
+    header = (
+        "| rank | sampler | seeds | mean test | 95% CI | best dev (95% CI) | gap closed "
+        "| vs best other | difference | p |"
+    )
+    lines += [header, "|---|---|---|---|---|---|---|---|---|---|"]
+    for k, s in enumerate(result.samplers, start=1):
+        diff = "-" if s.versus is None else f"{s.versus.difference:+.4f}"
+        lines.append(
+            f"| {k} | {s.name} | {s.n_seeds} | {s.test.mean:.4f} | {_interval(s.test)} | "
+            f"{s.dev.mean:.4f} {_interval(s.dev)} | {_gap(s.gap_closed)} | "
+            f"{s.best_other or '-'} | {diff} | {_p(s.versus)} |"
+        )
+    tasks = ", ".join(result.tasks) or "-"
+    legend = (
+        f"Test: the mean over the in-domain test splits ({tasks}) of the best-by-dev model; 95% CI:"
+        " Student t over seeds. Gap closed: (test - average) / (experts - average), with average"
+        f" {_fmt(result.average)} (the static uniform average) and experts"
+        f" {_fmt(result.experts)} (each expert on its own task, mean over the tasks): 0 is the"
+        " average, 1 the experts. Difference: this sampler minus the best other sampler by mean"
+        " test, paired by seed. p: two-sided Wilcoxon signed-rank over the seeds both ran (seeds"
+        " with equal scores are dropped; with n differing seeds its exact p cannot go below"
+        " 2/2^n, `min`); with one seed, a paired bootstrap"
+        f" over the test examples ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}) of"
+        " the per-example correctness difference (kept for the accuracy metric only)."
+    )
+    lines += ["", legend]
+    if result.notes:
+        lines += ["", *(f"- {n}" for n in result.notes)]
+    return [*lines, ""]
+
+
 def markdown(rows: Sequence[Row], *, title: str, command: str, notes: Sequence[str] = ()) -> str:
     samplers = [r for r in rows if r.kind == "sampler"]
     lines = [f"# {title}", "", f"Command: `{command}`", ""]
@@ -30,6 +160,9 @@ def markdown(rows: Sequence[Row], *, title: str, command: str, notes: Sequence[s
         " a resume). `peak RSS MiB`: the study's peak resident memory, the whole process."
     )
     lines += [legend, ""]
+    ranked = ranking(rows)
+    lines += ranking_markdown(ranked)
+    gaps = {(g["kind"], g["name"]): g["gap_closed"] for g in ranked.references}
     lines += ["## Medians over seeds", ""]
     lines += [
         "| sampler | seeds | best dev | test in-domain | test out-of-domain | trials | trial s | peak RSS MiB |",
@@ -49,13 +182,14 @@ def markdown(rows: Sequence[Row], *, title: str, command: str, notes: Sequence[s
         )
     lines += ["", "## Static merges and experts alone", ""]
     lines += [
-        "| kind | name | dev | test in-domain | test out-of-domain |",
-        "|---|---|---|---|---|",
+        "| kind | name | dev | test in-domain | test out-of-domain | gap closed |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r.kind != "sampler":
             lines.append(
-                f"| {r.kind} | {r.name} | {_fmt(r.best_dev)} | {_fmt(r.test_in)} | {_fmt(r.test_out)} |"
+                f"| {r.kind} | {r.name} | {_fmt(r.best_dev)} | {_fmt(r.test_in)} | "
+                f"{_fmt(r.test_out)} | {_gap(gaps.get((r.kind, r.name)))} |"
             )
     lines += ["", "## Every study", ""]
     lines += [
@@ -87,9 +221,13 @@ def write_report(
     (population over time for Evolver, the best trial's coefficients) in ``out_dir``, and its
     optuna-dashboard note and artifacts (:mod:`evolver_opt.study.notes`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(
-        json.dumps({"title": title, "command": command, "rows": rows_as_json(rows)}, indent=1)
-    )
+    payload = {
+        "title": title,
+        "command": command,
+        "rows": rows_as_json(rows),
+        "ranking": ranking_as_json(ranking(rows)),
+    }
+    (out_dir / "results.json").write_text(json.dumps(payload, indent=1))
     plot_png(rows, out_dir / "best_so_far.png")
     plot_html(rows, out_dir / "best_so_far.html")
     report = out_dir / "report.md"

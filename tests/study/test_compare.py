@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import optuna
+import pytest
 from click.testing import CliRunner
 
 from evolver_opt.cli import main
@@ -57,6 +58,98 @@ def test_compare_writes_report_json_and_plots(study_env, tmp_path):
         assert r["best_dev"] >= max(seeded) - 1e-9
     report = (out / "report.md").read_text()
     assert "| evolver | 2 |" in report and "| random | 2 |" in report
+    # The ranking: both samplers, Wilcoxon over the two seeds, the gap between average and experts
+    assert "## Ranking" in report and "(Wilcoxon, n=2 seeds, " in report
+    assert report.index("## Ranking") < report.index("## Every study")
+    ranked = json.loads((out / "results.json").read_text())["ranking"]
+    assert ranked["tasks"] == ["vader-tweets", "vader-movies", "vader-amazon"]
+    by_name = {r["name"]: r for r in rows}
+    experts = sum(by_name[t]["test"][t] for t in ranked["tasks"]) / 3  # each on its own task
+    average = by_name["average"]["test_in"]
+    assert ranked["experts"] == pytest.approx(experts) and ranked["average"] == average
+    assert experts > average  # the tiny world has a gap: the gap closed is defined
+    assert sorted(s["name"] for s in ranked["samplers"]) == ["evolver", "random"]
+    for s in ranked["samplers"]:
+        tests = [r["test_in"] for r in samplers if r["name"] == s["name"]]
+        assert s["n_seeds"] == 2 and s["test"]["mean"] == pytest.approx(sum(tests) / 2)
+        assert s["versus"]["test"] == "wilcoxon" and s["versus"]["n"] == 2
+        gap = (s["test"]["mean"] - average) / (experts - average)
+        assert s["gap_closed"] == pytest.approx(gap)
+        assert f"| {s['name']} | 2 | {s['test']['mean']:.4f} | [" in report
+    assert [s["test"]["mean"] for s in ranked["samplers"]] == sorted(
+        (s["test"]["mean"] for s in ranked["samplers"]), reverse=True
+    )
+    for g in ranked["references"]:  # static merges and experts alone: 0 is the average itself
+        assert g["gap_closed"] == pytest.approx((g["test_in"] - average) / (experts - average))
+    assert {g["name"]: g["gap_closed"] for g in ranked["references"]}["average"] == 0.0
+    # Each row keeps each test example's correctness; its share is the row's test accuracy.
+    for r in rows:
+        assert set(r["test_correct"]) == set(r["test"])
+        for key, hits in r["test_correct"].items():
+            assert set(hits) <= {"0", "1"} and hits.count("1") / len(hits) == r["test"][key]
+
+
+def test_single_runs_are_compared_by_a_paired_bootstrap_over_test_examples(study_env, tmp_path):
+    study_file = write_study(tmp_path / "s.toml", study_env["world"], granularity='"model"')
+    out = tmp_path / "report"
+    result = CliRunner().invoke(
+        main,
+        ["compare", str(study_file), "--samplers", "evolver,random", "--seeds", "1", "--n-trials", "4",
+         "--storage", study_env["storage"], "--out", str(out), "--no-progress"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "results.json").read_text())
+    first = data["rows"][0]
+    n_test = sum(len(first["test_correct"][t]) for t in first["test_in_domain"])  # in-domain only
+    assert first["test_in_domain"] == ["vader-tweets", "vader-movies", "vader-amazon"]
+    for s in data["ranking"]["samplers"]:
+        assert s["n_seeds"] == 1 and s["test"]["low"] is None
+        assert s["versus"]["test"] == "bootstrap" and s["versus"]["n"] == n_test
+        assert 0 < s["versus"]["p_value"] <= 1
+        mine = next(r for r in data["rows"] if r["name"] == s["name"])
+        other = next(r for r in data["rows"] if r["name"] == s["best_other"])
+        assert s["versus"]["difference"] == pytest.approx(mine["test_in"] - other["test_in"])
+    assert f"(bootstrap, {n_test} test examples)" in result.output  # the printed report
+    assert "## Ranking" in result.output and " | n=1 | " in result.output
+
+
+def test_the_test_reporter_scores_as_the_evaluator_and_keeps_examples_in_split_order(
+    study_env, tmp_path
+):
+    from dataclasses import replace
+
+    import torch
+
+    from evolver_opt.evaluation import Evaluator
+    from evolver_opt.study.compare import TestReporter
+    from evolver_opt.study.config import load_config
+    from evolver_opt.study.objective import build_setup
+
+    setup = build_setup(load_config(write_study(tmp_path / "s.toml", study_env["world"])))
+    setup.engine.apply(setup.engine.one_hot("vader-movies"))
+    reporter = TestReporter(setup)
+    scores, correct = reporter.score()
+    assert reporter() == scores
+    for key, split in reporter.evaluator.splits.items():
+        domain = key.split("/")[0]
+        assert scores[domain] == reporter.evaluator.evaluate(key).accuracy
+        assert len(correct[domain]) == len(split)
+
+    class Parity(torch.nn.Module):
+        """Predicts the parity of the token-id sum: varies from example to example."""
+
+        def forward(self, input_ids, attention_mask):
+            return (torch.nn.functional.one_hot((input_ids * attention_mask).sum(-1) % 2, 2),)
+
+    reporter.evaluator.model = Parity()  # bucketed batches reorder examples; the string may not
+    _, correct = reporter.score()
+    for key, split in reporter.evaluator.splits.items():
+        hits = correct[key.split("/")[0]]
+        assert "0" in hits and "1" in hits  # the check below can tell orders apart
+        for j in range(len(split)):  # example j alone: its correctness is the j-th character
+            one = replace(split, texts=split.texts[j : j + 1], labels=split.labels[j : j + 1])
+            alone = Evaluator(Parity(), setup.tokenizer, [one], max_length=32)
+            assert alone.evaluate(key).accuracy == int(hits[j])
 
 
 def test_compare_overrides_granularity_and_samples_dev_and_test(study_env, tmp_path):
