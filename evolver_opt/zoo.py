@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 import tomllib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,11 @@ class ZooRecipe(BaseModel):
     seed: int = 0
     head_seed: int = 0
     eval_batch_size: int = Field(64, ge=1)
+    # the dev-accuracy curve: evaluate on the dev split every ``eval_every`` steps (0: never)
+    # and store it in card.json; with ``patience`` > 0, stop once that many evaluations in a
+    # row bring no improvement and keep the best-by-dev weights (early stopping on dev)
+    eval_every: int = Field(0, ge=0)
+    patience: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _known_override_domains(self) -> ZooRecipe:
@@ -58,6 +64,8 @@ class ZooRecipe(BaseModel):
         bad = {d: n for d, n in self.steps_per_domain.items() if n < 1}
         if bad:
             raise ValueError(f"steps_per_domain {bad}: steps must be >= 1")
+        if self.patience and not self.eval_every:
+            raise ValueError("patience needs eval_every > 0 (the dev evaluations it counts)")
         return self
 
     def for_domain(self, domain: str) -> ZooRecipe:
@@ -84,6 +92,22 @@ def load_recipe(study_toml: Path) -> ZooRecipe:
         raise ConfigError(f"{study_toml}: invalid [zoo] table: {exc}") from exc
 
 
+def matrix_heads(study_toml: Path, recipe: ZooRecipe, data_dir: Path | None = None) -> str:
+    """Which heads ``zoo matrix`` scores with: ``"task"`` (each column task's own head) when the
+    study's ``[study] heads`` is ``"separate"`` or, unless it is ``"merge"``, when the recipe's
+    domains have different label lists; else ``"own"`` (each expert's head everywhere)."""
+    from evolver_opt.data import store
+    from evolver_opt.data.pipeline import ensure_prepared
+
+    study = tomllib.loads(Path(study_toml).read_text()).get("study", {})
+    declared = study.get("heads", "auto") if isinstance(study, dict) else "auto"
+    if declared in ("separate", "merge"):
+        return "task" if declared == "separate" else "own"
+    domains = store.read_manifest(ensure_prepared(data_dir))["domains"]
+    labels = {tuple(domains[d]["labels"]) for d in recipe.domains if d in domains}
+    return "task" if len(labels) > 1 else "own"
+
+
 def resolve_base(base: str) -> Path:
     """The model directory: ``base`` itself if it is one, else the one inside that package."""
     path = Path(base).expanduser()
@@ -106,11 +130,17 @@ def resolve_base(base: str) -> Path:
     raise CheckpointError(f"package {base!r} holds no safetensors model or GGUF file")
 
 
-def expert_hash(recipe: ZooRecipe, domain: str, data_sha: dict[str, str]) -> str:
-    """Hash of everything that determines one expert (not the list of other domains)."""
+def expert_hash(
+    recipe: ZooRecipe, domain: str, data_sha: dict[str, str], labels: Sequence[str]
+) -> str:
+    """Hash of everything that determines one expert (not the list of other domains).
+
+    ``labels`` is the domain's label list in id order: the split files store label names, so
+    a reordered list leaves their sha256 as it was but changes what each head row means.
+    """
     recipe = recipe.for_domain(domain)
     payload = recipe.model_dump(exclude={"domains", "eval_batch_size", "steps_per_domain"})
-    payload.update(domain=domain, data=data_sha, format=ZOO_FORMAT)
+    payload.update(domain=domain, data=data_sha, labels=list(labels), format=ZOO_FORMAT)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -162,9 +192,25 @@ def init_new_parameters(model: Any, names: list[str], seed: int) -> None:
 
 
 def train(
-    model: Any, tokenizer: Any, split: Any, recipe: ZooRecipe, *, desc: str = ""
+    model: Any,
+    tokenizer: Any,
+    split: Any,
+    recipe: ZooRecipe,
+    *,
+    desc: str = "",
+    dev_score: Callable[[], float] | None = None,
+    curve: list[dict[str, float]] | None = None,
 ) -> list[float]:
-    """Fine-tune in place for ``recipe.steps`` steps of AdamW; returns the loss per step."""
+    """Fine-tune in place for ``recipe.steps`` steps of AdamW; returns the loss per step.
+
+    With ``recipe.eval_every`` and ``dev_score`` (the dev accuracy of ``model`` as it is now),
+    the dev score is taken every ``eval_every`` steps and after the last one, and appended to
+    ``curve`` as ``{"step", "dev", "loss"}`` (loss: mean training loss since the last point).
+    With ``recipe.patience`` training stops after that many points in a row without a new best,
+    and the best point's weights are restored (ties keep the earlier, shorter-trained point).
+    Evaluation draws nothing from the random generators, so the weights at step k are the
+    same whether or not a curve is recorded.
+    """
     import torch
     from tqdm.auto import tqdm
 
@@ -182,10 +228,15 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     gen = torch.Generator().manual_seed(recipe.seed)
     order: list[int] = []
-    losses = []
+    losses: list[float] = []
+    every = recipe.eval_every if dev_score is not None else 0
+    points = curve if curve is not None else []
+    best: tuple[float, int, dict[str, Any]] | None = None  # (dev, step, weights)
+    since_best = 0
     model.train()
     pad = tokenizer.pad_token_id or 0
-    for _ in tqdm(range(recipe.steps), desc=desc or "fine-tune", unit="step", leave=False):
+    bar = tqdm(range(recipe.steps), desc=desc or "fine-tune", unit="step", leave=False)
+    for step in bar:
         if len(order) < recipe.batch_size:
             order += torch.randperm(len(ids), generator=gen).tolist()
         chunk, order = order[: recipe.batch_size], order[recipe.batch_size :]
@@ -204,6 +255,23 @@ def train(
         sched.step()
         opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
+        done = step + 1
+        if every and (done % every == 0 or done == recipe.steps):
+            dev = float(dev_score())
+            model.train()
+            recent = losses[-(done - (int(points[-1]["step"]) if points else 0)) :]
+            points.append({"step": done, "dev": dev, "loss": sum(recent) / len(recent)})
+            bar.set_postfix(dev=f"{dev:.3f}")
+            if best is None or dev > best[0]:
+                state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best, since_best = (dev, done, state), 0
+            else:
+                since_best += 1
+            if recipe.patience and since_best >= recipe.patience:
+                break
+    bar.close()
+    if recipe.patience and best is not None and best[1] != len(losses):
+        model.load_state_dict(best[2])
     model.eval()
     return losses
 
@@ -231,7 +299,7 @@ def build_expert(
         )
     info = manifest["domains"][domain]
     folder = recipe.expert_dir(domain, root)
-    digest = expert_hash(recipe, domain, info["sha256"])
+    digest = expert_hash(recipe, domain, info["sha256"], info["labels"])
     card = read_card(folder)
     if card is not None and card.get("recipe_hash") == digest and not force:
         return folder, card, False
@@ -240,12 +308,22 @@ def build_expert(
     model.config.id2label = dict(enumerate(info["labels"]))
     model.config.label2id = {label: i for i, label in enumerate(info["labels"])}
     train_split = load_split(domain, "train", data_dir=data_dir)
-    losses = train(model, tokenizer, train_split, recipe, desc=f"{recipe.name}/{domain}")
-    train_s = time.perf_counter() - start
-    dev, test = (
-        load_split(domain, "dev", data_dir=data_dir),
-        load_test_split(domain, data_dir=data_dir),
+    dev = load_split(domain, "dev", data_dir=data_dir)
+    dev_ev = Evaluator(
+        model, tokenizer, [dev], batch_size=recipe.eval_batch_size, max_length=recipe.max_length
     )
+    curve: list[dict[str, float]] = []
+    losses = train(
+        model,
+        tokenizer,
+        train_split,
+        recipe,
+        desc=f"{recipe.name}/{domain}",
+        dev_score=lambda: dev_ev.dev_score([dev.key]).score,
+        curve=curve,
+    )
+    train_s = time.perf_counter() - start
+    test = load_test_split(domain, data_dir=data_dir)
     ev = Evaluator(
         model,
         tokenizer,
@@ -260,9 +338,18 @@ def build_expert(
         "domain": domain,
         "base_dir": str(resolve_base(recipe.base)),
         "data": {"sizes": info["sizes"], "sha256": info["sha256"], "labels": info["labels"]},
-        "train": {"seconds": round(train_s, 1), "first_loss": losses[0], "last_loss": losses[-1]},
+        "train": {
+            "seconds": round(train_s, 1),
+            "steps_run": len(losses),
+            "first_loss": losses[0],
+            "last_loss": losses[-1],
+        },
         "accuracy": {"dev": ev.evaluate(dev.key).accuracy, "test": ev.evaluate(test.key).accuracy},
     }
+    if curve:  # the dev-accuracy curve, and the step whose weights were kept
+        best = max(curve, key=lambda p: p["dev"]) if recipe.patience else curve[-1]
+        card["curve"] = curve
+        card["chosen_step"] = int(best["step"])
     card["build_seconds"] = round(time.perf_counter() - start, 1)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -316,7 +403,8 @@ def build_zoo(
             recipe, domain, root=root, data_dir=data_dir, force=force
         )
         verb = f"built in {card['build_seconds']:.0f}s" if built else "reused"
-        echo(f"{domain}: {verb} -> {folder} (dev acc {card['accuracy']['dev']:.3f})")
+        kept = f", kept step {card['chosen_step']}" if "chosen_step" in card else ""
+        echo(f"{domain}: {verb} -> {folder} (dev acc {card['accuracy']['dev']:.3f}{kept})")
         cards[domain] = card
     if recipe.gguf_file:  # the merge engine reads safetensors: a float copy of the base
         _write_base_copy(recipe, cards[recipe.domains[0]]["data"]["labels"], root)

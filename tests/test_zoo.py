@@ -22,6 +22,7 @@ from tests.data.tiny_data import write_tiny_data
 from tests.evaluation.tiny import tiny_bert, tiny_tokenizer
 
 DOMAINS = ("vader-tweets", "vader-nyt")
+LABELS = ("negative", "positive")
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +91,44 @@ def test_every_expert_starts_from_the_same_head(base_dir):
 def test_hash_ignores_other_domains_but_not_hyperparameters(base_dir):
     data = {"train": "t", "dev": "d", "test": "x"}
     r = recipe_for(base_dir)
-    assert expert_hash(r, "vader-nyt", data) == expert_hash(
-        r.model_copy(update={"domains": ("vader-nyt",)}), "vader-nyt", data
+    assert expert_hash(r, "vader-nyt", data, LABELS) == expert_hash(
+        r.model_copy(update={"domains": ("vader-nyt",)}), "vader-nyt", data, LABELS
     )
-    assert expert_hash(r, "vader-nyt", data) != expert_hash(
-        recipe_for(base_dir, steps=4), "vader-nyt", data
+    assert expert_hash(r, "vader-nyt", data, LABELS) != expert_hash(
+        recipe_for(base_dir, steps=4), "vader-nyt", data, LABELS
     )
-    assert expert_hash(r, "vader-nyt", data) != expert_hash(r, "vader-nyt", data | {"train": "u"})
+    assert expert_hash(r, "vader-nyt", data, LABELS) != expert_hash(
+        r, "vader-nyt", data | {"train": "u"}, LABELS
+    )
+
+
+def test_hash_covers_the_label_order(base_dir):
+    # split files store label names, so their sha256 stays when the label list is reordered
+    data = {"train": "t", "dev": "d", "test": "x"}
+    r = recipe_for(base_dir)
+    assert expert_hash(r, "vader-nyt", data, LABELS) != expert_hash(
+        r, "vader-nyt", data, LABELS[::-1]
+    )
+
+
+def test_a_reordered_label_list_rebuilds_the_expert(base_dir, cache, monkeypatch):
+    from evolver_opt.data import pipeline, store
+
+    recipe = recipe_for(base_dir, domains=("vader-nyt",))
+    first = build_zoo(recipe, echo=lambda m: None)["vader-nyt"]
+    manifest = store.read_manifest(cache / "data")
+    labels = manifest["domains"]["vader-nyt"]["labels"][::-1]
+    manifest["domains"]["vader-nyt"]["labels"] = labels  # same split files, other id order
+    store.write_manifest(cache / "data", manifest)
+    source = pipeline.DOMAINS["vader-nyt"][0]
+    monkeypatch.setitem(pipeline.DOMAINS, "vader-nyt", (source, tuple(labels)))
+    messages: list[str] = []
+    card = build_zoo(recipe, echo=messages.append)["vader-nyt"]
+    assert "built" in messages[0], messages
+    assert card["data"]["sha256"] == first["data"]["sha256"]
+    assert card["data"]["labels"] == labels != first["data"]["labels"]
+    model, _ = load_expert(recipe.expert_dir("vader-nyt"))
+    assert model.config.id2label == dict(enumerate(labels))
 
 
 def test_build_caches_reuses_and_rebuilds(base_dir, cache):
@@ -162,10 +194,12 @@ def test_steps_per_domain_changes_only_that_experts_hash_and_training(base_dir, 
     plain = recipe_for(base_dir)
     longer = recipe_for(base_dir, steps_per_domain={"vader-nyt": 5})
     other = next(d for d in plain.domains if d != "vader-nyt")
-    assert expert_hash(longer, other, data) == expert_hash(plain, other, data)  # kept in cache
-    assert expert_hash(longer, "vader-nyt", data) != expert_hash(plain, "vader-nyt", data)
-    assert expert_hash(longer, "vader-nyt", data) == expert_hash(
-        recipe_for(base_dir, steps=5), "vader-nyt", data
+    assert expert_hash(longer, other, data, LABELS) == expert_hash(plain, other, data, LABELS)
+    assert expert_hash(longer, "vader-nyt", data, LABELS) != expert_hash(
+        plain, "vader-nyt", data, LABELS
+    )
+    assert expert_hash(longer, "vader-nyt", data, LABELS) == expert_hash(
+        recipe_for(base_dir, steps=5), "vader-nyt", data, LABELS
     )
     cards = build_zoo(longer, echo=lambda m: None)
     assert cards["vader-nyt"]["recipe"]["steps"] == 5 and cards[other]["recipe"]["steps"] == 3
@@ -216,3 +250,135 @@ def test_decoder_experts_share_their_head_and_pad_with_eos(llama_dir, cache):
     assert model.config.pad_token_id == loaded_tokenizer.pad_token_id == 3
     batch = loaded_tokenizer(["good film", "bad"], padding=True, return_tensors="pt")
     assert model(**batch).logits.shape == (2, 2)  # the last real token is found past padding
+
+
+# -- the dev-accuracy curve and early stopping ---------------------------------------------
+
+
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+def test_the_curve_is_recorded_without_changing_the_weights(base_dir, cache, tmp_path):
+    plain = recipe_for(base_dir, domains=("vader-nyt",), steps=5)
+    curved = recipe_for(base_dir, domains=("vader-nyt",), steps=5, eval_every=2)
+    build_zoo(plain, root=tmp_path / "plain", echo=lambda m: None)
+    card = build_zoo(curved, root=tmp_path / "curved", echo=lambda m: None)["vader-nyt"]
+    assert [p["step"] for p in card["curve"]] == [2, 4, 5]  # every 2 steps and the last one
+    assert all(0.0 <= p["dev"] <= 1.0 and p["loss"] > 0 for p in card["curve"])
+    assert card["chosen_step"] == 5 and card["train"]["steps_run"] == 5
+    assert card["curve"][-1]["dev"] == card["accuracy"]["dev"]  # the kept weights are the last
+    a = _weights(plain.expert_dir("vader-nyt", tmp_path / "plain"))
+    b = _weights(curved.expert_dir("vader-nyt", tmp_path / "curved"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert "curve" not in read_card(plain.expert_dir("vader-nyt", tmp_path / "plain"))
+
+
+def test_patience_stops_early_and_keeps_the_best_dev_weights(base_dir):
+    from evolver_opt.data import Split
+    from evolver_opt.zoo import train
+
+    recipe = recipe_for(base_dir, steps=40, eval_every=2, patience=2)
+    model, tokenizer = load_base(recipe, 2)
+    split = Split("vader-nyt", "train", ("good film", "bad film") * 4, (1, 0) * 4, LABELS)
+    scores = iter([0.5, 0.7, 0.6, 0.7, 0.9])  # the best is the 2nd point (ties keep earlier)
+    snapshots = []
+
+    def dev_score() -> float:
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        return next(scores)
+
+    curve: list[dict[str, float]] = []
+    losses = train(model, tokenizer, split, recipe, dev_score=dev_score, curve=curve)
+    assert [p["step"] for p in curve] == [2, 4, 6, 8] and len(losses) == 8  # 2 without a best
+    kept = model.state_dict()
+    assert all(torch.equal(kept[k], snapshots[1][k]) for k in kept)
+    assert not all(torch.equal(kept[k], snapshots[-1][k]) for k in kept)
+    assert not model.training
+
+
+def test_patience_needs_eval_every(base_dir):
+    with pytest.raises(ValueError, match="patience needs eval_every"):
+        recipe_for(base_dir, patience=2)
+
+
+def test_early_stopping_card_names_the_chosen_step(base_dir, cache):
+    recipe = recipe_for(base_dir, domains=("vader-nyt",), steps=30, eval_every=1, patience=1)
+    card = build_zoo(recipe, echo=lambda m: None)["vader-nyt"]
+    best = max(card["curve"], key=lambda p: p["dev"])
+    assert card["chosen_step"] == best["step"]
+    assert card["accuracy"]["dev"] == pytest.approx(best["dev"])
+    assert card["train"]["steps_run"] == card["curve"][-1]["step"] <= 30
+
+
+# -- the expert matrix with separate heads -------------------------------------------------
+
+MIXED = ("vader-nyt", "bbc-news")  # 2 and 5 labels
+
+
+def test_matrix_with_task_heads_scores_each_body_with_every_tasks_head(base_dir, cache):
+    from evolver_opt.evaluation.report import expert_matrix, format_matrix
+
+    recipe = recipe_for(base_dir, domains=MIXED, steps=6)
+    cards = build_zoo(recipe, echo=lambda m: None)
+    matrix = expert_matrix(recipe, "dev", heads="task")
+    assert set(matrix) == set(MIXED) and all(set(row) == set(MIXED) for row in matrix.values())
+    for d in MIXED:  # the diagonal is the expert itself
+        assert matrix[d][d] == pytest.approx(cards[d]["accuracy"]["dev"])
+    # off the diagonal: the row's body with the column's head, built by hand
+    nyt, tokenizer = load_expert(recipe.expert_dir("vader-nyt"))
+    bbc, _ = load_expert(recipe.expert_dir("bbc-news"))
+    bbc.bert.load_state_dict(nyt.bert.state_dict())
+    from evolver_opt.data import load_split
+    from evolver_opt.evaluation import Evaluator
+
+    dev = load_split("bbc-news", "dev")
+    ev = Evaluator(bbc, tokenizer, [dev], batch_size=64, max_length=16)
+    assert matrix["vader-nyt"]["bbc-news"] == pytest.approx(ev.evaluate(dev.key).accuracy)
+    text = format_matrix(matrix, MIXED)
+    assert "*" in text and "mean" in text
+    sampled = expert_matrix(recipe, "dev", heads="task", per_split=5)
+    assert all(
+        v * 5 == pytest.approx(round(v * 5)) for row in sampled.values() for v in row.values()
+    )
+
+
+def test_matrix_heads_follow_the_study_and_the_label_spaces(base_dir, cache, tmp_path):
+    from evolver_opt.zoo import matrix_heads
+
+    study = tmp_path / "s.toml"
+    study.write_text("[zoo]\nname = 'z'\ndomains = ['vader-nyt']\n")
+    assert matrix_heads(study, recipe_for(base_dir, domains=MIXED)) == "task"
+    assert matrix_heads(study, recipe_for(base_dir)) == "own"  # two binary sentiment domains
+    study.write_text("[study]\nheads = 'separate'\n[zoo]\nname = 'z'\ndomains = ['vader-nyt']\n")
+    assert matrix_heads(study, recipe_for(base_dir)) == "task"
+    study.write_text("[study]\nheads = 'merge'\n[zoo]\nname = 'z'\ndomains = ['vader-nyt']\n")
+    assert matrix_heads(study, recipe_for(base_dir, domains=MIXED)) == "own"
+
+
+def test_zoo_matrix_command_with_separate_heads(base_dir, cache, tmp_path):
+    from evolver_opt.cli import main
+
+    study = tmp_path / "s.toml"
+    study.write_text(
+        f'[study]\nheads = "separate"\n[zoo]\nname = "mixed"\nbase = "{base_dir}"\n'
+        'domains = ["vader-nyt", "bbc-news"]\nsteps = 2\nbatch_size = 4\nmax_length = 16\n'
+    )
+    assert CliRunner().invoke(main, ["zoo", "build", str(study)]).exit_code == 0
+    result = CliRunner().invoke(main, ["zoo", "matrix", str(study), "--split", "dev"])
+    assert result.exit_code == 0, result.output
+    assert "bbc-news" in result.output and "column: the task and its head" in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("vader-nyt")]
+    assert len(lines) == 1 and len(lines[0].split()) == 4  # name, two tasks, mean
+
+
+def test_shipped_multitask_8_study():
+    from evolver_opt.study.config import load_config
+
+    config = load_config("studies/multitask-8.toml")
+    assert config.heads == "separate" and config.granularity == "layer"
+    assert len(config.zoo.domains) == 8 and set(config.dev) == set(config.zoo.domains)
+    assert config.test_in_domain == config.dev
+    assert config.zoo.eval_every > 0 and config.zoo.patience > 0

@@ -37,14 +37,29 @@ def build(study: Path, force: bool) -> None:
 @zoo.command()
 @click.argument("study", type=_STUDY)
 @click.option("--split", type=click.Choice(["dev", "test"]), default="test", show_default=True)
-def matrix(study: Path, split: str) -> None:
+@click.option(
+    "--heads",
+    type=click.Choice(["auto", "own", "task"]),
+    default="auto",
+    show_default=True,
+    help="own: each expert as it is; task: each expert's body with the column task's head; "
+    "auto: task when the study keeps heads separate or the label spaces differ.",
+)
+@click.option("--per-split", type=click.IntRange(min=1), default=None, help="Score a fixed, "
+              "label-stratified sample of N examples of each split (default: all).")  # fmt: skip
+def matrix(study: Path, split: str, heads: str, per_split: int | None) -> None:
     """Accuracy of every expert (rows) on every domain (columns); reporting only."""
     from evolver_opt.errors import EvolverError
     from evolver_opt.evaluation.report import expert_matrix, format_matrix
-    from evolver_opt.zoo import load_recipe
+    from evolver_opt.zoo import load_recipe, matrix_heads
 
     try:
         recipe = load_recipe(study)
-        click.echo(format_matrix(expert_matrix(recipe, split), recipe.domains))
+        if heads == "auto":
+            heads = matrix_heads(study, recipe)
+        table = expert_matrix(recipe, split, heads=heads, per_split=per_split)
+        click.echo(format_matrix(table, recipe.domains))
+        if heads == "task":
+            click.echo("(row: the expert whose body is scored; column: the task and its head)")
     except EvolverError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -35,7 +35,18 @@ def test_accuracy_matches_unbatched_reference_in_every_padding_mode(model, token
 def test_macro_f1_by_hand():
     # label 0: tp=1 fp=1 fn=1 -> 0.5; label 1: tp=1 fp=1 fn=1 -> 0.5; label 2: tp=1 -> 1.0
     assert macro_f1([0, 1, 1, 0, 2], [0, 0, 1, 1, 2], 3) == pytest.approx(2.0 / 3.0)
-    assert macro_f1([0, 0], [0, 0], 2) == pytest.approx(0.5)
+    assert macro_f1([0, 0], [0, 0], 2) == pytest.approx(1.0)  # label 1: absent, not predicted
+
+
+def test_macro_f1_averages_over_the_labels_present_or_predicted():
+    # 77 labels, a sample holding 3 of them: a perfect model scores 1 (it was 3/77)
+    gold = [5, 12, 12, 40]
+    assert macro_f1(gold, gold, 77) == pytest.approx(1.0)
+    # a wrongly predicted label that no target has counts (F1 0), as in scikit-learn
+    # (f1_score(gold, preds, average="macro") with labels=None): labels 5, 12 score 1; 40, 70 0
+    assert macro_f1([5, 12, 12, 70], [5, 12, 12, 40], 77) == pytest.approx((2 + 0) / 4)
+    assert macro_f1([5, 12, 40, 40], [5, 12, 12, 40], 77) == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
+    assert macro_f1([], [], 77) == 0.0
 
 
 def test_bucketing_pads_less_and_covers_every_example_once(tokenizer, dev_split):
