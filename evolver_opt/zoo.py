@@ -8,15 +8,17 @@ matches is reused, and a changed recipe (or changed data) rebuilds it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
+import logging
 import math
 import os
 import shutil
 import time
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +152,22 @@ def read_card(folder: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+@contextlib.contextmanager
+def _quiet_load_report() -> Iterator[None]:
+    """Drop transformers' LOAD REPORT (missing head keys) for one load. A filter, not a level:
+    transformers runs other checks (and warns) when its logger's level is WARNING or above."""
+    log = logging.getLogger("transformers.modeling_utils")
+
+    def not_a_load_report(record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
+    log.addFilter(not_a_load_report)
+    try:
+        yield
+    finally:
+        log.removeFilter(not_a_load_report)
+
+
 def load_base(recipe: ZooRecipe, num_labels: int) -> tuple[Any, Any]:
     """Base model with a fresh classification head (seeded, identical for every expert)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -158,9 +176,11 @@ def load_base(recipe: ZooRecipe, num_labels: int) -> tuple[Any, Any]:
     folder = resolve_base(recipe.base)
     extra = {"gguf_file": recipe.gguf_file} if recipe.gguf_file else {}
     tokenizer = AutoTokenizer.from_pretrained(folder, **extra)
-    model, info = AutoModelForSequenceClassification.from_pretrained(
-        folder, num_labels=num_labels, output_loading_info=True, use_safetensors=not extra, **extra
-    )
+    with _quiet_load_report():  # the head is new on purpose: seeded below, not a fault
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            folder, num_labels=num_labels, output_loading_info=True, use_safetensors=not extra,
+            **extra,
+        )  # fmt: skip
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id

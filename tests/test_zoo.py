@@ -382,3 +382,12 @@ def test_shipped_multitask_8_study():
     assert len(config.zoo.domains) == 8 and set(config.dev) == set(config.zoo.domains)
     assert config.test_in_domain == config.dev
     assert config.zoo.eval_every > 0 and config.zoo.patience > 0
+
+
+@pytest.mark.real_model
+def test_loading_the_base_with_a_new_head_prints_no_load_report(capfd):
+    """The head is new on purpose (seeded by init_new_parameters): no MISSING warning. The
+    real MiniLM package (a dependency) is a base without a head, as users have."""
+    load_base(ZooRecipe(name="quiet", domains=("vader-movies",)), 2)
+    captured = capfd.readouterr()
+    assert "LOAD REPORT" not in captured.err + captured.out
