@@ -87,6 +87,17 @@ def sqlite_path(url: str) -> Path | None:
     )
 
 
+def rdb_engine(storage: BaseStorage) -> sqlalchemy.engine.Engine | None:
+    """The SQLAlchemy engine behind an RDB storage (Optuna wraps it in ``_CachedStorage``)."""
+    return getattr(getattr(storage, "_backend", storage), "engine", None)
+
+
+def storage_file(storage: BaseStorage) -> Path | None:
+    """The SQLite file an opened storage writes (None for other storages)."""
+    engine = rdb_engine(storage)
+    return None if engine is None else sqlite_path(engine.url.render_as_string())
+
+
 def study_names(storage: BaseStorage) -> list[str]:
     return sorted(s.study_name for s in storage.get_all_studies())
 
@@ -312,7 +323,7 @@ def bad_json_attributes(storage: BaseStorage, study_id: int) -> list[str]:
     """The attributes of a study (and of its trials) whose stored text is not valid JSON, named
     for a message, e.g. ``study system attribute 'evolver:population'``; [] where the storage
     is not an RDB (or every attribute parses)."""
-    engine = getattr(getattr(storage, "_backend", storage), "engine", None)
+    engine = rdb_engine(storage)
     if engine is None:
         return []
     tables = [
@@ -367,10 +378,7 @@ class DatabaseFileWatch:
     the path no longer names that file. A no-op for other storages."""
 
     def __init__(self, storage: BaseStorage) -> None:
-        engine = getattr(getattr(storage, "_backend", storage), "engine", None)
-        database = engine.url.database if engine is not None else None
-        sqlite = engine is not None and engine.url.get_backend_name() == "sqlite"
-        self.path = Path(database) if sqlite and database and database != ":memory:" else None
+        self.path = storage_file(storage)
         self._identity = self._stat() if self.path is not None else None
 
     def _stat(self) -> tuple[int, int] | None:

@@ -52,7 +52,7 @@ from optuna.exceptions import StorageInternalError, TrialPruned, UpdateFinishedT
 from optuna.trial import FrozenTrial, TrialState
 
 from evolver_opt.errors import ConfigError, StateError, StorageError
-from evolver_opt.integrations.storage import DatabaseFileWatch, describe_bad_json
+from evolver_opt.integrations.storage import DatabaseFileWatch, describe_bad_json, storage_file
 
 _logger = logging.getLogger(__name__)
 
@@ -444,14 +444,11 @@ class WorkerLoop:
         """Free space beside a SQLite file, and this process's file-size limit if it has one."""
         import resource
         import shutil
-        from pathlib import Path
 
         notes = []
-        storage = self.study._storage
-        engine = getattr(getattr(storage, "_backend", storage), "engine", None)  # _CachedStorage
-        database = engine.url.database if engine is not None else None
-        if engine is not None and engine.url.get_backend_name() == "sqlite" and database:
-            folder = Path(database).resolve().parent
+        database = storage_file(self.study._storage)
+        if database is not None:
+            folder = database.resolve().parent
             try:
                 notes.append(f"{shutil.disk_usage(folder).free:,} bytes free in {folder}")
             except OSError:
