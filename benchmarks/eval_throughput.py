@@ -10,7 +10,20 @@
    binomial crossover, CR = 0.5, over per-model coefficients); the offspring is raced against
    the parent's dev score (the greedy-selection question "does it beat its parent?").
 
+3. Precision and the physical limit (``--precision``): examples per second of the same model
+   in float32 and in bfloat16 on the same batches (their argmax agreement too), and the
+   machine's own float32 and bfloat16 matmul rate on the model's linear-layer shapes at the
+   batches' token counts: the fraction of that rate each precision reaches over the linear
+   layers' FLOPs (1.0 = every second spent at the matmul peak; attention, norms and Python
+   are the rest).
+4. Trials per hour (``--trials N``): the study file's search run for N trials per sampler in a
+   temporary SQLite file, before (float32, no racing, no pruner) and after (``auto``
+   precision, racing, the median pruner in stages), with the same seeds; prints trials/hour,
+   the ratio, and whether both selected the same model.
+
 Usage: python benchmarks/eval_throughput.py [STUDY.toml] [--pairs 12] [--out result.json]
+       python benchmarks/eval_throughput.py studies/multitask-8.toml --precision --pairs 0 \
+           --trials 20 --dev-per-split 50
 """
 
 from __future__ import annotations
@@ -47,6 +60,130 @@ def throughput(model, tokenizer, splits, max_length: int, batch_size: int, repea
             score = ev.dev_score().score
             best = min(best, time.perf_counter() - start)
         out[mode] = {"examples_per_s": n / best, "seconds": best, "mean_accuracy": score}
+    return out
+
+
+def _linear_shapes(model) -> list[tuple[int, int]]:
+    return [
+        (m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)
+    ]
+
+
+def _matmul_rate(shapes, tokens: int, dtype, repeats: int = 5) -> float:
+    """FLOP/s of ``x @ W.T`` over the model's linear shapes at ``tokens`` rows (best of)."""
+    gen = torch.Generator().manual_seed(0)
+    pairs = [
+        (
+            torch.randn(tokens, i, generator=gen).to(dtype),
+            torch.randn(o, i, generator=gen).to(dtype),
+        )
+        for i, o in sorted(set(shapes))
+    ]
+    counts = {s: shapes.count(s) for s in set(shapes)}
+    flops = sum(2 * tokens * i * o * counts[(i, o)] for i, o in counts)
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for (x, w), (i, o) in zip(pairs, sorted(set(shapes))):
+                for _ in range(counts[(i, o)]):
+                    x @ w.T
+            best = min(best, time.perf_counter() - start)
+    return flops / best
+
+
+def precision_and_limit(
+    model, tokenizer, splits, max_length: int, batch_size: int, repeats: int
+) -> dict:
+    """fp32 and bf16 examples/s on the same batches, agreement, and the matmul limit."""
+    import copy
+
+    from evolver_opt.evaluation.precision import agreement
+
+    n = sum(len(s) for s in splits)
+    low = copy.deepcopy(model).to(torch.bfloat16)
+    out: dict = {}
+    preds = {}
+    for name, m in (("fp32", model), ("bf16", low)):
+        ev = Evaluator(m, tokenizer, splits, batch_size=batch_size, max_length=max_length)
+        best = float("inf")
+        for _ in range(repeats + 1):  # the first pass warms oneDNN's kernels up
+            start = time.perf_counter()
+            ev.dev_score()
+            best = min(best, time.perf_counter() - start)
+        preds[name] = [ev.predictions(s.key) for s in splits]
+        batches = [b for s in splits for b in ev.batches(s.key)]
+        tokens = [b.input_ids.numel() for b in batches]
+        out[name] = {"examples_per_s": n / best, "seconds": best}
+    shapes = _linear_shapes(model)
+    per_token = sum(2 * i * o for i, o in shapes)
+    total_flops = per_token * sum(tokens)
+    typical = int(np.median(tokens))
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        rate = _matmul_rate(shapes, typical, dtype)
+        out[name]["matmul_GFLOPs"] = rate / 1e9
+        out[name]["linear_GFLOPs_achieved"] = total_flops / out[name]["seconds"] / 1e9
+        out[name]["fraction_of_matmul_limit"] = total_flops / rate / out[name]["seconds"]
+    out["bf16_over_fp32"] = out["bf16"]["examples_per_s"] / out["fp32"]["examples_per_s"]
+    out["agreement"] = agreement(preds["fp32"], preds["bf16"])
+    out["tokens_per_batch_median"] = typical
+    return out
+
+
+def trials_per_hour(
+    study_file: str, samplers: list[str], n_trials: int, dev_per_split: int | None
+) -> dict:
+    """Trials/hour of the study's search before and after the CPU evaluation work."""
+    import tempfile
+
+    from evolver_opt.study.config import load_config, override_config
+    from evolver_opt.study.element import make_objective
+    from evolver_opt.study.objective import build_setup
+    from evolver_opt.study.runner import open_study, run_study
+
+    config = load_config(study_file)
+    if dev_per_split:
+        config = override_config(config, {"dev_per_split": dev_per_split}, source="--dev-per-split")
+    settings = {
+        "before": {"racing": False, "evaluation": {**config.evaluation.model_dump(), "precision": "fp32"}},
+        "after": {"racing": True, "evaluation": {**config.evaluation.model_dump(), "precision": "auto"},
+                  "pruner": {"name": "median", "options": {"n_startup_trials": 3}}},
+    }  # fmt: skip
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        storage = f"sqlite:///{tmp}/rate.db"
+        for label, changes in settings.items():
+            setup = build_setup(override_config(config, changes, source=label))
+            out[label] = {"precision": setup.precision.as_json()}
+            for sampler in samplers:
+                study = open_study(setup.config, setup.initial_points(), sampler=sampler, seed=0,
+                                   storage=storage, study_name=f"{label}-{sampler}")  # fmt: skip
+                start = time.perf_counter()
+                run_study(study, make_objective(setup, sampler), n_trials=n_trials)
+                wall = time.perf_counter() - start
+                trials = study.trials
+                states = [t.state.name for t in trials]
+                out[label][sampler] = {
+                    "wall_s": wall,
+                    "trials_per_hour": 3600 * len(trials) / wall,
+                    "best_trial": study.best_trial.number,
+                    "best_params": study.best_trial.params,
+                    "best_dev": study.best_trial.value,
+                    "pruned": states.count("PRUNED"),
+                    "examples_seen": sum(t.user_attrs.get("examples_seen", 0) for t in trials),
+                }
+                print(f"{label:>6} {sampler:>10}: {len(trials)} trials in {wall:6.1f} s = "
+                      f"{out[label][sampler]['trials_per_hour']:7.0f} trials/hour, best dev "
+                      f"{study.best_trial.value:.4f} (trial {study.best_trial.number}), "
+                      f"{states.count('PRUNED')} pruned", flush=True)  # fmt: skip
+    for sampler in samplers:
+        b, a = out["before"][sampler], out["after"][sampler]
+        out[sampler] = {
+            "speedup": a["trials_per_hour"] / b["trials_per_hour"],
+            "same_selected_model": a["best_params"] == b["best_params"],
+        }
+        print(f"{sampler}: {out[sampler]['speedup']:.2f}x trials/hour; same selected model: "
+              f"{out[sampler]['same_selected_model']}")  # fmt: skip
     return out
 
 
@@ -126,9 +263,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--precision", action="store_true", help="fp32 vs bf16 and the matmul limit"
+    )
+    parser.add_argument("--dev-per-split", type=int, default=None)
+    parser.add_argument("--trials", type=int, default=0, help="trials per sampler for trials/hour")
+    parser.add_argument("--samplers", default="random,evolver")
     args = parser.parse_args()
     recipe = load_recipe(args.study)
-    splits = [load_split(d, "dev") for d in recipe.domains]
+    splits = [load_split(d, "dev").subset(args.dev_per_split) for d in recipe.domains]
     have_zoo = all(read_card(recipe.expert_dir(d)) for d in recipe.domains)
     model, tokenizer = (
         load_expert(recipe.expert_dir(recipe.domains[0])) if have_zoo else load_base(recipe, 2)
@@ -139,6 +282,7 @@ def main() -> None:
         f"max_length {recipe.max_length}, batch size {args.batch_size}, model: "
         f"{'zoo expert ' + recipe.domains[0] if have_zoo else 'base + seeded head'}"
     )
+    print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}", flush=True)
     result: dict = {
         "throughput": throughput(
             model, tokenizer, splits, recipe.max_length, args.batch_size, args.repeats
@@ -149,7 +293,24 @@ def main() -> None:
         print(
             f"{mode:>10}: {row['examples_per_s']:8.1f} examples/s  ({row['examples_per_s'] / fixed:.2f}x fixed padding)"
         )
-    if have_zoo:
+    if args.precision:
+        p = precision_and_limit(
+            model, tokenizer, splits, recipe.max_length, args.batch_size, args.repeats
+        )
+        result["precision"] = p
+        for name in ("fp32", "bf16"):
+            r = p[name]
+            print(f"{name}: {r['examples_per_s']:8.1f} examples/s; matmul limit "
+                  f"{r['matmul_GFLOPs']:.0f} GFLOP/s, linear layers at "
+                  f"{r['linear_GFLOPs_achieved']:.0f} GFLOP/s = "
+                  f"{r['fraction_of_matmul_limit']:.2f} of it")  # fmt: skip
+        print(f"bf16/fp32: {p['bf16_over_fp32']:.2f}x examples/s; argmax agreement "
+              f"{p['agreement']:.4f} (median batch {p['tokens_per_batch_median']} tokens)")  # fmt: skip
+    if args.trials:
+        result["trials"] = trials_per_hour(
+            args.study, args.samplers.split(","), args.trials, args.dev_per_split
+        )
+    if have_zoo and args.pairs:
         base_model, _ = load_base(recipe, 2)
         base = {k: v.clone() for k, v in base_model.state_dict().items()}
         experts = [load_expert(recipe.expert_dir(d))[0].state_dict() for d in recipe.domains]

@@ -6,7 +6,8 @@ fine-tuned, no download), then times, in the same run and on the same device:
 
 - copy:  ``dst.copy_(src)`` of one model's bytes (2 x model bytes moved);
 - apply: ``engine.apply(c)`` moving (N + 2) x model bytes (N models and the base read, one
-  output written);
+  output written); for ``float32>bfloat16`` (float32 rows into a bfloat16 working model, the
+  bfloat16 evaluation path of a study) (N + 1) float32 rows read and one bfloat16 output;
 - naive: ``theta = base + sum_i c_i * tau_i`` per tensor from a dict of task vectors, then
   ``model.load_state_dict``.
 
@@ -101,10 +102,12 @@ def naive_merge(engine: MergeEngine, base: dict, taus: list[dict], c: np.ndarray
 def bench(engine: MergeEngine, reps: int, naive_reps: int) -> dict:
     """Copy, apply and naive timings for one engine."""
     device, out = engine.device, engine.output
-    src = torch.empty_like(out).copy_(engine.stacked[0])
-    nbytes = out.numel() * out.element_size()
+    src = engine.stacked[0].clone()  # copy_ in the rows' dtype: the bandwidth reference
+    dst = torch.empty_like(src)
+    nbytes = src.numel() * src.element_size()
+    moved = (engine.n_models + 1) * nbytes + out.numel() * out.element_size()
     c = np.random.default_rng(0).uniform(0, 1, (engine.n_models, engine.n_groups))
-    t_copy, t_apply = _time([lambda: out.copy_(src), lambda: engine.apply(c)], reps, device)
+    t_copy, t_apply = _time([lambda: dst.copy_(src), lambda: engine.apply(c)], reps, device)
     slots = list(engine.slots())
     base = {s.name: s.base.clone() for s in slots}
     taus = [{s.name: (s.models[i] - s.base) for s in slots} for i in range(engine.n_models)]
@@ -112,7 +115,7 @@ def bench(engine: MergeEngine, reps: int, naive_reps: int) -> dict:
         [lambda: naive_merge(engine, base, taus, c), lambda: engine.apply(c)], naive_reps, device
     )
     copy_gbs = 2 * nbytes / t_copy / 1e9
-    apply_gbs = (engine.n_models + 2) * nbytes / t_apply / 1e9
+    apply_gbs = moved / t_apply / 1e9
     return {
         "params": out.numel(),
         "groups": engine.n_groups,
@@ -157,7 +160,11 @@ print(before, loaded, after, e.output.numel() * e.output.element_size())
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="minilm,large")
-    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument(
+        "--dtypes",
+        default="float32,bfloat16,float32>bfloat16",
+        help="row dtypes; ROWS>MODEL writes ROWS rows into a MODEL-dtype working model",
+    )
     parser.add_argument("--granularities", default="model,layer,tensor")
     parser.add_argument("--models", type=int, default=3, help="fine-tuned models N")
     parser.add_argument("--reps", type=int, default=15)
@@ -169,7 +176,7 @@ def main() -> None:
 
     device = torch.device(args.device)
     rows = []
-    header = (f"{'size':7} {'dtype':9} {'gran':7} {'params':>11} {'groups':>6} {'copy GB/s':>9} "
+    header = (f"{'size':7} {'dtype':17} {'gran':7} {'params':>11} {'groups':>6} {'copy GB/s':>9} "
               f"{'apply GB/s':>10} {'ratio':>6} {'apply ms':>9} {'naive ms':>9} {'speedup':>8}")  # fmt: skip
     print(
         f"device={device} threads={torch.get_num_threads()} N={args.models} torch={torch.__version__}"
@@ -185,15 +192,18 @@ def main() -> None:
                       f"({mem['model_MB']:.0f} MB), after 20 applies "
                       f"{mem['peak_after_applies_models']:.2f} x (N + 2 = {args.models + 2})")  # fmt: skip
             for dtype_name in args.dtypes.split(","):
-                dtype = getattr(torch, dtype_name)
+                rows_name, _, model_name = dtype_name.partition(">")
+                dtype = getattr(torch, rows_name)
+                model_dtype = getattr(torch, model_name) if model_name else None
                 for gran in args.granularities.split(","):
                     engine = MergeEngine.from_dirs(
-                        base, dirs, granularity=gran, device=device, dtype=dtype
-                    )
+                        base, dirs, granularity=gran, device=device, dtype=dtype,
+                        model_dtype=model_dtype,
+                    )  # fmt: skip
                     r = {"size": size, "dtype": dtype_name, "granularity": gran}
                     r |= bench(engine, args.reps, args.naive_reps)
                     rows.append(r)
-                    print(f"{size:7} {dtype_name:9} {gran:7} {r['params']:>11,} {r['groups']:>6} "
+                    print(f"{size:7} {dtype_name:17} {gran:7} {r['params']:>11,} {r['groups']:>6} "
                           f"{r['copy_GBps']:>9.1f} {r['apply_GBps']:>10.1f} {r['ratio']:>6.2f} "
                           f"{r['apply_ms']:>9.2f} {r['naive_ms']:>9.1f} "
                           f"{r['speedup_vs_naive']:>7.1f}x", flush=True)  # fmt: skip

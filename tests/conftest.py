@@ -73,6 +73,13 @@ def _runs_outside_the_checkout(tmp_path_factory):
             os.environ[key] = value
 
 
+@pytest.fixture(autouse=True)
+def _float32_unless_asked(monkeypatch):
+    """``precision = "auto"`` resolves to float32 in tests (their expected values are float32
+    ones); tests of bfloat16 and of ``auto`` itself delete ``EVOLVER_OPT_PRECISION``."""
+    monkeypatch.setenv("EVOLVER_OPT_PRECISION", "fp32")
+
+
 @pytest.fixture
 def sqlite_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'study.db'}"

@@ -78,8 +78,9 @@ def run(
         (sampler,) = preflight(config, [sampler], budget=target, storage=storage, warn=click.echo)
         click.echo(f"setting up {config.name}: {config.granularity} granularity ...")
         setup = build_setup(config)
+        click.echo(setup.precision.summary())
         study = open_study(
-            config,
+            setup.config,
             setup.initial_points(),
             sampler=sampler,
             seed=seed,
@@ -87,6 +88,7 @@ def run(
             study_name=study_name,
             heartbeat_interval=heartbeat,
             budget=target,
+            precision=setup.precision,
         )
         with PeakRSS() as peak:
             ran = run_study(

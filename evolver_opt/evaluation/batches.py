@@ -25,6 +25,15 @@ class Batch:
     labels: torch.Tensor
     index: torch.Tensor
 
+    def rows(self, start: int, end: int) -> Batch:
+        """Rows ``start:end`` of the batch (views, no copy)."""
+        return Batch(
+            self.input_ids[start:end],
+            self.attention_mask[start:end],
+            self.labels[start:end],
+            self.index[start:end],
+        )
+
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
     """A key that changes when the tokenizer's vocabulary or rules do."""

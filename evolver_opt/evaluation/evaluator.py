@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ class EvalResult:
     stopped_early: bool
     best_possible: float
     note: str | None = None
+    logprob: float | None = None  # mean log-probability of the right label, over n_seen
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,11 @@ class MeanResult:
     n_seen: int = 0
     n_total: int = 0
     note: str | None = None
+    logprob: float | None = None  # mean over splits of each one's mean log-prob (secondary)
+
+
+# After each stage: (stage index, running score over the examples seen, examples seen).
+StageCallback = Callable[[int, float, int], None]
 
 
 def _as_mapping(splits: Iterable[Split] | Mapping[str, Split]) -> dict[str, Split]:
@@ -63,7 +69,9 @@ class Evaluator:
     """Evaluate a classification model, as it is at call time, on named splits.
 
     The model is never copied: a merge engine may rewrite its weights in place between calls.
-    Each split is tokenized once per process and batched once per evaluator.
+    Each split is tokenized once per process and batched once per evaluator. ``before_split``
+    is called with a split's key before its batches run (e.g. to put that task's head in).
+    Logits are scored in float32 whatever the model's precision.
 
     >>> ev = Evaluator(model, tokenizer, [load_split("vader-tweets", "dev")])  # doctest: +SKIP
     >>> ev.evaluate("vader-tweets/dev", stop_below=0.8).best_possible  # doctest: +SKIP
@@ -81,6 +89,7 @@ class Evaluator:
         bf16: bool = False,
         padding: str = "bucket",
         seed: int = 0,
+        before_split: Callable[[str], None] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -95,6 +104,7 @@ class Evaluator:
         self.bf16 = bf16
         self.padding = padding
         self.seed = seed
+        self.before_split = before_split
         self._fingerprint = _batches.tokenizer_fingerprint(tokenizer)
         self._batches: dict[str, list[_batches.Batch]] = {}
         pad_id = tokenizer.pad_token_id
@@ -123,6 +133,10 @@ class Evaluator:
             ]
         return self._batches[split_key]
 
+    def n_examples(self, split_keys: Sequence[str]) -> int:
+        """How many examples the splits hold together."""
+        return sum(len(self._split(k)) for k in split_keys)
+
     def _split(self, split_key: str) -> Split:
         if split_key not in self.splits:
             raise ConfigError(
@@ -135,10 +149,26 @@ class Evaluator:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _predict(self, batch: _batches.Batch) -> torch.Tensor:
+    def _logits(self, batch: _batches.Batch) -> torch.Tensor:
         out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         logits = out.logits if hasattr(out, "logits") else out[0]
-        return logits.argmax(dim=-1)
+        return logits.float()
+
+    def _predict(self, batch: _batches.Batch) -> torch.Tensor:
+        return self._logits(batch).argmax(dim=-1)
+
+    def predictions(self, split_key: str) -> torch.Tensor:
+        """Every example's predicted label, in split order (one full pass; reporting and the
+        precision check)."""
+        split = self._split(split_key)
+        preds = torch.empty(len(split), dtype=torch.long)
+        if self.before_split is not None:
+            self.before_split(split_key)
+        self.model.eval()
+        with torch.inference_mode(), self._autocast():
+            for batch in self.batches(split_key):
+                preds[batch.index.cpu()] = self._predict(batch).cpu()
+        return preds
 
     def evaluate(
         self, split_key: str, stop_below: float | None = None, *, metric: str = "accuracy"
@@ -157,18 +187,50 @@ class Evaluator:
         stop_below: float | None = None,
         *,
         metric: str = "accuracy",
+        stages: Sequence[float] = (1.0,),
+        on_stage: StageCallback | None = None,
     ) -> MeanResult:
         """Mean metric over splits, for selection: test splits raise ``SplitError``.
 
         With ``stop_below`` (accuracy only) evaluation stops once the mean over all splits can
-        no longer reach it, counting every unseen example as right.
+        no longer reach it, counting every unseen example as right. ``stages`` (increasing
+        fractions ending with 1) cut every split's batches into nested prefixes run stage by
+        stage, tasks interleaved; ``on_stage`` gets the running score after each one (it may
+        raise, e.g. ``optuna.TrialPruned``, to stop).
         """
         keys = list(split_keys) if split_keys is not None else list(self.splits)
         for key in keys:
             require_selectable(self._split(key), "a selection score")
-        return self._run(keys, stop_below, metric)
+        return self._run(keys, stop_below, metric, stages, on_stage)
 
-    def _run(self, keys: list[str], stop_below: float | None, metric: str) -> MeanResult:
+    def _schedule(
+        self, keys: list[str], stages: Sequence[float]
+    ) -> list[list[tuple[str, int, int, int]]]:
+        """Per stage, the (split key, batch index, first row, end row) pieces it runs: stage s
+        holds the examples of every split between fractions ``stages[s - 1]`` and
+        ``stages[s]`` of its batch order, so the stages are nested prefixes of each split."""
+        plan: list[list[tuple[str, int, int, int]]] = [[] for _ in stages]
+        for key in keys:
+            sizes = [len(b.labels) for b in self.batches(key)]
+            starts = [sum(sizes[:i]) for i in range(len(sizes))]
+            n = sum(sizes)
+            cuts = [0] + [max(1, round(f * n)) if n else 0 for f in stages]
+            for s in range(len(stages)):
+                lo, hi = cuts[s], max(cuts[s], cuts[s + 1])
+                for b, (first, size) in enumerate(zip(starts, sizes)):
+                    a, e = max(lo, first), min(hi, first + size)
+                    if a < e:
+                        plan[s].append((key, b, a - first, e - first))
+        return plan
+
+    def _run(
+        self,
+        keys: list[str],
+        stop_below: float | None,
+        metric: str,
+        stages: Sequence[float] = (1.0,),
+        on_stage: StageCallback | None = None,
+    ) -> MeanResult:
         if metric not in metrics.RACEABLE:
             raise ConfigError(
                 f"unknown metric {metric!r}; expected one of {sorted(metrics.RACEABLE)}"
@@ -190,15 +252,27 @@ class Evaluator:
         totals = {key: len(self._split(key)) for key in keys}
         correct = dict.fromkeys(keys, 0)
         seen = dict.fromkeys(keys, 0)
+        logprob = dict.fromkeys(keys, 0.0)
         preds: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
         stopped = False
+        current = None
         self.model.eval()
-        with torch.inference_mode(), self._autocast():
-            for key in keys:
-                for batch in all_batches[key]:
-                    pred = self._predict(batch)
+        plan = self._schedule(keys, stages)
+        for stage, work in enumerate(plan):
+            with torch.inference_mode(), self._autocast():
+                for key, b, lo, hi in work:
+                    if key != current and self.before_split is not None:
+                        self.before_split(key)
+                    current = key
+                    batch = all_batches[key][b]
+                    if hi - lo < len(batch.labels):
+                        batch = batch.rows(lo, hi)
+                    logits = self._logits(batch)
+                    pred = logits.argmax(dim=-1)
                     correct[key] += int((pred == batch.labels).sum().item())
                     seen[key] += len(batch.labels)
+                    right = logits.log_softmax(dim=-1).gather(1, batch.labels[:, None])
+                    logprob[key] += float(right.sum())
                     if metric == "macro_f1":
                         preds[key].append(torch.stack([pred.cpu(), batch.labels.cpu()]))
                     if racing:
@@ -208,12 +282,35 @@ class Evaluator:
                         if bound < stop_below:
                             stopped = True
                             break
-                if stopped:
-                    break
-        return self._collect(keys, metric, correct, seen, totals, preds, racing, stopped, note)
+            if stopped:
+                break
+            if on_stage is not None:
+                on_stage(
+                    stage, self._running(keys, metric, correct, seen, preds), sum(seen.values())
+                )
+        return self._collect(
+            keys, metric, correct, seen, totals, preds, racing, stopped, note, logprob
+        )
+
+    def _running(self, keys, metric, correct, seen, preds) -> float:
+        """The metric over the examples seen so far, averaged over the splits."""
+        values = []
+        for key in keys:
+            if not seen[key]:
+                continue
+            if metric == "macro_f1":
+                pairs = torch.cat(preds[key], dim=1)
+                values.append(
+                    metrics.macro_f1(
+                        pairs[0].tolist(), pairs[1].tolist(), self._split(key).num_labels
+                    )
+                )
+            else:
+                values.append(correct[key] / seen[key])
+        return sum(values) / len(values) if values else 0.0
 
     def _collect(
-        self, keys, metric, correct, seen, totals, preds, racing, stopped, note
+        self, keys, metric, correct, seen, totals, preds, racing, stopped, note, logprob
     ) -> MeanResult:
         per_split = {}
         for key in keys:
@@ -235,6 +332,7 @@ class Evaluator:
                 stopped_early=stopped and not done,
                 best_possible=metrics.best_possible_accuracy(correct[key], seen[key], totals[key]),
                 note=note,
+                logprob=logprob[key] / seen[key] if seen[key] else None,
             )
         bound = metrics.best_possible_mean([(correct[k], seen[k], totals[k]) for k in keys])
         stopped = stopped and sum(seen.values()) < sum(totals.values())  # not at the very end
@@ -254,4 +352,7 @@ class Evaluator:
             n_seen=sum(seen.values()),
             n_total=sum(totals.values()),
             note=note,
+            logprob=None
+            if stopped
+            else sum(r.logprob or 0.0 for r in per_split.values()) / len(keys),
         )

@@ -9,6 +9,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,9 +56,11 @@ class MergeEngine:
     """
 
     def __init__(self, model: nn.Module, ckpts: CheckpointSet, plan: Plan, layout: Layout,
-                 granularity: str, device: torch.device, dtype: torch.dtype) -> None:  # fmt: skip
+                 granularity: str, device: torch.device, dtype: torch.dtype,
+                 model_dtype: torch.dtype | None = None) -> None:  # fmt: skip
         self.model, self.checkpoints, self.plan, self.layout = model, ckpts, plan, layout
         self.granularity, self.device, self.dtype = granularity, device, dtype
+        self.model_dtype = model_dtype or dtype
         self.model_names: list[str] = ckpts.names
         self.group_names: list[str] = list(layout.group_names)
         self.param_names: list[str] = [
@@ -65,7 +68,7 @@ class MergeEngine:
         ]
         self._name_index = {n: i for i, n in enumerate(self.param_names)}
         n = len(self.model_names)
-        self.output = torch.empty(layout.numel, dtype=dtype, device=device)
+        self.output = torch.empty(layout.numel, dtype=self.model_dtype, device=device)
         self._bind_parameters()  # frees the constructed parameters before the rows exist
         self.stacked = torch.empty(n + 1, layout.numel, dtype=dtype, device=device)
         self._load_stacked()
@@ -74,6 +77,7 @@ class MergeEngine:
         if not plan.heads_merged:
             self._load_heads()
         self._kernel = GroupMatVec(self.stacked, self.output, layout.group_spans)
+        self._outputs = {self.model_dtype: (self.output, self._kernel)}
         self.version = 0
         self.state: dict[str, Any] = {}
         self.apply(np.zeros((self.n_models, self.n_groups)))
@@ -90,12 +94,18 @@ class MergeEngine:
         trust_remote_code: bool = False,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        model_dtype: torch.dtype | None = None,
         model_names: Sequence[str] | None = None,
         auto_class: Any = None,
     ) -> MergeEngine:
-        """Load, check and stack the checkpoints; peak memory about (N + 2) x model bytes."""
-        if dtype not in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
-            raise ConfigError(f"dtype={dtype} is not a floating dtype (float32, bfloat16, ...)")
+        """Load, check and stack the checkpoints; peak memory about (N + 2) x model bytes.
+
+        ``dtype`` is that of the stacked rows; ``model_dtype`` (default: the same) that of the
+        working model the merge writes, e.g. float32 rows into a bfloat16 model for bfloat16
+        evaluation with every merge summed in float32 and rounded once."""
+        for d in (dtype, model_dtype or dtype):
+            if d not in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+                raise ConfigError(f"dtype={d} is not a floating dtype (float32, bfloat16, ...)")
         if granularity not in GRANULARITIES:
             raise ConfigError(f"granularity={granularity!r} is not one of {list(GRANULARITIES)}")
         if heads not in HEAD_MODES:
@@ -105,13 +115,13 @@ class MergeEngine:
             trust_remote_code=trust_remote_code,
         )  # fmt: skip
         device = torch.device(device)
-        model = build_working_model(ckpts, auto_class, device, dtype)
+        model = build_working_model(ckpts, auto_class, device, model_dtype or dtype)
         plan = plan_merge(ckpts, model, heads)
         merged = [n for n in plan.names if plan.heads_merged or n not in plan.head_names]
         layout = build_layout(
             merged, [plan.shapes[n] for n in merged], granularity, plan.head_names
         )
-        return cls(model, ckpts, plan, layout, granularity, device, dtype)
+        return cls(model, ckpts, plan, layout, granularity, device, dtype, model_dtype)
 
     # -- construction -------------------------------------------------------------------
     def _bind_parameters(self) -> None:
@@ -146,7 +156,7 @@ class MergeEngine:
         for ckpt, keys in zip(self.checkpoints.models, self.plan.keys[1:]):
             wanted = {keys[n]: n for n in self.plan.head_names}
             self.task_heads[ckpt.name] = {
-                wanted[k]: t.to(device=self.device, dtype=self.dtype)
+                wanted[k]: t.to(device=self.device, dtype=self.dtype)  # exact; rounded on use
                 for k, t in ckpt.iter_read(wanted)
             }
         self.use_head(self.model_names[0])
@@ -229,6 +239,43 @@ class MergeEngine:
         self.version += 1
         self.state = dict(state)
 
+    @contextlib.contextmanager
+    def model_precision(self, dtype: torch.dtype) -> Iterator[None]:
+        """Within the block the working model holds its weights in ``dtype`` (e.g. float32 to
+        re-score a bfloat16 study's answer), with the same merge and head; restored after.
+
+        A coefficient merge is re-applied exactly; another one (a static method's direct write)
+        is converted from the weights the model holds now."""
+        before = self.model_dtype
+        self.set_model_dtype(dtype)
+        try:
+            yield
+        finally:
+            self.set_model_dtype(before)
+
+    def set_model_dtype(self, dtype: torch.dtype) -> None:
+        """Hold the working model's weights in ``dtype`` from now on (see ``model_precision``)."""
+        if dtype == self.model_dtype:
+            return
+        old = self.output
+        if dtype not in self._outputs:
+            out = torch.empty(self.layout.numel, dtype=dtype, device=self.device)
+            self._outputs[dtype] = (out, GroupMatVec(self.stacked, out, self.layout.group_spans))
+        self.output, self._kernel = self._outputs[dtype]
+        self.model_dtype = dtype
+        self._bind_parameters()
+        merged = set(self.layout.names)
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                if name not in merged:  # a task head kept separate
+                    p.data = p.data.to(dtype)
+        if self.active_head is not None:
+            self.use_head(self.active_head)
+        if "coefficients" in self.state:
+            self.apply(self.state["coefficients"])
+        else:
+            self.output.copy_(old)
+
     def slots(self) -> Iterator[TensorSlot]:
         """Every merged tensor with views of the base row, the model rows and the output."""
         starts = [s for s, _ in self.layout.group_spans]
@@ -255,7 +302,7 @@ class MergeEngine:
                 if p.shape == tensor.shape:
                     p.copy_(tensor)
                 else:  # another label count: swap storage, keep the module consistent
-                    p.data = tensor.clone()
+                    p.data = tensor.to(self.model_dtype, copy=True)
                     owner = self.model.get_submodule(pname.rpartition(".")[0])
                     if isinstance(owner, nn.Linear) and pname.endswith("weight"):
                         owner.out_features = tensor.shape[0]

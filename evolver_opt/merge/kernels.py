@@ -7,8 +7,10 @@ bit for bit in any dtype (every partial sum is 0 or theta_i).
 
 float32/float64: ``torch.mv`` on strided views of the rows. The row-major ``(N+1, P)`` layout
 beat an interleaved ``(P, N+1)`` one by 2x on CPU.
-bfloat16/float16: chunks of the rows are upcast into a float32 scratch, the same ``mv`` runs
-in float32 and the sum is rounded once. Rejected on CPU: torch's bfloat16 ``mv`` (0.1 of copy
+bfloat16/float16 rows: chunks of the rows are upcast into a float32 scratch, the same ``mv``
+runs in float32 and the sum is rounded once. float32 rows into a bfloat16 working model (the
+evaluation precision of a study): the float32 ``mv`` writes a scratch chunk that is rounded
+once into the output. Rejected on CPU: torch's bfloat16 ``mv`` (0.1 of copy
 bandwidth) and N + 1 in-dtype ``add_`` passes (0.6, but rounding N + 1 times at the weights'
 magnitude, an error as large as a fine-tuning delta).
 
@@ -43,14 +45,15 @@ class GroupMatVec:
     ) -> None:
         self.stacked, self.out = stacked, out
         self.upcast = stacked.dtype not in _MV_DTYPES
-        self.mode = "chunked" if self.upcast else "mv"
+        self.round = not self.upcast and out.dtype != stacked.dtype  # e.g. float32 -> bfloat16
+        self.mode = "chunked" if self.upcast else ("mv-round" if self.round else "mv")
         acc = torch.float32 if self.upcast else stacked.dtype
         rows, device = stacked.shape[0], stacked.device
         on_cpu = device.type == "cpu"
         self.coef = torch.zeros(len(spans), rows, dtype=acc, device=device)
         coef_rows = list(self.coef)  # views, refreshed in place by copy_
         if chunk is None:
-            chunk = _CPU_CHUNK if on_cpu else (1 << 22 if self.upcast else 1 << 62)
+            chunk = _CPU_CHUNK if on_cpu else (1 << 62 if self.mode == "mv" else 1 << 22)
         pieces = [
             (a, min(e, a + chunk), coef_rows[g])
             for g, (s, e) in enumerate(spans)
@@ -66,8 +69,8 @@ class GroupMatVec:
                 (stacked[:, s:e] if self.upcast else stacked[:, s:e].t(), out[s:e], a)
                 for s, e, a in mine
             ]
-            longest = max((e - s for s, e, _ in mine), default=0) if self.upcast else 0
-            scratch = torch.empty(rows, longest, dtype=acc, device=device)
+            longest = max((e - s for s, e, _ in mine), default=0) if self.mode != "mv" else 0
+            scratch = torch.empty(rows if self.upcast else 0, longest, dtype=acc, device=device)
             self._parts.append((views, scratch, torch.empty(longest, dtype=acc, device=device)))
         self._pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
 
@@ -87,9 +90,15 @@ class GroupMatVec:
         if self._pool is not None:
             torch.set_num_threads(1)  # this worker's ops stay on its own core
         views, scratch, acc = self._parts[worker]
-        if not self.upcast:
+        if self.mode == "mv":
             for wt, o, a in views:
                 torch.mv(wt, a, out=o)
+            return
+        if self.round:
+            for wt, o, a in views:
+                n = o.numel()
+                torch.mv(wt, a, out=acc[:n])
+                o.copy_(acc[:n])
             return
         for w, o, a in views:
             n = o.numel()

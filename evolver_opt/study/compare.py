@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+import torch
 
 from evolver_opt.study.element import ElementObjective, answer_curve
 from evolver_opt.study.objective import MergeSetup, evaluate_dev
@@ -42,6 +43,11 @@ class Row:
     # Per test split, each example's correctness ("1"/"0", the split's order): the paired
     # bootstrap of single runs (study/statistics.py). Kept when the metric is accuracy.
     test_correct: dict[str, str] = field(default_factory=dict)
+    # The answer's dev score re-scored in float32 (the study scored in bfloat16), else None.
+    best_dev_fp32: float | None = None
+    pruned: int = 0  # trials stopped by the study's pruner (staged dev scoring)
+    race_lost: int = 0  # Evolver offspring stopped by exact racing against their parent
+    examples_saved: float = 0.0  # fraction of the trials' dev forward passes not run
 
 
 class TestReporter:
@@ -89,18 +95,11 @@ class TestReporter:
 
         The same batches, precision and predictions as ``Evaluator.evaluate`` (a full pass, no
         racing), so the score is the one it gives; the correctness costs no second pass."""
-        import torch
-
         from evolver_opt.evaluation import metrics
 
         ev = self.evaluator
         split = ev.splits[key]
-        preds = torch.empty(len(split), dtype=torch.long)
-        ev.model.eval()
-        with torch.inference_mode(), ev._autocast():
-            for batch in ev.batches(key):
-                preds[batch.index.cpu()] = ev._predict(batch).cpu()
-        pred, labels = preds.numpy(), np.asarray(split.labels)
+        pred, labels = ev.predictions(key).numpy(), np.asarray(split.labels)
         hits = pred == labels
         if self.setup.config.metric == "accuracy":
             return int(hits.sum()) / len(split) if len(split) else 0.0, hits
@@ -127,6 +126,8 @@ def run_compare(
     from evolver_opt.study.element import make_objective, resolve_sampler
     from evolver_opt.study.memory import PeakRSS, record_peak
 
+    if setup.precision is not None:
+        echo(setup.precision.summary() + "; answers are re-scored in float32 for the report")
     reporter = TestReporter(setup)
     rows = []
     resolved = [resolve_sampler(setup.config.granularity, s) for s in samplers]
@@ -140,6 +141,7 @@ def run_compare(
                 seed=seed,
                 storage=storage,
                 budget=n_trials,
+                precision=setup.precision,
             )
             done = finished_count(study)
             if done >= n_trials:
@@ -150,7 +152,8 @@ def run_compare(
                 if done < n_trials:  # a finished study shows no second, full progress bar
                     run_study(study, objective, n_trials=n_trials, show_progress_bar=progress)
             echo(f"{study.study_name}: scoring its best trial on the test splits")
-            row = _sampler_row(study, sampler, seed, setup, reporter, objective)
+            with setup.engine.model_precision(torch.float32):
+                row = _sampler_row(study, sampler, seed, setup, reporter, objective)
             row.peak_rss_mb = record_peak(study, peak)
             rows.append(row)
     from evolver_opt.merge import get_method
@@ -159,11 +162,12 @@ def run_compare(
     references += [("expert", name) for name in setup.engine.model_names]
     for k, (kind, name) in enumerate(references, start=1):
         echo(f"reference rows {k}/{len(references)}: {kind} {name} (dev and test)")
-        if kind == "static":
-            get_method(name).merge(setup.engine)
-        else:
-            setup.engine.apply(setup.engine.one_hot(name))
-        rows.append(_reference_row(kind, name, setup, reporter))
+        with setup.engine.model_precision(torch.float32):
+            if kind == "static":
+                get_method(name).merge(setup.engine)
+            else:
+                setup.engine.apply(setup.engine.one_hot(name))
+            rows.append(_reference_row(kind, name, setup, reporter))
     return rows
 
 
@@ -185,8 +189,11 @@ def _sampler_row(
         for t in trials
         if t.datetime_start is not None and t.datetime_complete is not None
     )
-    examples = np.cumsum([t.user_attrs.get("examples_seen", 0) for t in trials]).tolist()
+    seen = [t.user_attrs.get("examples_seen", 0) for t in trials]
+    examples = np.cumsum(seen).tolist()
+    dev_total = setup.evaluator.n_examples(setup.dev_keys)
     curve = np.maximum.accumulate(values).tolist()
+    best_dev_fp32 = None
     if isinstance(objective, ElementObjective):  # the answer: best individual / merged population
         best_dev = objective.apply_answer(study)
         curve = answer_curve(study, objective.mode.mode)
@@ -194,14 +201,25 @@ def _sampler_row(
         best = study.best_trial
         setup.engine.apply(setup.coefficients(best.params))
         best_dev = best.value
+        if setup.config.precision == "bf16":
+            best_dev_fp32 = float(evaluate_dev(setup).score)
     scores, correct = reporter.score()
     test_in, test_out = reporter.summarize(scores)
     return Row(
         kind="sampler", name=sampler, seed=seed, best_dev=float(best_dev), test_in=test_in, test_out=test_out,
         test=scores, trials=len(trials), wall_s=round(wall, 1), study_name=study.study_name,
         curve=curve, examples=[int(e) for e in examples], test_in_domain=list(reporter.in_domain),
-        test_correct=correct,
+        test_correct=correct, best_dev_fp32=best_dev_fp32,
+        pruned=sum("pruned" in t.user_attrs for t in trials),
+        race_lost=sum("race_lost" in t.user_attrs for t in trials),
+        examples_saved=_saved(trials, dev_total),
     )  # fmt: skip
+
+
+def _saved(trials: Sequence[optuna.trial.FrozenTrial], dev_total: int) -> float:
+    """The fraction of dev forward passes that racing and pruning spared the scored trials."""
+    seen = [t.user_attrs["examples_seen"] for t in trials if "examples_seen" in t.user_attrs]
+    return round(1 - sum(seen) / (dev_total * len(seen)), 4) if seen and dev_total else 0.0
 
 
 def _reference_row(kind: str, name: str, setup: MergeSetup, reporter: TestReporter) -> Row:

@@ -27,6 +27,7 @@ Bad values fail at load with the field, the value and what is allowed.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import tomllib
@@ -53,11 +54,11 @@ IDENTITY_FIELDS = (
     "seed_merges",
     "racing",
     "evaluation",
+    "pruner",
 )
-# Evaluation settings that change a score (batch size only changes speed). Fields added to the
-# identity after studies were stored are left out while at their default, so those studies
-# keep their hash; any other value is part of it.
-SCORE_EVALUATION_FIELDS = ("max_length", "bf16", "device")
+# Evaluation settings that change a score are max_length, device and the resolved precision
+# (batch size only changes speed). Fields added to the identity after studies were stored are
+# left out while at their default, so those studies keep their hash.
 
 
 class _Frozen(BaseModel):
@@ -72,10 +73,86 @@ class ExpertSpec(_Frozen):
 
 
 class EvaluationSettings(_Frozen):
+    """How trials are scored. ``precision``: ``fp32``, ``bf16`` or ``auto`` (bfloat16 where the
+    hardware has it, checked against float32 on the start points; evaluation/precision.py)."""
+
     batch_size: int = Field(64, ge=1)
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps|xpu(:\d+)?)$")
     max_length: int = Field(128, ge=8)
-    bf16: bool = False
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bf16_alias(cls, data: Any) -> Any:
+        """``bf16 = true/false`` (the older spelling) is ``precision = "bf16"/"fp32"``."""
+        if isinstance(data, dict) and "bf16" in data:
+            data = dict(data)
+            flag = data.pop("bf16")
+            if "precision" in data:
+                raise ValueError("give precision or the older bf16, not both")
+            if not isinstance(flag, bool):
+                raise ValueError(f"bf16 must be true or false, got {flag!r}")
+            data["precision"] = "bf16" if flag else "fp32"
+        return data
+
+    @property
+    def resolved_precision(self) -> str:
+        """``fp32`` or ``bf16``: ``auto`` decided for this machine and device."""
+        from evolver_opt.evaluation.precision import resolve
+
+        return resolve(self.precision, self.device)
+
+
+class PrunerSettings(_Frozen):
+    """Staged dev scoring with one of Optuna's pruners (``none``: one stage, no pruning).
+
+    After each stage (a fraction of every dev split, tasks interleaved) the running score is
+    ``trial.report``-ed with step = dev examples seen, and the pruner may stop the trial.
+    Evolver's offspring race their parent exactly instead and are never pruned by it."""
+
+    name: Literal["none", "median", "successive_halving", "patient"] = "none"
+    stages: tuple[float, ...] = (0.25, 0.5, 1.0)
+    options: dict[str, int | float] = {}  # keyword arguments of the Optuna pruner
+
+    @field_validator("stages")
+    @classmethod
+    def _increasing(cls, stages: tuple[float, ...]) -> tuple[float, ...]:
+        if not stages or stages[-1] != 1.0 or any(not 0 < s <= 1 for s in stages):
+            raise ValueError(f"expected fractions in (0, 1] ending with 1.0, got {list(stages)}")
+        if any(a >= b for a, b in itertools.pairwise(stages)):
+            raise ValueError(f"expected increasing fractions, got {list(stages)}")
+        return stages
+
+    @model_validator(mode="after")
+    def _builds(self) -> PrunerSettings:
+        self.make()  # a bad option fails at load, naming it
+        return self
+
+    def make(self) -> Any:
+        """The Optuna pruner (``NopPruner`` for ``none``)."""
+        import warnings
+
+        import optuna
+
+        options = dict(self.options)
+        try:
+            if self.name == "none":
+                if options:
+                    raise ValueError("options need a pruner name")
+                return optuna.pruners.NopPruner()
+            if self.name == "median":
+                return optuna.pruners.MedianPruner(**options)
+            if self.name == "successive_halving":
+                return optuna.pruners.SuccessiveHalvingPruner(**options)
+            patience = int(options.pop("patience", 1))
+            min_delta = float(options.pop("min_delta", 0.0))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.pruners.PatientPruner(
+                    optuna.pruners.MedianPruner(**options), patience=patience, min_delta=min_delta
+                )
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"pruner {self.name!r} with options {self.options}: {exc}") from None
 
 
 class EvolverSettings(_Frozen):
@@ -114,6 +191,7 @@ class StudyConfig(_Frozen):
     test_per_split: int | None = Field(None, ge=1)
     metric: Literal["accuracy", "macro_f1"] = "accuracy"
     racing: bool = True
+    pruner: PrunerSettings = PrunerSettings()
     n_trials: int = Field(150, ge=1)
     evaluation: EvaluationSettings = EvaluationSettings()
     evolver: EvolverSettings = EvolverSettings()
@@ -141,6 +219,11 @@ class StudyConfig(_Frozen):
                 raise ValueError(
                     f"zoo_experts {unknown} are not [zoo] domains {list(self.zoo.domains)}"
                 )
+        if self.granularity == "element" and self.evaluation.precision == "bf16":
+            raise ValueError(
+                'granularity "element" keeps its weight population in float32: use '
+                'evaluation.precision = "fp32" or "auto"'
+            )
         names = [e.name for e in self.expert_specs()]
         if len(set(names)) != len(names):
             raise ValueError(f"expert names must be unique, got {names}")
@@ -163,6 +246,13 @@ class StudyConfig(_Frozen):
         return f"{self.name}-{self.granularity}{dev}"
 
     @property
+    def precision(self) -> str:
+        """The resolved evaluation precision, ``fp32`` or ``bf16`` (``element``: ``fp32``)."""
+        if self.granularity == "element":
+            return "fp32"
+        return self.evaluation.resolved_precision
+
+    @property
     def base_name(self) -> str:
         return self.base if self.base is not None else self.zoo.base  # type: ignore[union-attr]
 
@@ -171,13 +261,18 @@ class StudyConfig(_Frozen):
         data = self.model_dump(mode="json")
         data["base"] = self.base_name
         data["experts"] = [e.model_dump(mode="json") for e in self.expert_specs()]
-        data["evaluation"] = {k: data["evaluation"][k] for k in SCORE_EVALUATION_FIELDS}
+        data["evaluation"] = {
+            "max_length": self.evaluation.max_length,
+            "bf16": self.precision == "bf16",  # resolved: what the scores are computed in
+            "device": self.evaluation.device,
+        }
         defaults = StudyConfig.model_fields
         later = {  # fields added after studies were stored: left out at their default
             "dev_per_split": None,
             "seed_merges": list(defaults["seed_merges"].default),
             "racing": defaults["racing"].default,
-            "evaluation": {k: getattr(EvaluationSettings(), k) for k in SCORE_EVALUATION_FIELDS},
+            "evaluation": {"max_length": 128, "bf16": False, "device": "cpu"},
+            "pruner": PrunerSettings().model_dump(mode="json"),
         }
         return {k: data[k] for k in IDENTITY_FIELDS if k not in later or data[k] != later[k]}
 

@@ -31,6 +31,7 @@ from evolver_opt.paths import runs_dir
 ATTR_CONFIG = "evolver_opt:config"  # as written by evolver_opt.study.runner.open_study
 ATTR_SAMPLER = "evolver_opt:sampler"
 ATTR_PROBLEM = "evolver_opt:problem"  # what a config-less study (synthetic demo) solves
+ATTR_PRECISION = "evolver_opt:precision"  # evolver_opt.study.precision_check
 ARTIFACT_PREFIX = "artifacts:"  # Optuna's study system-attribute prefix for artifact metadata
 MAX_NOTE_GROUPS = 24  # groups listed in the note's recipe table (the JSON artifact has all)
 
@@ -164,6 +165,31 @@ def _recipe_table(recipe: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _pruner_line(config: dict[str, Any]) -> str:
+    pruner = config.get("pruner") or {}
+    if pruner.get("name", "none") == "none":
+        return "- **Pruner**: none (every non-Evolver trial scores the whole dev set)"
+    options = ", ".join(f"{k}={v}" for k, v in (pruner.get("options") or {}).items())
+    return (
+        f"- **Pruner**: `{pruner['name']}`{f' ({options})' if options else ''}, dev scored in "
+        f"stages {pruner.get('stages')} (Evolver trials race their parent instead)"
+    )
+
+
+def _precision_line(check: dict[str, Any] | None) -> str:
+    if not check:
+        return "- **Precision**: float32 (not recorded)"
+    line = f"- **Precision**: {check['used']} (setting {check['setting']}: {check['reason']})"
+    agreement = check.get("agreement") or {}
+    if agreement:
+        low = min(agreement, key=agreement.__getitem__)
+        line += (
+            f"; bf16/fp32 argmax agreement on the start points min {agreement[low]:.4f}"
+            f" ({low}), threshold {check['threshold']}; answers re-scored in float32 for reports"
+        )
+    return line
+
+
 def study_note(study: optuna.Study, *, artifacts: Sequence[str] = ()) -> str:
     """The study's dashboard note (Markdown)."""
     config = study_config(study)
@@ -192,6 +218,8 @@ def study_note(study: optuna.Study, *, artifacts: Sequence[str] = ()) -> str:
             ),
             f"- **Start points** (enqueued): each expert alone, {_fmt_list(config.get('seed_merges'))}",
             f"- **Racing**: {'on' if config.get('racing') else 'off'}",
+            _pruner_line(config),
+            _precision_line(study.user_attrs.get(ATTR_PRECISION)),
         ]
     elif study.user_attrs.get(ATTR_PROBLEM):
         direction = study.direction.name.lower()
@@ -210,7 +238,8 @@ def study_note(study: optuna.Study, *, artifacts: Sequence[str] = ()) -> str:
     )
     if config:
         lines += ["", "Trial user attributes: `dev:<split>` per-domain dev scores, `raced`,"]
-        lines += ["`race_lost` (a PRUNED offspring), `merge_s`, `eval_s`, `examples_seen`."]
+        lines += ["`race_lost` (an offspring PRUNED by racing), `pruned` (by the pruner),"]
+        lines += ["`merge_s`, `eval_s`, `examples_seen`, `dev_logprob` (secondary score)."]
     lines += [""]
     recipe = best_recipe(study)
     if recipe is None:

@@ -18,8 +18,9 @@ import optuna
 
 from evolver_opt.errors import CheckpointError, ConfigError
 from evolver_opt.integrations._batched_storage import flush_params
-from evolver_opt.integrations.optuna_sampler import offspring_info
+from evolver_opt.integrations.optuna_sampler import EvolverSampler, offspring_info
 from evolver_opt.study.config import StudyConfig, check_device, engine_granularity
+from evolver_opt.study.precision_check import PrecisionCheck, check_precision
 
 
 @dataclass
@@ -32,32 +33,42 @@ class MergeSetup:
     tokenizer: Any
     dev_keys: list[str]
     head_of: dict[str, str]  # split key -> expert whose head scores it (heads kept separate)
+    precision: PrecisionCheck | None = None  # what trials are scored in, and why
 
     @property
     def param_names(self) -> list[str]:
         return list(self.engine.param_names)
 
-    def initial_points(self) -> list[dict[str, float]]:
+    def named_initial_points(self) -> dict[str, dict[str, float]]:
         """Each expert alone, then the configured static merges (all as coefficients)."""
         from evolver_opt.merge import get_method
 
-        points = [self.engine.one_hot(i) for i in range(self.engine.n_models)]
+        points = {name: self.engine.one_hot(i) for i, name in enumerate(self.engine.model_names)}
         for name in self.config.seed_merges:
-            points.append(get_method(name).coefficients(self.engine))
+            points[name] = get_method(name).coefficients(self.engine)
         lo, hi = self.config.bounds
-        return [
-            dict(zip(self.param_names, np.clip(p, lo, hi).ravel().tolist(), strict=True))
-            for p in points
-        ]
+        return {
+            name: dict(zip(self.param_names, np.clip(p, lo, hi).ravel().tolist(), strict=True))
+            for name, p in points.items()
+        }
+
+    def initial_points(self) -> list[dict[str, float]]:
+        return list(self.named_initial_points().values())
 
     def coefficients(self, params: dict[str, float]) -> np.ndarray:
         return coefficients_of(self.config, self.engine, params)
 
 
 def build_engine(
-    config: StudyConfig, *, data_dir: Path | None = None, zoo_root: Path | None = None
+    config: StudyConfig,
+    *,
+    data_dir: Path | None = None,
+    zoo_root: Path | None = None,
+    model_dtype: Any = None,
 ) -> Any:
-    """Load and check the experts and stack their task vectors (building the zoo if needed)."""
+    """Load and check the experts and stack their task vectors (building the zoo if needed).
+
+    The rows are float32; ``model_dtype`` (default float32) is the working model's."""
     import torch
 
     from evolver_opt.merge import MergeEngine
@@ -74,14 +85,14 @@ def build_engine(
     for e in experts:
         if not Path(e.path).is_dir():
             raise CheckpointError(f"expert {e.name!r}: directory {e.path} does not exist")
-    ev = config.evaluation
     return MergeEngine.from_dirs(
         base,
         [e.path for e in experts],
         granularity=engine_granularity(config),
         heads=config.heads,
-        device=ev.device,
-        dtype=torch.bfloat16 if ev.bf16 else torch.float32,
+        device=config.evaluation.device,
+        dtype=torch.float32,
+        model_dtype=model_dtype or torch.float32,
         model_names=[e.name for e in experts],
     )
 
@@ -89,15 +100,20 @@ def build_engine(
 def build_setup(
     config: StudyConfig, *, data_dir: Path | None = None, zoo_root: Path | None = None
 ) -> MergeSetup:
-    """Load the experts, stack their task vectors and tokenize the dev sets (once)."""
+    """Load the experts, stack their task vectors, tokenize the dev sets and settle the
+    evaluation precision (once). ``setup.config`` has the precision resolved."""
     from evolver_opt.data import load_split
     from evolver_opt.data.pipeline import ensure_prepared
     from evolver_opt.evaluation import Evaluator
+    from evolver_opt.evaluation.precision import dtype_of
     from evolver_opt.evaluation.tokenizer import shared_tokenizer
 
     check_device(config.evaluation.device)  # before the data, the zoo and the models
+    precision = config.precision  # "auto" decided (and $EVOLVER_OPT_PRECISION read) now
     data_dir = ensure_prepared(data_dir)
-    engine = build_engine(config, data_dir=data_dir, zoo_root=zoo_root)
+    engine = build_engine(
+        config, data_dir=data_dir, zoo_root=zoo_root, model_dtype=dtype_of(precision)
+    )
     experts = config.expert_specs(zoo_root)
     tokenizer = shared_tokenizer(
         [*((e.name, e.path) for e in experts), ("base", engine.checkpoints.base.path)]
@@ -106,15 +122,6 @@ def build_setup(
         load_split(domain, "dev", data_dir=data_dir).subset(config.dev_per_split)
         for domain in config.dev
     ]
-    ev = config.evaluation
-    evaluator = Evaluator(
-        engine.model,
-        tokenizer,
-        splits,
-        batch_size=ev.batch_size,
-        device=ev.device,
-        max_length=ev.max_length,
-    )
     head_of = {}
     if not engine.heads_merged:
         names = {e.name for e in experts}
@@ -125,7 +132,26 @@ def build_setup(
                     f"the same name for its head; experts are {sorted(names)}"
                 )
             head_of[split.key] = split.domain
-    return MergeSetup(config, engine, evaluator, tokenizer, [s.key for s in splits], head_of)
+    ev = config.evaluation
+    evaluator = Evaluator(
+        engine.model,
+        tokenizer,
+        splits,
+        batch_size=ev.batch_size,
+        device=ev.device,
+        max_length=ev.max_length,
+        before_split=(lambda key: engine.use_head(head_of[key])) if head_of else None,
+    )
+    setup = MergeSetup(config, engine, evaluator, tokenizer, [s.key for s in splits], head_of)
+    points = {n: setup.coefficients(p) for n, p in setup.named_initial_points().items()}
+    setup.precision = check_precision(
+        engine, evaluator, setup.dev_keys, points, setting=ev.precision, used=precision
+    )
+    if setup.precision.used != precision:  # auto fell back to float32
+        setup.config = config.model_copy(
+            update={"evaluation": ev.model_copy(update={"precision": setup.precision.used})}
+        )
+    return setup
 
 
 def coefficients_of(config: StudyConfig, engine: Any, params: dict[str, float]) -> np.ndarray:
@@ -137,21 +163,21 @@ def coefficients_of(config: StudyConfig, engine: Any, params: dict[str, float]) 
     return c
 
 
-def evaluate_dev(setup: MergeSetup, stop_below: float | None = None) -> Any:
-    """The mean dev score of the working model as it is now (racing when ``stop_below``)."""
-    if setup.head_of:  # one head per task: switch heads per split; no joint racing bound
-        from evolver_opt.evaluation import MeanResult
-
-        per_split = {}
-        for key in setup.dev_keys:
-            setup.engine.use_head(setup.head_of[key])
-            per_split[key] = setup.evaluator.evaluate(key, metric=setup.config.metric)
-        values = [getattr(r, setup.config.metric) for r in per_split.values()]
-        return MeanResult(
-            metric=setup.config.metric, score=float(np.mean(values)), per_split=per_split
-        )
+def evaluate_dev(
+    setup: MergeSetup,
+    stop_below: float | None = None,
+    *,
+    stages: tuple[float, ...] = (1.0,),
+    on_stage: Any = None,
+) -> Any:
+    """The mean dev score of the working model as it is now (racing when ``stop_below``; each
+    task's own head when heads are separate), optionally in stages (``Evaluator.dev_score``)."""
     return setup.evaluator.dev_score(
-        setup.dev_keys, stop_below=stop_below, metric=setup.config.metric
+        setup.dev_keys,
+        stop_below=stop_below,
+        metric=setup.config.metric,
+        stages=stages,
+        on_stage=on_stage,
     )
 
 
@@ -176,19 +202,47 @@ class MergeObjective:
         start = time.perf_counter()
         setup.engine.apply(setup.coefficients(params))
         merge_s = time.perf_counter() - start
-        return score_on_dev(trial, setup, threshold=self._race_threshold(trial), merge_s=merge_s)
+        return score_on_dev(
+            trial,
+            setup,
+            threshold=self._race_threshold(trial),
+            merge_s=merge_s,
+            staged=_prunable(trial, setup.config),
+        )
 
     def _race_threshold(self, trial: optuna.Trial) -> float | None:
-        if (
-            not self.setup.config.racing
-            or self.setup.config.metric != "accuracy"
-            or self.setup.head_of
-        ):
+        if not self.setup.config.racing or self.setup.config.metric != "accuracy":
             return None
         lineage = offspring_info(trial)
         if lineage is None or lineage.role != "offspring" or lineage.parent_value is None:
             return None
         return lineage.parent_value
+
+
+def _prunable(trial: optuna.Trial, config: StudyConfig) -> bool:
+    """Staged and open to the study's pruner: a pruner is configured, the trial is not an
+    Evolver's (it races its parent exactly) and not an enqueued start point."""
+    if config.pruner.name == "none" or isinstance(trial.study.sampler, EvolverSampler):
+        return False
+    attrs = trial.study._storage.get_trial_system_attrs(trial._trial_id)
+    return "fixed_params" not in attrs
+
+
+class _StagePruned(Exception):
+    def __init__(self, stage: int, value: float, seen: int) -> None:
+        super().__init__(stage, value, seen)
+        self.stage, self.value, self.seen = stage, value, seen
+
+
+def _stage_reporter(trial: optuna.Trial, n_stages: int) -> Any:
+    """``on_stage``: report the running score (step = dev examples seen), ask the pruner."""
+
+    def on_stage(stage: int, value: float, seen: int) -> None:
+        trial.report(value, seen)
+        if stage < n_stages - 1 and trial.should_prune():
+            raise _StagePruned(stage, value, seen)
+
+    return on_stage
 
 
 def score_on_dev(
@@ -198,15 +252,32 @@ def score_on_dev(
     threshold: float | None,
     merge_s: float,
     beaten: str = "parent",
+    staged: bool = False,
 ) -> float:
-    """Evaluate the merged working model on dev (racing: stop below ``threshold``), record the
-    trial's user attributes, and return the score. A lost race is PRUNED (``race_lost``); a
+    """Evaluate the merged working model on dev (racing: stop below ``threshold``; ``staged``:
+    report each stage to the study's pruner), record the trial's user attributes, and return
+    the score. A lost race (``race_lost``) or a pruned trial (``pruned``) is PRUNED; a
     non-finite score is an error."""
     start = time.perf_counter()
-    result = evaluate_dev(setup, stop_below=threshold)
     trial.set_user_attr("merge_s", round(merge_s, 4))
-    trial.set_user_attr("eval_s", round(time.perf_counter() - start, 4))
     trial.set_user_attr("raced", threshold is not None)
+    stages = setup.config.pruner.stages if staged else (1.0,)
+    try:
+        result = evaluate_dev(
+            setup,
+            stop_below=threshold,
+            stages=stages,
+            on_stage=_stage_reporter(trial, len(stages)) if staged else None,
+        )
+    except _StagePruned as stop:
+        trial.set_user_attr("eval_s", round(time.perf_counter() - start, 4))
+        trial.set_user_attr("examples_seen", stop.seen)
+        trial.set_user_attr("pruned", {"stage": stop.stage, "value": stop.value})
+        raise optuna.TrialPruned(
+            f"pruned by {setup.config.pruner.name} after {stop.seen} dev examples "
+            f"(running score {stop.value:.4f})"
+        ) from None
+    trial.set_user_attr("eval_s", round(time.perf_counter() - start, 4))
     trial.set_user_attr("examples_seen", int(result.n_seen))
     if result.stopped_early:
         trial.set_user_attr(
@@ -217,6 +288,8 @@ def score_on_dev(
         )
     for key, r in result.per_split.items():
         trial.set_user_attr(f"dev:{key}", getattr(r, setup.config.metric))
+    if result.logprob is not None:
+        trial.set_user_attr("dev_logprob", round(result.logprob, 6))
     if result.score is None or not math.isfinite(result.score):
         raise ConfigError(f"dev score is {result.score!r}; expected a finite number")
     return float(result.score)

@@ -25,6 +25,7 @@ from evolver_opt.study.config import (
     config_differences,
     identity_hash,
 )
+from evolver_opt.study.precision_check import ATTR_PRECISION, PrecisionCheck
 from evolver_opt.study.samplers import SAMPLER_NAMES, check_sampler, make_sampler
 
 ATTR_CONFIG = "evolver_opt:config"
@@ -89,9 +90,10 @@ def open_study(
     study_name: str | None = None,
     budget: int | None = None,
     heartbeat_interval: int = 10,
+    precision: PrecisionCheck | None = None,
 ) -> optuna.Study:
     """Create the study (enqueueing the shared start points) or resume it after checking that
-    its stored config and sampler match.
+    its stored config and sampler match. ``precision`` (the setup's check) is recorded on it.
 
     ``heartbeat_interval``: seconds between a running trial's heartbeats (RDB storages); a
     trial silent for twice that long is failed and retried by the next worker."""
@@ -106,7 +108,7 @@ def open_study(
         budget=budget or config.n_trials,
         evolver_options=evolver_options,
     )
-    return claim_study(
+    study = claim_study(
         name,
         opened,
         optuna_sampler,
@@ -114,7 +116,11 @@ def open_study(
         sampler_json=choice.as_json(config),
         config_json=json.loads(config.model_dump_json()),
         initial_points=initial_points,
+        pruner=config.pruner.make(),
     )
+    if precision is not None:
+        study.set_user_attr(ATTR_PRECISION, precision.as_json())
+    return study
 
 
 def claim_study(
@@ -127,11 +133,12 @@ def claim_study(
     config_json: dict[str, Any],
     initial_points: list[dict[str, float]],
     direction: str = "maximize",
+    pruner: optuna.pruners.BasePruner | None = None,
 ) -> optuna.Study:
     """Create study ``name`` (storing config, identity, sampler and its hash, and enqueueing
     the start points), or load it after checking that it is an evolver-opt study of the same
     identity and sampler."""
-    study, created = create_or_load(name, storage, sampler, direction)
+    study, created = create_or_load(name, storage, sampler, direction, pruner)
     if created:
         study.set_user_attr(ATTR_CONFIG, config_json)
         study.set_user_attr(ATTR_IDENTITY, identity)
@@ -145,7 +152,11 @@ def claim_study(
 
 
 def create_or_load(
-    name: str, storage: Any, sampler: optuna.samplers.BaseSampler, direction: str = "maximize"
+    name: str,
+    storage: Any,
+    sampler: optuna.samplers.BaseSampler,
+    direction: str = "maximize",
+    pruner: optuna.pruners.BasePruner | None = None,
 ) -> tuple[optuna.Study, bool]:
     """``(study, True)`` for a new study (``direction``) that this process must initialize, or the
     existing evolver-opt study of that name, once its creator has initialized it.
@@ -155,11 +166,11 @@ def create_or_load(
     once rather than taken over."""
     try:
         study = optuna.create_study(
-            study_name=name, storage=storage, sampler=sampler, direction=direction
+            study_name=name, storage=storage, sampler=sampler, direction=direction, pruner=pruner
         )
         return study, True
     except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     if ATTR_HASH in study_attrs(study):
         return study, False
     _refuse_foreign(study, direction)
@@ -225,6 +236,7 @@ _SCHEMAS: dict[str, TypeAdapter] = {
     ATTR_IDENTITY: TypeAdapter(dict[str, Any]),
     ATTR_CONFIG: TypeAdapter(dict[str, Any]),
     ATTR_SAMPLER: TypeAdapter(_StoredSampler),
+    ATTR_PRECISION: TypeAdapter(PrecisionCheck),
 }
 
 

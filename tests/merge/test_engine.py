@@ -154,6 +154,55 @@ def test_bfloat16_engine(families):
     assert not torch.isnan(_outputs(engine.model, fam.inputs)).any()
 
 
+@pytest.mark.parametrize("granularity", GRANULARITIES)
+def test_float32_rows_into_a_bfloat16_model_round_once(families, granularity):
+    """The evaluation precision of a study: rows kept in float32, one rounding per weight."""
+    fam = families["bert"]
+    engine = MergeEngine.from_dirs(
+        fam.base, fam.models, granularity=granularity, model_dtype=torch.bfloat16
+    )
+    assert engine.stacked.dtype == torch.float32 and engine._kernel.mode == "mv-round"
+    assert all(p.dtype == torch.bfloat16 for p in engine.model.parameters())
+    c = np.random.default_rng(2).uniform(-0.5, 1.5, size=(engine.n_models, engine.n_groups))
+    engine.apply(c)
+    base = _state(fam.base, fam.cls)
+    models = [_state(p, fam.cls) for p in fam.models]
+    for slot in engine.slots():
+        exact = base[slot.name].double() + sum(
+            c[i, slot.group] * (m[slot.name].double() - base[slot.name].double())
+            for i, m in enumerate(models)
+        )
+        # summed in float32, rounded once: within a bfloat16 rounding of the exact sum
+        torch.testing.assert_close(slot.out.double(), exact, rtol=2**-8, atol=1e-6)
+    engine.apply(engine.one_hot(1))  # a one-hot merge is the model rounded once
+    for slot in engine.slots():
+        assert torch.equal(slot.out, models[1][slot.name].to(torch.bfloat16)), slot.name
+
+
+def test_model_precision_switch_re_applies_the_merge_and_head(bert_mixed_heads):
+    fam = bert_mixed_heads
+    engine = MergeEngine.from_dirs(
+        fam.base, fam.models, granularity="layer", heads="separate", model_dtype=torch.bfloat16
+    )
+    c = np.random.default_rng(4).uniform(size=(engine.n_models, engine.n_groups))
+    engine.apply(c)
+    engine.use_head(2)
+    with engine.model_precision(torch.float32):
+        assert all(p.dtype == torch.float32 for p in engine.model.parameters())
+        fp32 = MergeEngine.from_dirs(fam.base, fam.models, granularity="layer", heads="separate")
+        fp32.apply(c)
+        fp32.use_head(2)
+        ours, ref = engine.model.state_dict(), fp32.model.state_dict()
+        for name, tensor in ref.items():
+            assert torch.equal(ours[name], tensor), name  # exact: not converted from bf16
+        assert torch.equal(_outputs(engine.model, fam.inputs), _outputs(fp32.model, fam.inputs))
+    assert all(p.dtype == torch.bfloat16 for p in engine.model.parameters())
+    assert engine.active_head == engine.model_names[2]
+    engine.use_head(0)  # heads still switch (another label count) after the round trip
+    assert engine.model.classifier.weight.shape[0] == 2
+    assert engine.model.classifier.weight.dtype == torch.bfloat16
+
+
 def test_kernel_modes_round_once():
     from evolver_opt.merge.kernels import GroupMatVec
 

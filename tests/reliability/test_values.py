@@ -76,14 +76,16 @@ def test_merge_objective_rejects_non_finite_scores(score, monkeypatch):
     from evolver_opt.study import objective as objective_module
 
     setup = SimpleNamespace(
-        config=SimpleNamespace(bounds=(0.0, 1.0), racing=False, metric="accuracy"),
+        config=SimpleNamespace(
+            bounds=(0.0, 1.0), racing=False, metric="accuracy", pruner=SimpleNamespace(name="none")
+        ),
         param_names=["w0"],
         engine=SimpleNamespace(apply=lambda c: None),
         coefficients=lambda params: params,
         head_of={},
     )
-    result = SimpleNamespace(score=score, n_seen=4, stopped_early=False, per_split={})
-    monkeypatch.setattr(objective_module, "evaluate_dev", lambda s, stop_below=None: result)
+    result = SimpleNamespace(score=score, n_seen=4, stopped_early=False, per_split={}, logprob=None)
+    monkeypatch.setattr(objective_module, "evaluate_dev", lambda s, stop_below=None, **_: result)
     trial = optuna.create_study().ask()
     with pytest.raises(ConfigError, match=f"dev score is {score!r}; expected a finite number"):
         objective_module.MergeObjective(setup)(trial)

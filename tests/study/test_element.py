@@ -38,6 +38,7 @@ class _Score:
 
     def __init__(self, score: float) -> None:
         self.score, self.n_seen, self.stopped_early, self.per_split = score, 0, False, {}
+        self.logprob = None
 
 
 def _weight_fitness(setup):
@@ -46,7 +47,7 @@ def _weight_fitness(setup):
         e.stacked[0] + 0.7 * (e.stacked[1] - e.stacked[0]) + 0.5 * (e.stacked[2] - e.stacked[0])
     )
 
-    def score(_setup=None, stop_below=None) -> _Score:
+    def score(_setup=None, stop_below=None, **_stages) -> _Score:
         return _Score(-float(((e.output - target) ** 2).sum()))
 
     return score

@@ -1,0 +1,99 @@
+"""Does bfloat16 evaluation pick what float32 would? Checked once per process on the start
+points (each expert alone and the static merges) over the dev set, before any trial.
+
+``auto`` falls back to float32, with one warning, when a start point's argmax agreement is
+below ``MIN_AGREEMENT``; an explicit ``bf16`` is kept and warned about. The result is stored on
+the study (``evolver_opt:precision``) and shown in its note.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from evolver_opt.evaluation import Evaluator
+from evolver_opt.evaluation.precision import MIN_AGREEMENT, agreement, hardware_bf16
+
+ATTR_PRECISION = "evolver_opt:precision"
+
+
+@dataclass(frozen=True)
+class PrecisionCheck:
+    """What a study's trials are scored in, and why."""
+
+    setting: str  # auto | fp32 | bf16, as configured
+    used: str  # fp32 | bf16
+    reason: str
+    agreement: dict[str, float] = field(default_factory=dict)  # start point -> agreement
+    threshold: float = MIN_AGREEMENT
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        if not self.agreement:
+            return f"precision {self.used} ({self.reason})"
+        low = min(self.agreement, key=self.agreement.__getitem__)
+        return (
+            f"precision {self.used} ({self.reason}); bf16/fp32 argmax agreement on the start "
+            f"points: min {self.agreement[low]:.4f} ({low}), threshold {self.threshold}"
+        )
+
+
+def _predictions(evaluator: Evaluator, keys: list[str]) -> list[torch.Tensor]:
+    return [evaluator.predictions(k) for k in keys]
+
+
+def check_precision(
+    engine: Any,
+    evaluator: Evaluator,
+    dev_keys: list[str],
+    points: dict[str, np.ndarray],
+    *,
+    setting: str,
+    used: str,
+    threshold: float | None = None,
+) -> PrecisionCheck:
+    """Score each start point in ``points`` in the engine's bfloat16 and in float32, compare the
+    predictions, and switch the engine to float32 where ``auto`` disagrees too often
+    (``threshold``: default ``MIN_AGREEMENT``)."""
+    threshold = MIN_AGREEMENT if threshold is None else threshold
+    if used == "fp32":
+        reason = "configured" if setting == "fp32" else "no bfloat16 matmul hardware found"
+        return PrecisionCheck(setting, "fp32", reason, threshold=threshold)
+    low_precision = {}
+    for name, coefficients in points.items():
+        engine.apply(coefficients)
+        low_precision[name] = _predictions(evaluator, dev_keys)
+    scores = {}
+    with engine.model_precision(torch.float32):
+        for name, coefficients in points.items():
+            engine.apply(coefficients)
+            scores[name] = round(
+                agreement(_predictions(evaluator, dev_keys), low_precision[name]), 6
+            )
+    worst = min(scores.values())
+    why = "configured" if setting == "bf16" else hardware_bf16(str(engine.device)) or "forced"
+    if worst >= threshold:
+        return PrecisionCheck(setting, "bf16", why, scores, threshold)
+    low = min(scores, key=scores.__getitem__)
+    if setting == "bf16":
+        warnings.warn(
+            f"bfloat16 predictions agree with float32 on only {worst:.4f} of {low}'s dev examples "
+            f'(threshold {threshold}); kept because precision = "bf16" was asked for',
+            stacklevel=2,
+        )
+        return PrecisionCheck(setting, "bf16", "configured, below the agreement threshold",
+                              scores, threshold)  # fmt: skip
+    warnings.warn(
+        f"bfloat16 predictions agree with float32 on only {worst:.4f} of {low}'s dev examples "
+        f"(threshold {threshold}): scoring in float32 instead",
+        stacklevel=2,
+    )
+    engine.set_model_dtype(torch.float32)
+    return PrecisionCheck(setting, "fp32", f"bf16 agreement {worst:.4f} < {threshold}", scores,
+                          threshold)  # fmt: skip
