@@ -17,6 +17,7 @@ _COMMANDS = {
     "demo": "evolver_opt.cli.demo:demo",
     "run": "evolver_opt.cli.run:run",
     "export": "evolver_opt.cli.export:export",
+    "rerank": "evolver_opt.cli.rerank:rerank",
     "compare": "evolver_opt.cli.compare:compare",
     "studies": "evolver_opt.cli.studies:studies",
     "merge": "evolver_opt.cli.merge:merge",

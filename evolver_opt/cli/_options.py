@@ -10,3 +10,11 @@ STORAGE_HELP = (
 )
 
 storage_option = click.option("--storage", default=None, help=STORAGE_HELP)
+
+precision_option = click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    default=None,
+    help="Evaluation precision (default: the study file's [study.evaluation] precision, auto: "
+    "bfloat16 where the CPU or GPU has it, checked against float32 on the start points).",
+)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from evolver_opt.cli._options import storage_option
+from evolver_opt.cli._options import precision_option, storage_option
 from evolver_opt.study.sampler_names import SAMPLER_NAMES
 
 
@@ -52,6 +52,7 @@ from evolver_opt.study.sampler_names import SAMPLER_NAMES
     default=None,
     help="Override: report on N examples from each test split.",
 )
+@precision_option
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def compare(
     study_file: str,
@@ -63,6 +64,7 @@ def compare(
     granularity: str | None,
     dev_per_split: int | None,
     test_per_split: int | None,
+    precision: str | None,
     progress: bool,
 ) -> None:
     """Compare samplers on STUDY_FILE; writes report.md, results.json and plots."""
@@ -71,7 +73,7 @@ def compare(
     from evolver_opt.errors import EvolverError
     from evolver_opt.paths import runs_dir
     from evolver_opt.study.compare import run_compare
-    from evolver_opt.study.config import load_config, override_config
+    from evolver_opt.study.config import load_config, override_config, with_precision
     from evolver_opt.study.objective import build_setup
     from evolver_opt.study.report import write_report
     from evolver_opt.study.runner import preflight
@@ -79,7 +81,7 @@ def compare(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     names = [s.strip() for s in samplers.split(",") if s.strip()]
     try:
-        config = load_config(study_file)
+        config = with_precision(load_config(study_file), precision)
         overrides = {"granularity": granularity, "dev_per_split": dev_per_split,
                      "test_per_split": test_per_split}  # fmt: skip
         config = override_config(config, {k: v for k, v in overrides.items() if v is not None},

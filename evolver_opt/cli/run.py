@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from evolver_opt.cli._options import storage_option
+from evolver_opt.cli._options import precision_option, storage_option
 from evolver_opt.study.sampler_names import SAMPLER_NAMES
 
 
@@ -42,6 +42,16 @@ from evolver_opt.study.sampler_names import SAMPLER_NAMES
     metavar="SECONDS",
     help="Heartbeat of a running trial; one silent for twice this long is failed and retried.",
 )
+@precision_option
+@click.option(
+    "--rerank",
+    "rerank_k",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    metavar="K",
+    help="After the run, re-score the K best trials on the full dev splits (0: off).",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def run(
     study_file: str,
@@ -52,18 +62,22 @@ def run(
     seed: int,
     n_jobs: int,
     heartbeat: int,
+    precision: str | None,
+    rerank_k: int,
     progress: bool,
 ) -> None:
     """Run (or resume) STUDY_FILE's merge search with one sampler.
 
     Several processes may run the same study on one PostgreSQL (or SQLite) storage. SIGTERM or
-    Ctrl-C fails and re-queues the trials in flight; the next run resumes them.
+    Ctrl-C fails and re-queues the trials in flight; the next run resumes them. With
+    ``--rerank K`` a study on a dev sample (dev_per_split) re-scores its K best trials on the
+    full dev splits afterwards (see ``evolver-opt rerank``).
     """
     import optuna
 
     from evolver_opt.errors import EvolverError
     from evolver_opt.integrations.storage import default_url, redact
-    from evolver_opt.study.config import load_config
+    from evolver_opt.study.config import load_config, with_precision
     from evolver_opt.study.element import make_objective
     from evolver_opt.study.memory import PeakRSS, record_peak
     from evolver_opt.study.objective import build_setup
@@ -72,10 +86,14 @@ def run(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        config = load_config(study_file)
+        config = with_precision(load_config(study_file), precision)
         target = n_trials or config.n_trials
         # every name, option, device and storage error now, before minutes of zoo and setup
         (sampler,) = preflight(config, [sampler], budget=target, storage=storage, warn=click.echo)
+        if rerank_k:
+            from evolver_opt.study.rerank import check_rerankable
+
+            check_rerankable(config, sampler, study_name or config.name)
         click.echo(f"setting up {config.name}: {config.granularity} granularity ...")
         setup = build_setup(config)
         click.echo(setup.precision.summary())
@@ -100,6 +118,8 @@ def run(
                 storage_url=storage or default_url(),
             )
         record_peak(study, peak)  # the compare report's peak RSS column, as for compare's runs
+        if rerank_k:
+            _rerank_after_run(study, setup, rerank_k)
         from evolver_opt.study.report import annotate_run
 
         annotate_run(study, storage or default_url())  # optuna-dashboard note and artifacts
@@ -113,3 +133,17 @@ def run(
         f"{study.study_name}: ran {ran} trials; best dev {best.value:.4f} (trial {best.number}) "
         f"in {redact(storage or default_url())}"
     )
+
+
+def _rerank_after_run(study, setup, k: int) -> None:
+    """``--rerank K``: the K best trials re-scored on the full dev splits (same engine)."""
+    if setup.config.dev_per_split is None:
+        click.echo(
+            f"--rerank {k} skipped: the study already scores the full dev splits "
+            "(no dev_per_split), so re-scoring would not change the ranking"
+        )
+        return
+    from evolver_opt.cli.rerank import report_rerank
+    from evolver_opt.study.rerank import rerank_setup
+
+    report_rerank(study, rerank_setup(study, None, reuse=setup), k)

@@ -49,8 +49,11 @@ class StudyCache:
         self.vectors: dict[int, np.ndarray] = {}  # trial number -> its vector over the space
         self.initial: dict[tuple[int, int], list[np.ndarray]] = {}  # (size, n_enqueued) -> rows
 
-    def update(self, trials: list[FrozenTrial], sign: float) -> list[FrozenTrial]:
+    def update(
+        self, trials: list[FrozenTrial], sign: float, tie_break: str | None = None
+    ) -> list[FrozenTrial]:
         """Take in the trials finished since the last call; returns the unfinished ones.
+        ``tie_break``: the user attribute that orders trials of equal value.
 
         ``trials`` may be an older snapshot than an earlier call's (threads of one process
         each read their own): what it does not show stays to be looked at next time."""
@@ -69,7 +72,7 @@ class StudyCache:
                 self._open.add(t.number)
                 unfinished.append(t)
                 continue
-            self._add(_Record.of(t, sign))
+            self._add(_Record.of(t, sign, tie_break))
         return unfinished
 
     def _add(self, record: _Record) -> None:
@@ -127,8 +130,9 @@ def _check_lineage(record: _Record, lineage: Lineage) -> None:
 
 
 def _better(a: _Record, b: _Record) -> bool:
-    """Greedy selection's order: lower value, then the earlier trial."""
-    return (a.value, a.number) < (b.value, b.number)  # type: ignore[operator]
+    """Greedy selection's order: lower value, then (with a tie-break attribute) the lower
+    secondary, then the earlier trial."""
+    return (a.value, a.secondary, a.number) < (b.value, b.secondary, b.number)  # type: ignore[operator]
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,8 @@ class _Record:
     value: float | None  # None: lost (FAIL, PRUNED, NaN)
     trial: FrozenTrial = field(repr=False, compare=False)
     retry_of: int | None = None  # a heartbeat retry (or rescued copy): the trial it replaces
+    # the tie-break attribute in minimization form; +inf when none is used or it is missing
+    secondary: float = math.inf
 
     @property
     def params(self) -> dict[str, Any]:
@@ -149,7 +155,7 @@ class _Record:
         return self.trial.params
 
     @classmethod
-    def of(cls, trial: FrozenTrial, sign: float) -> _Record:
+    def of(cls, trial: FrozenTrial, sign: float, tie_break: str | None = None) -> _Record:
         value = trial.value if trial.state == TrialState.COMPLETE else None
         ok = value is not None and math.isfinite(value)
         return cls(
@@ -159,7 +165,19 @@ class _Record:
             value=sign * value if ok else None,  # type: ignore[operator]
             trial=trial,
             retry_of=_retry_of(trial),
+            secondary=_secondary(trial, sign, tie_break),
         )
+
+
+def _secondary(trial: FrozenTrial, sign: float, key: str | None) -> float:
+    """``sign * trial.user_attrs[key]`` (better in the objective's direction), +inf if unusable:
+    a missing, non-numeric or non-finite value never wins a tie."""
+    if key is None:
+        return math.inf
+    value = trial.user_attrs.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return math.inf
+    return sign * float(value)
 
 
 class PopulationView:
@@ -178,7 +196,7 @@ class PopulationView:
         self.trials = trials
         self.sign = sign
         self.cache = cache
-        self.unfinished = cache.update(trials, sign)
+        self.unfinished = cache.update(trials, sign, sampler.tie_break)
         self._lineages = {t.number: Lineage.from_attrs(t.system_attrs) for t in self.unfinished}
         waiting = [
             t.number

@@ -65,6 +65,9 @@ class EvolverSampler(FloatSpaceSampler):
             ``None`` with ``n_generations`` uses the released schedule ``0.5/(G-g) + 0.5``.
         n_generations: ``G`` for that schedule.
         bound_handling: ``"clip"`` or ``"reflect"``.
+        tie_break: a trial user attribute that orders trials of equal value in greedy
+            selection (better in the objective's direction; e.g. ``"dev_logprob"``, the mean
+            log-probability of the right label beside accuracy). ``None``: the earlier trial.
         seed: seed of every draw. ``None`` picks one at random (no exact resume).
         independent_sampler: for non-numeric parameters (default: ``RandomSampler(seed)``).
         warn_independent_sampling: warn once when a parameter goes to ``independent_sampler``.
@@ -90,6 +93,7 @@ class EvolverSampler(FloatSpaceSampler):
         p_random: float | None = 0.5,
         n_generations: int | None = None,
         bound_handling: str = "clip",
+        tie_break: str | None = None,
         seed: int | None = None,
         independent_sampler: BaseSampler | None = None,
         warn_independent_sampling: bool = True,
@@ -118,6 +122,9 @@ class EvolverSampler(FloatSpaceSampler):
             )
         except ConfigError as exc:
             raise ValueError(str(exc)) from exc
+        if tie_break is not None and (not isinstance(tie_break, str) or not tie_break):
+            raise ValueError(f"tie_break={tie_break!r} is invalid: expected a user attribute name")
+        self.tie_break = tie_break
         self._population_size = population_size
         self._n_startup_trials = n_startup_trials
         self._seed = seed if seed is not None else int(np.random.SeedSequence().entropy % 2**63)

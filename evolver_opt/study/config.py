@@ -165,6 +165,17 @@ class EvolverSettings(_Frozen):
     p_random: float | None = Field(0.5, ge=0, le=1)
     n_generations: int | None = Field(None, ge=1)
     bound_handling: Literal["clip", "reflect"] = "clip"
+    # Selection's tie-break between equal dev scores: the secondary score (mean log-probability
+    # of the right label), or None (the earlier trial, the paper's greedy rule).
+    tie_break: Literal["dev_logprob"] | None = None
+
+    def stored(self) -> dict[str, Any]:
+        """The settings as studies store them (a later field is left out at its default, so
+        older studies keep their identity)."""
+        data = self.model_dump(mode="json")
+        if data["tie_break"] is None:
+            del data["tie_break"]
+        return data
 
 
 class StudyConfig(_Frozen):
@@ -260,6 +271,7 @@ class StudyConfig(_Frozen):
         """The JSON fields that define the search (compared on resume)."""
         data = self.model_dump(mode="json")
         data["base"] = self.base_name
+        data["evolver"] = self.evolver.stored()
         data["experts"] = [e.model_dump(mode="json") for e in self.expert_specs()]
         data["evaluation"] = {
             "max_length": self.evaluation.max_length,
@@ -317,6 +329,14 @@ def override_config(config: StudyConfig, changes: dict[str, Any], source: str) -
     if not changes:
         return config
     return parse_config({**config.model_dump(mode="json"), **changes}, source=source)
+
+
+def with_precision(config: StudyConfig, precision: str | None) -> StudyConfig:
+    """``config`` with ``evaluation.precision`` replaced (``None``: unchanged)."""
+    if precision is None:
+        return config
+    evaluation = {**config.evaluation.model_dump(mode="json"), "precision": precision}
+    return override_config(config, {"evaluation": evaluation}, source="--precision")
 
 
 def _describe(error: dict[str, Any]) -> str:

@@ -32,6 +32,7 @@ ATTR_CONFIG = "evolver_opt:config"  # as written by evolver_opt.study.runner.ope
 ATTR_SAMPLER = "evolver_opt:sampler"
 ATTR_PROBLEM = "evolver_opt:problem"  # what a config-less study (synthetic demo) solves
 ATTR_PRECISION = "evolver_opt:precision"  # evolver_opt.study.precision_check
+ATTR_RERANK = "evolver_opt:rerank"  # evolver_opt.study.rerank
 ARTIFACT_PREFIX = "artifacts:"  # Optuna's study system-attribute prefix for artifact metadata
 MAX_NOTE_GROUPS = 24  # groups listed in the note's recipe table (the JSON artifact has all)
 
@@ -190,6 +191,32 @@ def _precision_line(check: dict[str, Any] | None) -> str:
     return line
 
 
+def _rerank_lines(rerank: dict[str, Any] | None) -> list[str]:
+    """The note's section on the top-k re-ranking (``evolver-opt rerank``), if one was run."""
+    if not rerank:
+        return []
+    rows = {t["trial"]: t for t in rerank["trials"]}
+    answer = rows[rerank["answer"]]
+    sample = rerank["dev_per_split"]
+    lines = [
+        "",
+        f"### Re-ranked answer: #{answer['trial']}, dev {answer['rerank_dev']:.4f}",
+        "",
+        (
+            f"The top {rerank['k']} trials by study dev ({rerank['study_dev_per_split']}"
+            f" examples per split) re-scored on {'all' if sample is None else sample} examples"
+            f" per dev split ({rerank['precision']}); export it with `--trial {answer['trial']}`."
+        ),
+        "",
+        "| trial | study dev | re-scored dev |",
+        "|---|---|---|",
+    ]
+    for t in rows.values():
+        mark = " **(answer)**" if t["trial"] == answer["trial"] else ""
+        lines.append(f"| #{t['trial']}{mark} | {t['study_dev']:.4f} | {t['rerank_dev']:.4f} |")
+    return lines
+
+
 def study_note(study: optuna.Study, *, artifacts: Sequence[str] = ()) -> str:
     """The study's dashboard note (Markdown)."""
     config = study_config(study)
@@ -254,6 +281,7 @@ def study_note(study: optuna.Study, *, artifacts: Sequence[str] = ()) -> str:
                 "",
             ]
         lines += ["Coefficients (expert x group):", ""] + _recipe_table(recipe)
+    lines += _rerank_lines(study.user_attrs.get(ATTR_RERANK))
     if artifacts:
         lines += ["", "### Artifacts", "", *[f"- `{a}`" for a in artifacts]]
     lines += ["", "_Written by evolver-opt; rewritten after each run or compare._"]
@@ -307,6 +335,19 @@ def annotate_study(
         ) from None
     optuna_dashboard.save_note(study, study_note(study, artifacts=names))
     return names
+
+
+def refresh_note(study: optuna.Study) -> None:
+    """Rewrite ``study``'s note, listing the artifacts it already has (none uploaded)."""
+    import optuna_dashboard
+
+    names = []
+    for key, value in study._storage.get_study_system_attrs(study._study_id).items():
+        if key.startswith(ARTIFACT_PREFIX) and isinstance(value, str):
+            meta = json.loads(value)
+            if isinstance(meta, dict) and meta.get("filename"):
+                names.append(meta["filename"])
+    optuna_dashboard.save_note(study, study_note(study, artifacts=names))
 
 
 def safe_filename(name: str) -> str:

@@ -98,13 +98,18 @@ def build_engine(
 
 
 def build_setup(
-    config: StudyConfig, *, data_dir: Path | None = None, zoo_root: Path | None = None
+    config: StudyConfig,
+    *,
+    data_dir: Path | None = None,
+    zoo_root: Path | None = None,
+    precision_check: bool = True,
 ) -> MergeSetup:
     """Load the experts, stack their task vectors, tokenize the dev sets and settle the
-    evaluation precision (once). ``setup.config`` has the precision resolved."""
-    from evolver_opt.data import load_split
+    evaluation precision (once). ``setup.config`` has the precision resolved.
+
+    ``precision_check=False`` takes the configured precision as it is, without scoring the
+    start points in both (for a precision already decided, e.g. re-scoring a study's trials)."""
     from evolver_opt.data.pipeline import ensure_prepared
-    from evolver_opt.evaluation import Evaluator
     from evolver_opt.evaluation.precision import dtype_of
     from evolver_opt.evaluation.tokenizer import shared_tokenizer
 
@@ -118,13 +123,54 @@ def build_setup(
     tokenizer = shared_tokenizer(
         [*((e.name, e.path) for e in experts), ("base", engine.checkpoints.base.path)]
     )
+    evaluator, dev_keys, head_of = _dev_evaluator(config, engine, tokenizer, data_dir)
+    setup = MergeSetup(config, engine, evaluator, tokenizer, dev_keys, head_of)
+    ev = config.evaluation
+    if not precision_check:
+        setup.precision = PrecisionCheck(ev.precision, precision, "as decided before")
+        return setup
+    points = {n: setup.coefficients(p) for n, p in setup.named_initial_points().items()}
+    setup.precision = check_precision(
+        engine, evaluator, setup.dev_keys, points, setting=ev.precision, used=precision
+    )
+    if setup.precision.used != precision:  # auto fell back to float32
+        setup.config = config.model_copy(
+            update={"evaluation": ev.model_copy(update={"precision": setup.precision.used})}
+        )
+    return setup
+
+
+def with_dev_sample(
+    setup: MergeSetup, dev_per_split: int | None, *, data_dir: Path | None = None
+) -> MergeSetup:
+    """``setup`` scoring another sample of the same dev splits (None: all of each), sharing
+    its engine, tokenizer and precision (nothing is reloaded)."""
+    from evolver_opt.data.pipeline import ensure_prepared
+
+    config = setup.config.model_copy(update={"dev_per_split": dev_per_split})
+    evaluator, dev_keys, head_of = _dev_evaluator(
+        config, setup.engine, setup.tokenizer, ensure_prepared(data_dir)
+    )
+    return MergeSetup(
+        config, setup.engine, evaluator, setup.tokenizer, dev_keys, head_of, setup.precision
+    )
+
+
+def _dev_evaluator(
+    config: StudyConfig, engine: Any, tokenizer: Any, data_dir: Path
+) -> tuple[Any, list[str], dict[str, str]]:
+    """The evaluator of ``config``'s dev splits (its sample of each), their keys, and the
+    expert whose head scores each split when heads are kept separate."""
+    from evolver_opt.data import load_split
+    from evolver_opt.evaluation import Evaluator
+
     splits = [
         load_split(domain, "dev", data_dir=data_dir).subset(config.dev_per_split)
         for domain in config.dev
     ]
     head_of = {}
     if not engine.heads_merged:
-        names = {e.name for e in experts}
+        names = set(engine.model_names)
         for split in splits:
             if split.domain not in names:
                 raise ConfigError(
@@ -142,16 +188,7 @@ def build_setup(
         max_length=ev.max_length,
         before_split=(lambda key: engine.use_head(head_of[key])) if head_of else None,
     )
-    setup = MergeSetup(config, engine, evaluator, tokenizer, [s.key for s in splits], head_of)
-    points = {n: setup.coefficients(p) for n, p in setup.named_initial_points().items()}
-    setup.precision = check_precision(
-        engine, evaluator, setup.dev_keys, points, setting=ev.precision, used=precision
-    )
-    if setup.precision.used != precision:  # auto fell back to float32
-        setup.config = config.model_copy(
-            update={"evaluation": ev.model_copy(update={"precision": setup.precision.used})}
-        )
-    return setup
+    return evaluator, [s.key for s in splits], head_of
 
 
 def coefficients_of(config: StudyConfig, engine: Any, params: dict[str, float]) -> np.ndarray:

@@ -26,6 +26,7 @@ from evolver_opt.study.config import (
     identity_hash,
 )
 from evolver_opt.study.precision_check import ATTR_PRECISION, PrecisionCheck
+from evolver_opt.study.rerank import ATTR_RERANK, StoredRerank
 from evolver_opt.study.samplers import SAMPLER_NAMES, check_sampler, make_sampler
 
 ATTR_CONFIG = "evolver_opt:config"
@@ -42,7 +43,7 @@ class SamplerChoice:
     seed: int | None
 
     def as_json(self, config: StudyConfig) -> dict[str, Any]:
-        options = config.evolver.model_dump(mode="json") if self.name == "evolver" else {}
+        options = config.evolver.stored() if self.name == "evolver" else {}
         return {"name": self.name, "seed": self.seed, "options": options}
 
 
@@ -237,6 +238,7 @@ _SCHEMAS: dict[str, TypeAdapter] = {
     ATTR_CONFIG: TypeAdapter(dict[str, Any]),
     ATTR_SAMPLER: TypeAdapter(_StoredSampler),
     ATTR_PRECISION: TypeAdapter(PrecisionCheck),
+    ATTR_RERANK: TypeAdapter(StoredRerank),
 }
 
 
@@ -274,6 +276,13 @@ def _check_resume(
         differences += config_differences(attrs.get(ATTR_IDENTITY, {}), identity) or [
             f"config_hash: stored {attrs.get(ATTR_HASH)!r}, now {identity_hash(identity)!r}"
         ]
+        stored_bf16 = attrs.get(ATTR_IDENTITY, {}).get("evaluation", {}).get("bf16", False)
+        if stored_bf16 != identity.get("evaluation", {}).get("bf16", False):
+            was = "bf16" if stored_bf16 else "fp32"
+            differences.append(
+                f"(its trials were scored in {was}: set [study.evaluation] precision = "
+                f'"{was}" or EVOLVER_OPT_PRECISION={was} to resume it)'
+            )
     if study.directions != [_direction(direction)]:
         stored = ", ".join(d.name for d in study.directions)
         differences.append(f"direction: stored {stored}, now {direction.upper()}")

@@ -245,11 +245,45 @@ def test_random_population_without_enqueued_points(sqlite_url):
         ({"F": 0.0}, "F=0.0"),
         ({"mutation": "de", "population_size": 3}, "population_size >= 4"),
         ({"seed": -1}, "seed=-1"),
+        ({"tie_break": ""}, "tie_break=''"),
     ],
 )
 def test_constructor_rejects_bad_arguments(kwargs, needle):
     with pytest.raises(ValueError, match=needle):
         EvolverSampler(**kwargs)
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+@pytest.mark.parametrize("tie_break", [None, "secondary"])
+def test_ties_keep_the_parent_unless_the_tie_break_attribute_is_better(
+    sqlite_url, direction, tie_break
+):
+    """Every trial scores the same: without a tie-break an offspring never replaces its parent
+    (strictly better only); with one, the offspring better on the attribute does."""
+    study = optuna.create_study(
+        direction=direction, storage=sqlite_url,
+        sampler=EvolverSampler(seed=0, population_size=2, tie_break=tie_break),
+    )  # fmt: skip
+    _enqueue_one_hots(study, dim=2, n=2)
+    better = 1.0 if direction == "maximize" else -1.0
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.suggest_float("w0", 0.0, 1.0)
+        trial.suggest_float("w1", 0.0, 1.0)
+        trial.set_user_attr("secondary", better * trial.number)  # later trials are better
+        if trial.number == 5:
+            trial.set_user_attr("secondary", float("nan"))  # unusable: never wins a tie
+        return 1.0
+
+    study.optimize(objective, n_trials=12)
+    slots = [s["trial"] for s in study.sampler.population_info(study)["slots"]]
+    if tie_break is None:
+        assert slots == [0, 1]
+        return
+    lineages = {t.number: offspring_info(t) for t in study.trials}
+    for slot, number in enumerate(slots):
+        rivals = [n for n, lin in lineages.items() if lin and lin.slot == slot and n != 5]
+        assert number == max([slot, *rivals]), (slot, number, rivals)
 
 
 @pytest.mark.slow

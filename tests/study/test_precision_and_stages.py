@@ -225,3 +225,49 @@ def test_bad_pruner_settings_fail_at_load(tiny_world, tmp_path):
         path.write_text(base.replace("[study.evaluation]",
                         '[study.pruner]\nname = "patient"\noptions = {patience = 2}\n\n[study.evaluation]'))  # fmt: skip
         assert load_config(path).pruner.make() is not None
+
+
+def test_cli_precision_option_is_recorded_on_the_study_and_its_note(study_env, tmp_path):
+    from click.testing import CliRunner
+
+    from evolver_opt.cli import main
+    from evolver_opt.study.notes import study_note
+
+    path = write_study(tmp_path / "s.toml", study_env["world"])
+    storage = study_env["storage"]
+    ran = CliRunner().invoke(
+        main,
+        ["run", str(path), "--sampler", "random", "--n-trials", "5", "--storage", storage,
+         "--precision", "bf16", "--no-progress"],
+    )  # fmt: skip
+    assert ran.exit_code == 0, ran.output
+    assert "precision bf16 (configured)" in ran.output
+    study = optuna.load_study(study_name="tiny-layer-random-seed0", storage=storage)
+    assert study.user_attrs[precision_check.ATTR_PRECISION]["used"] == "bf16"
+    note = study_note(study)
+    assert "**Precision**: bf16 (setting bf16: configured)" in note and "agreement" in note
+    again = CliRunner().invoke(
+        main, ["run", str(path), "--sampler", "random", "--n-trials", "6", "--storage", storage,
+               "--precision", "fp32", "--no-progress"],
+    )  # fmt: skip
+    assert again.exit_code != 0 and 'precision = "bf16"' in again.output  # scored in bf16
+
+
+def test_each_dev_task_is_scored_with_its_own_head_in_every_stage(study_env, tmp_path, monkeypatch):
+    setup = build_setup(_config(tmp_path, study_env["world"], heads='"separate"'))
+    engine = setup.engine
+    calls = []
+    real = engine.use_head
+    monkeypatch.setattr(engine, "use_head", lambda name: (calls.append(name), real(name)))
+    runs = []
+    forward = engine.model.forward
+    monkeypatch.setattr(
+        engine.model,
+        "forward",
+        lambda *a, **k: (runs.append(engine.active_head), forward(*a, **k))[1],
+    )
+    evaluate_dev(setup, stages=(0.5, 1.0), on_stage=lambda *a: None)
+    order = [setup.head_of[k] for k in setup.dev_keys]
+    assert calls == order + order  # two stages, each switching to every task's head once
+    assert runs and set(runs) == set(order)
+    assert all(head is not None for head in runs)

@@ -1,0 +1,227 @@
+"""Top-k re-ranking of a study's answer on a larger dev sample (never a test split).
+
+A study scored on ``dev_per_split`` examples of each dev split picks its best trial on a small
+sample, so the top of the ranking is partly noise. ``rerank`` re-scores the k best COMPLETE
+trials (by value; ties by trial number) on a larger sample of the same dev splits (None: all
+of each), in the precision the study scored them in, and answers the best of those (ties: the
+earlier study rank). The result is stored on the study as ``evolver_opt:rerank`` and shown in
+its note.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from evolver_opt.errors import ConfigError
+from evolver_opt.study.config import StudyConfig, override_config, parse_config
+
+if TYPE_CHECKING:
+    from evolver_opt.study.objective import MergeSetup
+
+ATTR_RERANK = "evolver_opt:rerank"
+_ATTR_CONFIG = "evolver_opt:config"  # as written by evolver_opt.study.runner.open_study
+_ATTR_SAMPLER = "evolver_opt:sampler"
+_ATTR_PRECISION = "evolver_opt:precision"
+
+
+class _RerankedTrial(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    trial: int = Field(ge=0)
+    study_dev: float
+    rerank_dev: float
+
+
+class StoredRerank(BaseModel):
+    """The JSON schema of ``evolver_opt:rerank`` (trials in study rank order)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    k: int = Field(ge=1)
+    dev_per_split: int | None  # the larger sample (None: all of each dev split)
+    study_dev_per_split: int | None
+    metric: str
+    precision: str
+    trials: list[_RerankedTrial] = Field(min_length=1)
+    answer: int
+
+    @model_validator(mode="after")
+    def _answer_reranked(self) -> StoredRerank:
+        if self.answer not in {t.trial for t in self.trials}:
+            raise ValueError(f"answer {self.answer} is not one of the re-ranked trials")
+        return self
+
+
+@dataclass(frozen=True)
+class RerankResult:
+    """The k best trials by study dev, re-scored: ``scores[trial] = (study dev, re-scored
+    dev)`` in study rank order; ``answer`` is the trial with the best re-scored dev."""
+
+    k: int
+    dev_per_split: int | None
+    study_dev_per_split: int | None
+    metric: str
+    precision: str
+    scores: dict[int, tuple[float, float]]
+    answer: int
+
+    def as_json(self) -> dict[str, Any]:
+        trials = [
+            {"trial": n, "study_dev": s, "rerank_dev": r} for n, (s, r) in self.scores.items()
+        ]
+        return {
+            "k": self.k,
+            "dev_per_split": self.dev_per_split,
+            "study_dev_per_split": self.study_dev_per_split,
+            "metric": self.metric,
+            "precision": self.precision,
+            "trials": trials,
+            "answer": self.answer,
+        }
+
+
+def check_top_k(k: int) -> None:
+    if k < 1:
+        raise ConfigError(f"top-k must be at least 1 trial to re-rank, got {k}")
+
+
+def check_rerankable(config: StudyConfig, sampler: str | None, study_name: str) -> None:
+    """Raise unless the study's trials are coefficients that can be re-applied."""
+    from evolver_opt.study.element import parse_element_sampler
+
+    if config.granularity == "element":
+        raise ConfigError(
+            f"study {study_name!r} has granularity 'element': it evolves weights, not "
+            "coefficients, so its trials cannot be re-applied and re-ranked; re-ranking needs a "
+            "coefficient study (granularity model, layer or tensor)"
+        )
+    if sampler is not None and parse_element_sampler(sampler) is not None:
+        raise ConfigError(
+            f"study {study_name!r} ran the weight-space sampler {sampler!r}: its trials are "
+            "weights, not coefficients, so they cannot be re-applied and re-ranked"
+        )
+
+
+def check_larger(study_sample: int | None, sample: int | None, study_name: str) -> None:
+    """Raise unless ``sample`` (None: all of each dev split) is larger than the study's."""
+    if study_sample is None:
+        raise ConfigError(
+            f"study {study_name!r} already scores the full dev splits (dev_per_split = None): "
+            f"no sample is larger ({describe_sample(sample)} asked for), nothing to re-rank on"
+        )
+    if sample is not None and sample <= study_sample:
+        raise ConfigError(
+            f"dev_per_split = {sample} is not larger than study {study_name!r}'s own "
+            f"dev_per_split = {study_sample}; give more examples per split or 'all'"
+        )
+
+
+def _attrs(study: optuna.Study) -> dict[str, Any]:
+    from evolver_opt.study.runner import study_attrs  # (runner imports this module)
+
+    return study_attrs(study)
+
+
+def stored_config(study: optuna.Study, attrs: dict[str, Any] | None = None) -> StudyConfig:
+    """The study's config as stored by ``open_study`` (a ``ConfigError`` when there is none);
+    ``attrs``: its user attributes, if already read."""
+    stored = (_attrs(study) if attrs is None else attrs).get(_ATTR_CONFIG)
+    if stored is None:
+        raise ConfigError(
+            f"study {study.study_name!r} was not made by evolver-opt (no {_ATTR_CONFIG})"
+        )
+    return parse_config(stored, source=f"study {study.study_name!r}")
+
+
+def rerank_setup(
+    study: optuna.Study, dev_per_split: int | None, *, reuse: MergeSetup | None = None
+) -> MergeSetup:
+    """A setup scoring ``dev_per_split`` examples of each of the study's dev splits (None: all),
+    in the precision the study scored its trials in. ``reuse``: the study's own setup, whose
+    engine is shared (after a run); otherwise the experts are loaded from the stored config.
+
+    Refused: a weight-space study, or a sample not larger than the study's."""
+    from evolver_opt.study.objective import build_setup, with_dev_sample
+
+    attrs = _attrs(study)
+    config = stored_config(study, attrs)
+    sampler = (attrs.get(_ATTR_SAMPLER) or {}).get("name")
+    check_rerankable(config, sampler, study.study_name)
+    check_larger(config.dev_per_split, dev_per_split, study.study_name)
+    if reuse is not None:
+        if reuse.config.identity_hash() != config.identity_hash():
+            raise ConfigError(
+                f"the setup to reuse is not study {study.study_name!r}'s (another config)"
+            )
+        return with_dev_sample(reuse, dev_per_split)
+    # what selection scored in: the recorded precision (studies from before it was recorded
+    # ran in float32)
+    used = (attrs.get(_ATTR_PRECISION) or {}).get("used", "fp32")
+    evaluation = {**config.evaluation.model_dump(mode="json"), "precision": used}
+    larger = override_config(
+        config,
+        {"dev_per_split": dev_per_split, "evaluation": evaluation},
+        source=f"study {study.study_name!r} re-ranked",
+    )
+    return build_setup(larger, precision_check=False)
+
+
+def top_trials(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
+    """The ``k`` best COMPLETE trials by value (highest first; ties: lower trial number)."""
+    complete = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if t.value is not None
+    ]
+    return sorted(complete, key=lambda t: (-t.value, t.number))[:k]  # type: ignore[operator]
+
+
+def rerank(study: optuna.Study, setup: MergeSetup, k: int) -> RerankResult:
+    """Re-score the ``k`` best trials of ``study`` with ``setup`` (see :func:`rerank_setup`),
+    store the result as ``evolver_opt:rerank`` and return it. The working model is left
+    holding the last re-scored trial's merge."""
+    from evolver_opt.study.objective import evaluate_dev
+
+    check_top_k(k)
+    top = top_trials(study, k)
+    if not top:
+        raise ConfigError(f"study {study.study_name!r} has no COMPLETE trial to re-rank")
+    if any(not key.endswith("/dev") for key in setup.dev_keys):
+        raise ConfigError(f"re-ranking scores dev splits only, got {setup.dev_keys}")
+    scores: dict[int, tuple[float, float]] = {}
+    for trial in top:
+        setup.engine.apply(setup.coefficients(trial.params))
+        result = evaluate_dev(setup)
+        scores[trial.number] = (float(trial.value), float(result.score))  # type: ignore[arg-type]
+    answer = top[0].number
+    for number, (_, rescored) in scores.items():  # study rank order: ties keep the earlier
+        if rescored > scores[answer][1]:
+            answer = number
+    config = stored_config(study)
+    out = RerankResult(
+        k=k,
+        dev_per_split=setup.config.dev_per_split,
+        study_dev_per_split=config.dev_per_split,
+        metric=setup.config.metric,
+        precision=setup.precision.used if setup.precision else setup.config.precision,
+        scores=scores,
+        answer=answer,
+    )
+    study.set_user_attr(ATTR_RERANK, out.as_json())
+    return out
+
+
+def rerank_table(result: RerankResult) -> str:
+    """The re-scored trials as plain text (the answer marked with ``*``)."""
+    lines = [f"{'trial':>7}  {'study dev':>9}  {'re-scored dev':>13}"]
+    for number, (study_dev, rescored) in result.scores.items():
+        mark = " *" if number == result.answer else ""
+        lines.append(f"{number:>7}  {study_dev:>9.4f}  {rescored:>13.4f}{mark}")
+    return "\n".join(lines)
+
+
+def describe_sample(n: int | None) -> str:
+    """``all of each dev split`` or ``N examples of each dev split``."""
+    return "all of each dev split" if n is None else f"{n} examples of each dev split"
