@@ -115,6 +115,14 @@ class ElementObjective:
 
     # -- the trial ----------------------------------------------------------------------
     def __call__(self, trial: optuna.Trial) -> float:
+        import torch
+
+        # the population's rows are float32, and every copy between them and the working model
+        # must be exact: a weight-space study is scored in float32 (open_study records so)
+        with self.setup.engine.model_precision(torch.float32):
+            return self._score(trial)
+
+    def _score(self, trial: optuna.Trial) -> float:
         lineage = element_lineage(trial)
         if lineage is None:
             raise ConfigError(
@@ -206,7 +214,12 @@ class ElementObjective:
     def apply_answer(self, study: optuna.Study) -> float | None:
         """Put the answer into the working model: the best individual by dev (plain) or the
         merge of the best population (merger). Returns its dev score (None: none scored yet);
-        stores it as the study user attribute ``evolver_opt:element_answer``."""
+        stores it as the study user attribute ``evolver_opt:element_answer``. The working
+        model must hold float32 weights (``engine.model_precision``), as during the trials."""
+        import torch
+
+        if self.setup.engine.model_dtype != torch.float32:
+            raise ConfigError("apply_answer needs the working model in float32 (model_precision)")
         population, weights = self.sync(study)
         value = population.answer_value()
         if value is None:

@@ -24,6 +24,7 @@ from evolver_opt.study.config import (
     check_device,
     config_differences,
     identity_hash,
+    with_precision,
 )
 from evolver_opt.study.precision_check import ATTR_PRECISION, PrecisionCheck
 from evolver_opt.study.rerank import ATTR_RERANK, StoredRerank
@@ -98,6 +99,13 @@ def open_study(
 
     ``heartbeat_interval``: seconds between a running trial's heartbeats (RDB storages); a
     trial silent for twice that long is failed and retried by the next worker."""
+    from evolver_opt.study.element import parse_element_sampler
+
+    if parse_element_sampler(sampler) is not None and config.precision == "bf16":
+        # weight-space samplers score in float32 (ElementObjective): say so in the identity
+        setting = config.evaluation.precision
+        config = with_precision(config, "fp32")
+        precision = PrecisionCheck(setting, "fp32", "weight-space samplers keep float32 weights")
     choice = SamplerChoice(sampler, seed)
     name = study_name or default_study_name(config, sampler, seed)
     opened = open_storage(storage, heartbeat_interval=heartbeat_interval)
