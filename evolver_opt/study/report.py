@@ -180,6 +180,8 @@ def markdown(rows: Sequence[Row], *, title: str, command: str, notes: Sequence[s
             f"{_fmt(med('test_out'))} | {med('trials'):.0f} | {med('wall_s'):.0f} | "
             f"{_mib(med('peak_rss_mb'))} |"
         )
+    lines += _task_table(rows)
+    lines += _cost_table(samplers)
     lines += ["", "## Static merges and experts alone", ""]
     lines += [
         "| kind | name | dev | test in-domain | test out-of-domain | gap closed |",
@@ -204,6 +206,59 @@ def markdown(rows: Sequence[Row], *, title: str, command: str, notes: Sequence[s
     lines += ["", "![best-so-far dev score](best_so_far.png)", ""]
     lines += [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
+
+
+def _task_table(rows: Sequence[Row]) -> list[str]:
+    """Test score per task of each sampler (median over seeds), static merge and expert."""
+    tasks = list(dict.fromkeys(t for r in rows for t in r.test))
+    if not tasks:
+        return []
+    lines = ["", "## Test score per task (best-by-dev model; samplers: median over seeds)", ""]
+    lines += ["| kind | name | " + " | ".join(tasks) + " | mean |"]
+    lines += ["|---|---|" + "---|" * (len(tasks) + 1)]
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for r in rows:
+        groups.setdefault((r.kind, r.name), []).append(r)
+    for (kind, name), group in groups.items():
+        cells = [np.median([r.test[t] for r in group if t in r.test]) for t in tasks]
+        lines.append(
+            f"| {kind} | {name} | " + " | ".join(f"{c:.4f}" for c in cells)
+            + f" | {np.mean(cells):.4f} |"
+        )  # fmt: skip
+    return lines
+
+
+def _cost_table(samplers: Sequence[Row]) -> list[str]:
+    """What staged scoring and racing saved, and the answers' float32 re-scores."""
+    if not samplers:
+        return []
+    lines = ["", "## Search cost (medians over seeds)", ""]
+    lines += [
+        "`pruned`: trials stopped by the study's pruner; `race lost`: Evolver offspring stopped"
+        " by exact racing; `dev passes saved`: the fraction of the trials' dev forward passes not"
+        " run; `best dev fp32`: the answer re-scored in float32 (the study scored in bfloat16).",
+        "",
+        "| sampler | pruned | race lost | dev passes saved | best dev | best dev fp32 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in dict.fromkeys(r.name for r in samplers):
+        group = [r for r in samplers if r.name == name]
+        fp32 = [r.best_dev_fp32 for r in group if r.best_dev_fp32 is not None]
+        lines.append(
+            f"| {name} | {np.median([r.pruned for r in group]):.0f} | "
+            f"{np.median([r.race_lost for r in group]):.0f} | "
+            f"{np.median([r.examples_saved for r in group]):.1%} | "
+            f"{_fmt(float(np.median([r.best_dev for r in group])))} | "
+            f"{_fmt(float(np.median(fp32)) if fp32 else None)} |"
+        )
+    return lines
+
+
+def rows_from_json(path: Path) -> tuple[dict[str, Any], list[Row]]:
+    """A compare's ``results.json``: its payload and its rows (to re-render the report)."""
+    payload = json.loads(Path(path).read_text())
+    fields = set(Row.__dataclass_fields__)
+    return payload, [Row(**{k: v for k, v in r.items() if k in fields}) for r in payload["rows"]]
 
 
 def write_report(

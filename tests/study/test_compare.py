@@ -82,6 +82,14 @@ def test_compare_writes_report_json_and_plots(study_env, tmp_path):
     for g in ranked["references"]:  # static merges and experts alone: 0 is the average itself
         assert g["gap_closed"] == pytest.approx((g["test_in"] - average) / (experts - average))
     assert {g["name"]: g["gap_closed"] for g in ranked["references"]}["average"] == 0.0
+    # Per-task test table (samplers: the median over seeds) and the search-cost table
+    line = next(x for x in report.splitlines() if x.startswith("| static | ties | "))
+    ties = by_name["ties"]
+    cells = [float(c) for c in line.strip("|").split("|")[2:]]
+    assert cells[:-1] == pytest.approx([round(ties["test"][t], 4) for t in ties["test"]], abs=1e-4)
+    assert "## Search cost" in report and "| evolver | 0 | " in report
+    for r in samplers:  # racing saves forward passes; what was seen is counted per trial
+        assert 0.0 <= r["examples_saved"] < 1.0 and r["best_dev_fp32"] is None  # fp32 study
     # Each row keeps each test example's correctness; its share is the row's test accuracy.
     for r in rows:
         assert set(r["test_correct"]) == set(r["test"])
