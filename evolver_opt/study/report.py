@@ -234,9 +234,11 @@ def _cost_table(samplers: Sequence[Row]) -> list[str]:
         return []
     lines = ["", "## Search cost (medians over seeds)", ""]
     lines += [
-        "`pruned`: trials stopped by the study's pruner; `race lost`: Evolver offspring stopped"
-        " by exact racing; `dev passes saved`: the fraction of the trials' dev forward passes not"
-        " run; `best dev fp32`: the answer re-scored in float32 (the study scored in bfloat16).",
+        (
+            "`pruned`: trials stopped by the study's pruner; `race lost`: Evolver offspring stopped"
+            " by exact racing; `dev passes saved`: the fraction of the trials' dev forward passes not"
+            " run; `best dev fp32`: the answer re-scored in float32 (the study scored in bfloat16)."
+        ),
         "",
         "| sampler | pruned | race lost | dev passes saved | best dev | best dev fp32 |",
         "|---|---|---|---|---|---|",
