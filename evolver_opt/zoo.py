@@ -321,7 +321,7 @@ def build_expert(
     folder = recipe.expert_dir(domain, root)
     digest = expert_hash(recipe, domain, info["sha256"], info["labels"])
     card = read_card(folder)
-    if card is not None and card.get("recipe_hash") == digest and not force:
+    if _is_current(card, digest) and not force:
         return folder, card, False
     start = time.perf_counter()
     model, tokenizer = load_base(recipe, len(info["labels"]))
@@ -416,9 +416,11 @@ def build_zoo(
     force: bool = False,
     echo: Any = print,
 ) -> dict[str, dict[str, Any]]:
-    """Build or reuse every expert of the recipe; returns the cards by domain."""
+    """Build or reuse every expert of the recipe; returns the cards by domain. After each
+    expert built, ``echo`` gets an estimate of the time the rest will take."""
     cards = {}
-    for domain in recipe.domains:
+    seconds = steps = 0.0  # of the experts built in this call: the measured rate
+    for k, domain in enumerate(recipe.domains):
         folder, card, built = build_expert(
             recipe, domain, root=root, data_dir=data_dir, force=force
         )
@@ -426,9 +428,54 @@ def build_zoo(
         kept = f", kept step {card['chosen_step']}" if "chosen_step" in card else ""
         echo(f"{domain}: {verb} -> {folder} (dev acc {card['accuracy']['dev']:.3f}{kept})")
         cards[domain] = card
+        if built:
+            seconds += card["build_seconds"]
+            steps += card["train"]["steps_run"]
+            eta = zoo_eta(recipe, recipe.domains[k + 1 :], seconds / steps, root, force, data_dir)
+            if eta is not None:
+                echo(eta)
     if recipe.gguf_file:  # the merge engine reads safetensors: a float copy of the base
         _write_base_copy(recipe, cards[recipe.domains[0]]["data"]["labels"], root)
     return cards
+
+
+def _is_current(card: dict[str, Any] | None, digest: str) -> bool:
+    return card is not None and card.get("recipe_hash") == digest
+
+
+def needs_build(
+    recipe: ZooRecipe, domain: str, root: Path | None = None, data_dir: Path | None = None
+) -> bool:
+    """Whether ``domain``'s expert is missing or was built from another recipe or data."""
+    from evolver_opt.data import store
+    from evolver_opt.data.pipeline import ensure_prepared
+
+    info = store.read_manifest(ensure_prepared(data_dir))["domains"].get(domain)
+    if info is None:
+        return True
+    digest = expert_hash(recipe.for_domain(domain), domain, info["sha256"], info["labels"])
+    return not _is_current(read_card(recipe.expert_dir(domain, root)), digest)
+
+
+def zoo_eta(
+    recipe: ZooRecipe,
+    remaining: Sequence[str],
+    seconds_per_step: float,
+    root: Path | None = None,
+    force: bool = False,
+    data_dir: Path | None = None,
+) -> str | None:
+    """How long the experts of ``remaining`` still to build will take at the rate measured so
+    far (an upper bound: early stopping may end one sooner); None if none is left."""
+    todo = [d for d in remaining if force or needs_build(recipe, d, root, data_dir)]
+    if not todo:
+        return None
+    total = sum(recipe.for_domain(d).steps for d in todo)
+    minutes = total * seconds_per_step / 60
+    return (
+        f"zoo: {len(todo)} expert(s) to build, at most {total} steps: about {minutes:.0f} min "
+        f"left at {seconds_per_step:.2f} s/step (a busy machine is slower; see README)"
+    )
 
 
 def load_expert(folder: Path, *, device: str = "cpu") -> tuple[Any, Any]:

@@ -147,7 +147,11 @@ def test_build_caches_reuses_and_rebuilds(base_dir, cache):
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
     messages.clear()
     build_zoo(recipe_for(base_dir, lr=2e-3), echo=messages.append)
-    assert all("built" in m for m in messages)
+    built = [m for m in messages if not m.startswith("zoo:")]
+    assert all("built" in m for m in built) and len(built) == 2
+    # after the first expert, the time the second will take at the rate measured so far
+    (eta,) = [m for m in messages if m.startswith("zoo:")]
+    assert messages.index(eta) == 1 and "1 expert(s) to build, at most 3 steps: about" in eta
     assert read_card(folder)["recipe"]["lr"] == 2e-3
 
 
@@ -168,6 +172,42 @@ def test_unsafe_or_unknown_bases_are_refused(tmp_path):
         load_expert(tmp_path)
     with pytest.raises(CheckpointError, match="neither a directory nor an installed package"):
         resolve_base("surely-not-an-installed-model-package")
+
+
+def test_zoo_eta_counts_only_experts_still_to_build(base_dir, cache):
+    from evolver_opt.zoo import zoo_eta
+
+    recipe = recipe_for(base_dir)
+    domains = list(recipe.domains)
+    assert zoo_eta(recipe, domains, 2.0) == (
+        "zoo: 2 expert(s) to build, at most 6 steps: about 0 min left at 2.00 s/step "
+        "(a busy machine is slower; see README)"
+    )
+    build_zoo(recipe.model_copy(update={"domains": (domains[0],)}), echo=lambda m: None)
+    assert "zoo: 1 expert(s)" in zoo_eta(recipe, domains, 60.0)  # the cached one is not counted
+    assert "about 3 min" in zoo_eta(recipe, domains, 60.0)
+    assert zoo_eta(recipe, domains[:1], 1.0) is None
+    assert "zoo: 1 expert(s)" in zoo_eta(recipe, domains[:1], 1.0, force=True)
+
+
+def test_threads_option_sets_torchs_threads(base_dir, cache, tmp_path):
+    import torch
+
+    from evolver_opt.cli import main
+
+    study = tmp_path / "s.toml"
+    study.write_text(
+        f'[zoo]\nname = "t"\nbase = "{base_dir}"\ndomains = ["vader-nyt"]\nsteps = 1\n'
+    )
+    before = torch.get_num_threads()
+    try:
+        result = CliRunner().invoke(main, ["zoo", "build", str(study), "--threads", "1"])
+        assert result.exit_code == 0, result.output
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    bad = CliRunner().invoke(main, ["zoo", "build", str(study), "--threads", "0"])
+    assert bad.exit_code != 0 and "--threads" in bad.output
 
 
 def test_zoo_build_command(base_dir, cache, tmp_path):

@@ -18,3 +18,22 @@ precision_option = click.option(
     help="Evaluation precision (default: the study file's [study.evaluation] precision, auto: "
     "bfloat16 where the CPU or GPU has it, checked against float32 on the start points).",
 )
+
+
+def _set_threads(ctx: click.Context, param: click.Parameter, value: int | None) -> None:
+    if value is not None:
+        import torch
+
+        torch.set_num_threads(value)
+
+
+threads_option = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    expose_value=False,
+    is_eager=True,
+    callback=_set_threads,
+    help="CPU threads for training, merging and evaluation (default: $OMP_NUM_THREADS, else "
+    "one per core). On a busy machine fewer threads than cores is often faster.",
+)

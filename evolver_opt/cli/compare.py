@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from evolver_opt.cli._options import precision_option, storage_option
+from evolver_opt.cli._options import precision_option, storage_option, threads_option
 from evolver_opt.study.sampler_names import SAMPLER_NAMES
 
 
@@ -54,6 +54,7 @@ from evolver_opt.study.sampler_names import SAMPLER_NAMES
 )
 @precision_option
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@threads_option
 def compare(
     study_file: str,
     samplers: str,

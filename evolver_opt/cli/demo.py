@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from evolver_opt.cli._options import storage_option
+from evolver_opt.cli._options import storage_option, threads_option
 
 DEMO_SAMPLERS = ("evolver", "cmaes", "random")
 
@@ -50,6 +50,7 @@ DEMO_SAMPLERS = ("evolver", "cmaes", "random")
     show_default=True,
     help="Synthetic: coefficient groups per model.",
 )
+@threads_option
 def demo(
     budget: int | None,
     storage: str | None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from evolver_opt.cli._options import precision_option, storage_option
+from evolver_opt.cli._options import precision_option, storage_option, threads_option
 from evolver_opt.study.sampler_names import SAMPLER_NAMES
 
 
@@ -53,6 +53,7 @@ from evolver_opt.study.sampler_names import SAMPLER_NAMES
     help="After the run, re-score the K best trials on the full dev splits (0: off).",
 )
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@threads_option
 def run(
     study_file: str,
     sampler: str,

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from evolver_opt.cli._options import threads_option
+
 _STUDY = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
@@ -18,6 +20,7 @@ def zoo() -> None:
 @zoo.command()
 @click.argument("study", type=_STUDY)
 @click.option("--force/--no-force", default=False, help="Rebuild experts even when cached.")
+@threads_option
 def build(study: Path, force: bool) -> None:
     """Build the experts described by the [zoo] table of STUDY (other tables are ignored)."""
     from evolver_opt.errors import EvolverError

@@ -7,6 +7,7 @@ once per row, for the final best-by-dev model, through the reporting door.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -131,6 +132,7 @@ def run_compare(
     reporter = TestReporter(setup)
     rows = []
     resolved = [resolve_sampler(setup.config.granularity, s) for s in samplers]
+    eta = _Eta(seeds * len(resolved) * n_trials)
     for seed in range(seeds):  # seed-major: a compare cut short has every sampler's first seeds
         for sampler in resolved:
             objective = make_objective(setup, sampler)  # weight-space samplers: ElementObjective
@@ -150,7 +152,12 @@ def run_compare(
                 echo(f"{study.study_name}: {done} of {n_trials} trials done, running the rest")
             with PeakRSS() as peak:
                 if done < n_trials:  # a finished study shows no second, full progress bar
-                    run_study(study, objective, n_trials=n_trials, show_progress_bar=progress)
+                    eta.start()
+                    ran = run_study(study, objective, n_trials=n_trials, show_progress_bar=progress)
+                    eta.ran(ran)
+            eta.skip(min(done, n_trials))
+            if eta.message():
+                echo(eta.message())
             echo(f"{study.study_name}: scoring its best trial on the test splits")
             with setup.engine.model_precision(torch.float32):
                 row = _sampler_row(study, sampler, seed, setup, reporter, objective)
@@ -169,6 +176,30 @@ def run_compare(
                 setup.engine.apply(setup.engine.one_hot(name))
             rows.append(_reference_row(kind, name, setup, reporter))
     return rows
+
+
+class _Eta:
+    """Trials left in a compare and the time they will take at the rate measured so far."""
+
+    def __init__(self, total: int) -> None:
+        self.left, self.run, self.seconds, self._start = total, 0, 0.0, 0.0
+
+    def start(self) -> None:
+        self._start = time.perf_counter()
+
+    def ran(self, n: int) -> None:
+        self.seconds += time.perf_counter() - self._start
+        self.run += n
+        self.left -= n
+
+    def skip(self, n: int) -> None:
+        self.left -= n  # already finished before this call
+
+    def message(self) -> str | None:
+        if not self.run or self.left <= 0:
+            return None
+        minutes = self.left * self.seconds / self.run / 60
+        return f"compare: {self.left} trials left, about {minutes:.0f} min at {self.seconds / self.run:.1f} s/trial"
 
 
 def _sampler_row(

@@ -21,6 +21,8 @@ def test_compare_writes_report_json_and_plots(study_env, tmp_path):
          "--storage", study_env["storage"], "--out", str(out), "--no-progress"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+    etas = [line for line in result.output.splitlines() if line.startswith("compare: ")]
+    assert [e.split(" trials left")[0] for e in etas] == [f"compare: {n}" for n in (18, 12, 6)]
     for name in ("report.md", "results.json", "best_so_far.png", "best_so_far.html"):
         assert (out / name).stat().st_size > 0
     rows = json.loads((out / "results.json").read_text())["rows"]
