@@ -81,7 +81,9 @@ def build_engine(
         and not config.experts
         and any(not Path(p).is_dir() for p in [base, *(e.path for e in experts)])
     ):
-        build_zoo(config.zoo, root=zoo_root, data_dir=data_dir)
+        wanted = config.zoo_experts or config.zoo.domains  # only the experts this study merges
+        recipe = config.zoo.model_copy(update={"domains": tuple(wanted)})
+        build_zoo(recipe, root=zoo_root, data_dir=data_dir)
     for e in experts:
         if not Path(e.path).is_dir():
             raise CheckpointError(f"expert {e.name!r}: directory {e.path} does not exist")

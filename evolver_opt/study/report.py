@@ -90,6 +90,34 @@ def ranking(rows: Sequence[Row]) -> Ranking:
     return Ranking(samplers, tasks, average, experts, references, notes)
 
 
+def headline(rows: Sequence[Row]) -> str:
+    """One paragraph that says what a compare shows: the start point, the best search's gain
+    over the uniform average, and how much of the gap to the experts it closed."""
+    ranked = ranking(rows)
+    if ranked.average is None or ranked.experts is None or not ranked.samplers:
+        return "No uniform-average or expert rows: nothing to measure the searches against."
+    best = ranked.samplers[0]
+    static = [g for g in ranked.references if g["kind"] == "static" and g["name"] != "average"]
+    top = max(static, key=lambda g: g["test_in"] or 0.0, default=None)
+
+    def gap(value: float | None) -> str:
+        return "" if value is None else f", {value:.0%} of the gap"
+
+    text = (
+        f"What you see: every search started from the same points, each expert alone and their "
+        f"uniform average (test mean {ranked.average:.4f}; the experts on their own tasks: "
+        f"{ranked.experts:.4f}). The best search by test mean, {best.name}, reached "
+        f"{best.test.mean:.4f} ({best.test.mean - ranked.average:+.4f} over the average"
+        f"{gap(best.gap_closed)}), choosing by dev only."
+    )
+    if top is not None and top["test_in"] is not None:
+        text += (
+            f" The best static merge, {top['name']}, reached {top['test_in']:.4f}"
+            f"{gap(top['gap_closed'])}."
+        )
+    return text
+
+
 def ranking_as_json(result: Ranking) -> dict[str, Any]:
     return asdict(result)
 
@@ -159,7 +187,7 @@ def markdown(rows: Sequence[Row], *, title: str, command: str, notes: Sequence[s
         " study's finished trials' durations, summed (sampler, merge and evaluation; the same after"
         " a resume). `peak RSS MiB`: the study's peak resident memory, the whole process."
     )
-    lines += [legend, ""]
+    lines += [legend, "", headline(rows), ""]
     ranked = ranking(rows)
     lines += ranking_markdown(ranked)
     gaps = {(g["kind"], g["name"]): g["gap_closed"] for g in ranked.references}

@@ -50,6 +50,11 @@ def test_real_demo_path_on_a_tiny_world(study_env, tmp_path):
     assert result.exit_code == 0, result.output
     assert "| evolver | 1 |" in result.output and "| cmaes | 1 |" in result.output
     assert (out / "report.md").exists() and "optuna-dashboard" in result.output
+    # one line says what the table shows: start points, gain over the average, gap closed
+    (line,) = [x for x in result.output.splitlines() if x.startswith("What you see:")]
+    assert "uniform average (test mean 0." in line and "over the average" in line
+    assert "of the gap" in line and "The best static merge" in line
+    assert line in (out / "report.md").read_text()
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0 and "already finished (5 trials)" in again.output
     assert "running the rest" not in again.output and "5/5" not in again.output
@@ -58,10 +63,20 @@ def test_real_demo_path_on_a_tiny_world(study_env, tmp_path):
     )
 
 
+def test_the_demo_study_has_headroom_settings():
+    """Three experts with their own label spaces and heads: averaging their bodies costs."""
+    from evolver_opt.study.config import load_config
+
+    with resources.as_file(resources.files("evolver_opt.study") / "demo.toml") as path:
+        config = load_config(path)
+    assert config.heads == "separate" and len(config.zoo_experts) == 3
+    assert config.dev == config.zoo_experts == config.test_in_domain
+
+
 def test_demo_shares_the_reference_study_zoo():
     demo = tomllib.loads((resources.files("evolver_opt.study") / "demo.toml").read_text())
     reference = tomllib.loads(
-        (Path(__file__).parents[2] / "studies" / "sentiment-domains.toml").read_text()
+        (Path(__file__).parents[2] / "studies" / "multitask-8.toml").read_text()
     )
     assert demo["zoo"] == reference["zoo"]
 
