@@ -19,6 +19,7 @@ _COMMANDS = {
     "export": "evolver_opt.cli.export:export",
     "rerank": "evolver_opt.cli.rerank:rerank",
     "compare": "evolver_opt.cli.compare:compare",
+    "baselines": "evolver_opt.cli.baselines:baselines",
     "studies": "evolver_opt.cli.studies:studies",
     "merge": "evolver_opt.cli.merge:merge",
     "data": "evolver_opt.cli.data:data",

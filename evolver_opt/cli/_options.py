@@ -37,3 +37,16 @@ threads_option = click.option(
     help="CPU threads for training, merging and evaluation (default: $OMP_NUM_THREADS, else "
     "one per core). On a busy machine fewer threads than cores is often faster.",
 )
+
+dev_per_split_option = click.option(
+    "--dev-per-split",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Override: a fixed stratified sample of N examples from each dev split.",
+)
+test_per_split_option = click.option(
+    "--test-per-split",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Override: report on N examples from each test split.",
+)

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from evolver_opt.cli._options import precision_option, storage_option, threads_option
+from evolver_opt.cli._options import (
+    dev_per_split_option,
+    precision_option,
+    storage_option,
+    test_per_split_option,
+    threads_option,
+)
 from evolver_opt.study.sampler_names import SAMPLER_NAMES
+
+if TYPE_CHECKING:
+    from evolver_opt.study.compare import Row
 
 
 @click.command()
@@ -40,17 +51,14 @@ from evolver_opt.study.sampler_names import SAMPLER_NAMES
     default=None,
     help="Override the study file's granularity.",
 )
+@dev_per_split_option
+@test_per_split_option
 @click.option(
-    "--dev-per-split",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Override: a fixed stratified sample of N examples from each dev split.",
-)
-@click.option(
-    "--test-per-split",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Override: report on N examples from each test split.",
+    "--tuned-baselines",
+    is_flag=True,
+    help="Also the static merges tuned on dev (task arithmetic's lambda, TIES and DARE's "
+    "density and lambda, from grids), Fisher and RegMean (each expert's statistics on 256 of "
+    "its training examples, cached next to it).",
 )
 @precision_option
 @click.option("--progress/--no-progress", default=True, show_default=True)
@@ -65,6 +73,7 @@ def compare(
     granularity: str | None,
     dev_per_split: int | None,
     test_per_split: int | None,
+    tuned_baselines: bool,
     precision: str | None,
     progress: bool,
 ) -> None:
@@ -78,6 +87,7 @@ def compare(
     from evolver_opt.study.objective import build_setup
     from evolver_opt.study.report import write_report
     from evolver_opt.study.runner import preflight
+    from evolver_opt.study.worker import Terminated
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     names = [s.strip() for s in samplers.split(",") if s.strip()]
@@ -98,15 +108,21 @@ def compare(
             storage=storage,
             echo=click.echo,
             progress=progress,
+            tuned_baselines=tuned_baselines,
         )
     except EvolverError as exc:
         raise click.ClickException(str(exc)) from None
+    except Terminated as exc:  # SIGTERM / Ctrl-C: the trials in flight were failed, re-queued
+        click.echo(
+            f"{exc}; the trials in flight were failed and re-queued; rerun to resume", err=True
+        )
+        raise SystemExit(143) from None
     folder = Path(out) if out else runs_dir() / f"compare-{config.search_label}"
     title = f"{config.name} ({config.granularity})"
     if config.dev_per_split:
         title = f"{config.name} ({config.granularity}, dev per split {config.dev_per_split})"
     command = "evolver-opt " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    notes = ["fisher and regmean need examples from the caller and are not among the static rows."]
+    notes = baseline_notes(rows)
     from evolver_opt.integrations.storage import default_url
 
     report = write_report(
@@ -115,3 +131,14 @@ def compare(
     )  # fmt: skip
     click.echo(report.read_text())
     click.echo(f"wrote {report}")
+
+
+def baseline_notes(rows: Sequence[Row]) -> list[str]:
+    """The report's notes on the static rows: each tuned one's chosen parameters."""
+    tuned = [r for r in rows if r.kind == "static" and (r.params or r.grid)]
+    if not tuned:
+        note = "static rows use each method's default parameters; --tuned-baselines adds them"
+        return [note + " tuned on dev, and Fisher and RegMean."]
+    from evolver_opt.study.baselines import describe
+
+    return [describe(r) for r in tuned]

@@ -49,6 +49,10 @@ class Row:
     pruned: int = 0  # trials stopped by the study's pruner (staged dev scoring)
     race_lost: int = 0  # Evolver offspring stopped by exact racing against their parent
     examples_saved: float = 0.0  # fraction of the trials' dev forward passes not run
+    # Static rows tuned on dev (study/baselines.py): the chosen parameters, and every grid
+    # point's parameters and dev score.
+    params: dict[str, Any] = field(default_factory=dict)
+    grid: list[dict[str, Any]] = field(default_factory=list)
 
 
 class TestReporter:
@@ -122,8 +126,11 @@ def run_compare(
     storage: str | None,
     echo: Callable[[str], Any] = print,
     progress: bool = False,
+    tuned_baselines: bool = False,
 ) -> list[Row]:
-    """Run every (sampler, seed) study to ``n_trials`` and score the reference rows."""
+    """Run every (sampler, seed) study to ``n_trials`` and score the reference rows; with
+    ``tuned_baselines`` also the static merges tuned on dev, Fisher and RegMean
+    (study/baselines.py)."""
     from evolver_opt.study.element import make_objective, resolve_sampler
     from evolver_opt.study.memory import PeakRSS, record_peak
 
@@ -175,6 +182,11 @@ def run_compare(
             else:
                 setup.engine.apply(setup.engine.one_hot(name))
             rows.append(_reference_row(kind, name, setup, reporter))
+    if tuned_baselines:
+        from evolver_opt.study.baselines import baseline_rows
+
+        echo("tuned baselines: grids on dev, Fisher and RegMean (then test)")
+        rows += baseline_rows(setup, reporter, echo=echo)
     return rows
 
 

@@ -5,6 +5,9 @@ model i, estimated on that model's examples as the mean squared per-example grad
 ``log p(y_hat | x)``, ``y_hat`` the model's own prediction (summed over positions for
 sequence outputs). Entries with no Fisher mass fall back to the weighted average.
 Extra memory: three float32 buffers of the merged size plus one gradient.
+
+The Fishers can be computed apart (:func:`expert_fisher`, e.g. to cache them) and passed back
+as ``fishers``, one flat float32 vector per model in the engine's layout.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from evolver_opt.errors import ConfigError
 from evolver_opt.merge.methods._base import MergeMethod, model_weights
 from evolver_opt.merge.methods._examples import (
     Examples,
@@ -52,12 +56,21 @@ def diagonal_fisher(engine: MergeEngine, batches: Sequence, out: torch.Tensor) -
     return count
 
 
+def expert_fisher(engine: MergeEngine, i: int, batches: Sequence) -> torch.Tensor:
+    """Model ``i``'s diagonal Fisher on ``batches`` (its own head), flat in the engine's layout:
+    the mean squared per-example gradient, float32."""
+    load_model(engine, i)
+    fisher = torch.zeros(engine.output.numel(), dtype=torch.float32, device=engine.device)
+    return fisher.div_(diagonal_fisher(engine, batches, fisher))
+
+
 class Fisher(MergeMethod):
-    """Fisher-weighted average; ``examples`` maps each model name to its batches."""
+    """Fisher-weighted average; ``examples`` maps each model name to its batches, or
+    ``fishers`` gives each model's precomputed Fisher (:func:`expert_fisher`)."""
 
     name = "fisher"
     url = "https://arxiv.org/abs/2111.09832"
-    params = ("examples", "weights", "floor")
+    params = ("examples", "weights", "floor", "fishers")
 
     def write(
         self,
@@ -65,21 +78,19 @@ class Fisher(MergeMethod):
         examples: Examples | None = None,
         weights: Sequence[float] | None = None,
         floor: float = 1e-12,
+        fishers: Sequence[torch.Tensor] | None = None,
     ) -> None:
-        lists = per_model(engine, examples)
+        if fishers is not None and len(fishers) != engine.n_models:
+            raise ConfigError(f"fishers has {len(fishers)} entries, expected {engine.n_models}")
+        lists = per_model(engine, examples) if fishers is None else None
         w = model_weights(weights, engine.n_models, normalize=True).tolist()
-        kw = {"dtype": torch.float32, "device": engine.device}
-        num = torch.zeros(engine.output.numel(), **kw)
+        num = torch.zeros(engine.output.numel(), dtype=torch.float32, device=engine.device)
         den = torch.zeros_like(num)
-        fisher = torch.zeros_like(num)
-        for i, batches in enumerate(lists):
-            load_model(engine, i)
-            fisher.zero_()
-            n = diagonal_fisher(engine, batches, fisher)
-            fisher.mul_(w[i] / n)
-            theta = engine.stacked[i + 1].float()
-            num.addcmul_(fisher, theta)
-            den.add_(fisher)
+        for i in range(engine.n_models):
+            fisher = expert_fisher(engine, i, lists[i]) if lists is not None else fishers[i]
+            fisher = fisher.to(device=engine.device, dtype=torch.float32)
+            num.addcmul_(fisher, engine.stacked[i + 1].float(), value=w[i])
+            den.add_(fisher, alpha=w[i])
         engine.apply(np.repeat(np.asarray(w)[:, None], engine.n_groups, axis=1))
         with torch.no_grad():
             has_mass = den > floor

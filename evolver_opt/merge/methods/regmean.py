@@ -6,11 +6,14 @@ the merged weight solves ``min_W sum_i ||X_i W^T - X_i W_i^T||^2``:
 ``W^T = (sum_i G~_i)^-1 sum_i G~_i W_i^T`` with ``G~ = alpha G + (1 - alpha) diag(G)``
 (sec. 3.2, non-diagonal entries scaled by ``alpha``). All other parameters (biases, norms,
 embeddings, tied or unseen layers) fall back to the weighted average.
+
+The Gram matrices can be computed apart (:func:`expert_grams`, e.g. to cache them) and passed
+back as ``grams``, one ``{weight name: G_i}`` per model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -44,12 +47,20 @@ def _scaled_gram(gram: torch.Tensor, alpha: float) -> torch.Tensor:
     return alpha * gram + (1.0 - alpha) * diag
 
 
+def expert_grams(engine: MergeEngine, i: int, batches: Sequence) -> dict[str, torch.Tensor]:
+    """Model ``i``'s Gram matrix (float64) of each merged linear layer's inputs on ``batches``,
+    with its own head: weight name -> ``X^T X``."""
+    load_model(engine, i)
+    return _grams(engine, linear_layers(engine), batches)
+
+
 class RegMean(MergeMethod):
-    """RegMean over ``examples`` (model name -> batches); ``alpha`` scales off-diagonals."""
+    """RegMean over ``examples`` (model name -> batches), or over precomputed ``grams`` (one
+    :func:`expert_grams` per model); ``alpha`` scales off-diagonals."""
 
     name = "regmean"
     url = "https://arxiv.org/abs/2212.09849"
-    params = ("examples", "weights", "alpha")
+    params = ("examples", "weights", "alpha", "grams")
 
     def write(
         self,
@@ -57,21 +68,24 @@ class RegMean(MergeMethod):
         examples: Examples | None = None,
         weights: Sequence[float] | None = None,
         alpha: float = 0.9,
+        grams: Sequence[Mapping[str, torch.Tensor]] | None = None,
     ) -> None:
         if not 0.0 <= float(alpha) <= 1.0:
             raise ConfigError(f"alpha={alpha} must be in [0, 1]")
-        lists = per_model(engine, examples)
+        if grams is not None and len(grams) != engine.n_models:
+            raise ConfigError(f"grams has {len(grams)} entries, expected {engine.n_models}")
+        lists = per_model(engine, examples) if grams is None else None
         w = model_weights(weights, engine.n_models, normalize=True)
         layers = linear_layers(engine)
         sum_g: dict[str, torch.Tensor] = {}
         sum_gw: dict[str, torch.Tensor] = {}
-        for i, batches in enumerate(lists):
-            load_model(engine, i)
-            grams = self._grams(engine, layers, batches)
-            for name, gram in grams.items():
+        for i in range(engine.n_models):
+            model_grams = expert_grams(engine, i, lists[i]) if lists is not None else grams[i]
+            for name, gram in model_grams.items():
                 mod, transposed = layers[name]
-                weight_t = mod.weight.double() if transposed else mod.weight.double().t()
-                g = _scaled_gram(gram, float(alpha)) * w[i]
+                weight = _model_weight(engine, i, name, mod.weight.shape).double()
+                weight_t = weight if transposed else weight.t()
+                g = _scaled_gram(gram.to(engine.device, torch.float64), float(alpha)) * w[i]
                 sum_g[name] = sum_g.get(name, 0) + g
                 sum_gw[name] = sum_gw.get(name, 0) + g @ weight_t
         engine.apply(np.repeat(w[:, None], engine.n_groups, axis=1))
@@ -84,25 +98,32 @@ class RegMean(MergeMethod):
                 mod, transposed = layers[name]
                 mod.weight.copy_(solved if transposed else solved.t())
 
-    @staticmethod
-    def _grams(
-        engine: MergeEngine, layers: dict[str, tuple[nn.Module, bool]], batches: Sequence
-    ) -> dict[str, torch.Tensor]:
-        grams: dict[str, torch.Tensor] = {}
 
-        def hook(name: str) -> Any:
-            def record(_mod: nn.Module, inputs: tuple) -> None:
-                x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).double()
-                grams[name] = grams.get(name, 0) + x.t() @ x
+def _model_weight(engine: MergeEngine, i: int, name: str, shape: torch.Size) -> torch.Tensor:
+    """Fine-tuned model ``i``'s exact (stacked-row) value of the merged tensor ``name``."""
+    start, end = engine.layout.span(name)
+    return engine.stacked[i + 1, start:end].view(shape)
 
-            return record
 
-        handles = [mod.register_forward_pre_hook(hook(n)) for n, (mod, _) in layers.items()]
-        try:
-            with torch.no_grad():
-                for batch in batches:
-                    engine.model(**model_inputs(batch, engine.device))
-        finally:
-            for h in handles:
-                h.remove()
-        return grams
+def _grams(
+    engine: MergeEngine, layers: dict[str, tuple[nn.Module, bool]], batches: Sequence
+) -> dict[str, torch.Tensor]:
+    """Sum of ``x^T x`` over the inputs ``x`` of each layer, the working model as it is."""
+    grams: dict[str, torch.Tensor] = {}
+
+    def hook(name: str) -> Any:
+        def record(_mod: nn.Module, inputs: tuple) -> None:
+            x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).double()
+            grams[name] = grams.get(name, 0) + x.t() @ x
+
+        return record
+
+    handles = [mod.register_forward_pre_hook(hook(n)) for n, (mod, _) in layers.items()]
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                engine.model(**model_inputs(batch, engine.device))
+    finally:
+        for h in handles:
+            h.remove()
+    return grams

@@ -1,0 +1,70 @@
+"""``evolver-opt baselines``: the static merges tuned on dev, Fisher and RegMean, as rows."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from evolver_opt.cli._options import dev_per_split_option, test_per_split_option, threads_option
+
+
+@click.command()
+@click.argument("study_file", type=click.Path(exists=True, dir_okay=False))
+@dev_per_split_option
+@test_per_split_option
+@click.option(
+    "--examples",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Training examples per expert for the Fisher and RegMean statistics (cached).",
+)
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="JSON file of the rows (default: runs/baselines-<name>.json).",
+)
+@threads_option
+def baselines(
+    study_file: str,
+    dev_per_split: int | None,
+    test_per_split: int | None,
+    examples: int,
+    out: str | None,
+) -> None:
+    """Tune the static merges of STUDY_FILE on dev and score them on test, with Fisher and
+    RegMean; writes the rows in compare's results.json format. All in float32."""
+    from evolver_opt.errors import EvolverError
+    from evolver_opt.paths import runs_dir
+    from evolver_opt.study.baselines import baseline_rows, describe
+    from evolver_opt.study.compare import rows_as_json
+    from evolver_opt.study.config import load_config, override_config, with_precision
+    from evolver_opt.study.objective import build_setup
+
+    try:
+        config = with_precision(load_config(study_file), "fp32")  # no bfloat16 check to run
+        overrides = {"dev_per_split": dev_per_split, "test_per_split": test_per_split}
+        config = override_config(
+            config, {k: v for k, v in overrides.items() if v is not None}, source=study_file
+        )
+        setup = build_setup(config)
+        rows = baseline_rows(setup, n_examples=examples, echo=click.echo)
+    except EvolverError as exc:
+        raise click.ClickException(str(exc)) from None
+    path = Path(out) if out else runs_dir() / f"baselines-{config.search_label}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "title": f"{config.name} ({config.granularity}): tuned static baselines",
+        "command": "evolver-opt " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "rows": rows_as_json(rows),
+    }
+    path.write_text(json.dumps(payload, indent=1))
+    for row in rows:
+        test = "-" if row.test_in is None else f"{row.test_in:.4f}"
+        click.echo(f"{describe(row)}; test in-domain {test}")
+    click.echo(f"wrote {path}")

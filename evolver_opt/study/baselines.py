@@ -1,0 +1,174 @@
+"""Tuned static baselines (FusionBench's table): grids chosen on dev, Fisher and RegMean.
+
+Task arithmetic picks its lambda (scaling every task vector), TIES and DARE their density and
+lambda, from a grid; each point is scored by ``evaluate_dev`` (the setup's dev splits, nothing
+else) and the best one (the first of equal ones, in grid order) is the answer. Fisher merging
+and RegMean use each expert's statistics on a fixed sample of its own training split
+(:mod:`evolver_opt.study.merge_stats`, cached next to the expert); with separate heads each
+expert's statistics use its own head and only the body is merged. Everything is merged and
+scored in float32. The test splits are read only after every choice is made, for the report.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from evolver_opt.data import require_selectable
+from evolver_opt.merge import get_method
+from evolver_opt.study.compare import Row, TestReporter
+from evolver_opt.study.merge_stats import StoredStats, ensure_stats, spec_for
+from evolver_opt.study.objective import MergeSetup, evaluate_dev
+
+TA_LAMBDAS = tuple(round(0.1 * k, 1) for k in range(1, 11))
+DENSITIES = (0.1, 0.2, 0.4, 0.6, 0.8)
+SPARSE_LAMBDAS = (0.6, 0.8, 1.0, 1.2, 1.5)
+DARE_SEED = 0
+DATA_METHODS = ("fisher", "regmean")
+Grid = Sequence[Mapping[str, Any]]
+
+
+def default_grids() -> dict[str, list[dict[str, Any]]]:
+    """Method -> its grid of parameters (``lambda`` scales all task vectors; DARE seed 0)."""
+    sparse = [{"density": d, "lambda": lam} for d in DENSITIES for lam in SPARSE_LAMBDAS]
+    return {
+        "task_arithmetic": [{"lambda": lam} for lam in TA_LAMBDAS],
+        "ties": sparse,
+        "dare": [{**p, "seed": DARE_SEED} for p in sparse],
+    }
+
+
+@dataclass
+class Baseline:
+    """A static merge chosen on dev: its row name, parameters, dev score and how to redo it."""
+
+    name: str
+    method: str
+    params: dict[str, Any]
+    dev: float
+    apply: Callable[[], Any] = field(repr=False)
+    grid: list[dict[str, Any]] = field(default_factory=list)  # every point: params and dev
+    seconds: float = 0.0  # selection time (statistics, merges, dev scoring)
+
+
+def check_dev_only(setup: MergeSetup) -> None:
+    """Refuse a selection evaluator that holds a test split (``SplitError``)."""
+    for split in setup.evaluator.splits.values():
+        require_selectable(split, "choosing a static baseline")
+
+
+def search_grid(
+    setup: MergeSetup, method: str, grid: Grid, echo: Callable[[str], Any] = print
+) -> Baseline:
+    """Merge and score every grid point on dev; the best point's ``apply`` merges it again."""
+    check_dev_only(setup)
+    start = time.perf_counter()
+    merger = get_method(method)
+    points = []
+    for params in grid:
+        merger.merge(setup.engine, **params)
+        points.append({"params": dict(params), "dev": float(evaluate_dev(setup).score)})
+    best = _argmax([p["dev"] for p in points])
+    chosen = dict(points[best]["params"])
+    echo(f"{method}: {_describe(chosen)} best of {len(points)} on dev ({points[best]['dev']:.4f})")
+    return Baseline(
+        f"{method}(dev grid)", method, chosen, points[best]["dev"],
+        lambda: merger.merge(setup.engine, **chosen), points,
+        round(time.perf_counter() - start, 1),
+    )  # fmt: skip
+
+
+def data_baseline(
+    setup: MergeSetup, method: str, n_examples: int = 256, echo: Callable[[str], Any] = print
+) -> Baseline:
+    """Fisher or RegMean from each expert's cached training statistics, scored on dev."""
+    check_dev_only(setup)
+    start = time.perf_counter()
+    spec = spec_for(setup, n_examples)
+    paths = ensure_stats(setup, method, spec, echo)
+    arg = "fishers" if method == "fisher" else "grams"
+    stats = {arg: StoredStats(setup.engine, method, paths)}
+    merger = get_method(method)
+    result = merger.merge(setup.engine, **stats)
+    dev = float(evaluate_dev(setup).score)
+    params = {k: v for k, v in result.params.items() if v is not None}
+    params.update(examples_per_expert=spec.n_examples, max_length=spec.max_length)
+    if method == "regmean":
+        params["batch_size"] = spec.batch_size
+    params["statistics"] = [str(p) for p in paths]
+    echo(f"{method}: dev {dev:.4f}")
+    return Baseline(
+        method, method, params, dev, lambda: merger.merge(setup.engine, **stats),
+        seconds=round(time.perf_counter() - start, 1),
+    )  # fmt: skip
+
+
+def select_baselines(
+    setup: MergeSetup,
+    *,
+    grids: Mapping[str, Grid] | None = None,
+    data_methods: Sequence[str] = DATA_METHODS,
+    n_examples: int = 256,
+    echo: Callable[[str], Any] = print,
+) -> list[Baseline]:
+    """Every tuned baseline, chosen on dev only (in float32)."""
+    grids = default_grids() if grids is None else grids
+    with setup.engine.model_precision(torch.float32):
+        chosen = [search_grid(setup, m, g, echo) for m, g in grids.items()]
+        chosen += [data_baseline(setup, m, n_examples, echo) for m in data_methods]
+    return chosen
+
+
+def baseline_rows(
+    setup: MergeSetup,
+    reporter: TestReporter | None = None,
+    *,
+    grids: Mapping[str, Grid] | None = None,
+    data_methods: Sequence[str] = DATA_METHODS,
+    n_examples: int = 256,
+    echo: Callable[[str], Any] = print,
+) -> list[Row]:
+    """The tuned baselines as compare rows (kind ``static``): chosen on dev, then each re-merged
+    and scored once on the test splits in float32."""
+    chosen = select_baselines(
+        setup, grids=grids, data_methods=data_methods, n_examples=n_examples, echo=echo
+    )
+    reporter = reporter or TestReporter(setup)  # the test splits: from here on, reporting only
+    rows = []
+    with setup.engine.model_precision(torch.float32):
+        for baseline in chosen:
+            echo(f"{baseline.name}: scoring on the test splits")
+            baseline.apply()
+            rows.append(_row(baseline, reporter))
+    return rows
+
+
+def _row(baseline: Baseline, reporter: TestReporter) -> Row:
+    scores, correct = reporter.score()
+    test_in, test_out = reporter.summarize(scores)
+    return Row(
+        kind="static", name=baseline.name, seed=None, best_dev=baseline.dev, test_in=test_in,
+        test_out=test_out, test=scores, trials=len(baseline.grid), wall_s=baseline.seconds,
+        test_in_domain=list(reporter.in_domain), test_correct=correct,
+        params=dict(baseline.params), grid=list(baseline.grid),
+    )  # fmt: skip
+
+
+def describe(row: Row) -> str:
+    """One line for a report's notes: the row's chosen parameters and grid size."""
+    params = {k: v for k, v in row.params.items() if k != "statistics"}
+    grid = f", best of {len(row.grid)} grid points on dev" if row.grid else ""
+    return f"{row.name}: {_describe(params)}{grid} (dev {row.best_dev:.4f})"
+
+
+def _describe(params: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items())
+
+
+def _argmax(values: Sequence[float]) -> int:
+    """The index of the largest value, the first of equal ones."""
+    return max(range(len(values)), key=values.__getitem__)

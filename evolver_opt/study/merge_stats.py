@@ -1,0 +1,199 @@
+"""Per-expert statistics of the data-dependent merges (Fisher, RegMean), cached on disk.
+
+Each expert's statistics come from a fixed sample of its own TRAINING split (the first ``n``
+examples of the stored, shuffled split, stratified: ``Split.subset``), with its own head when
+heads are kept separate. They are computed in float32 (Gram matrices accumulated in float64)
+and saved with safetensors in ``<expert dir>/merge-stats/<kind>-<key>.safetensors`` (a
+sub-folder, so the checkpoint reader's ``*.safetensors`` never sees them; rebuilding the
+expert removes them with its folder). An expert folder that cannot be written keeps them in
+``cache_dir()/merge-stats/`` instead. ``key`` hashes the kind, the sample (size, fingerprint),
+max length, batch size, the tokenizer, the merged tensors' names and the expert's own files
+(name, size, modification time), so a second call with the same settings loads the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from evolver_opt.errors import ConfigError
+from evolver_opt.merge.methods.fisher import expert_fisher
+from evolver_opt.merge.methods.regmean import expert_grams, linear_layers
+from evolver_opt.paths import cache_dir
+
+STATS_DIR = "merge-stats"
+FORMAT = 1
+KINDS = ("fisher", "regmean")
+
+
+@dataclass(frozen=True)
+class StatsSpec:
+    """What the statistics are computed on: ``n_examples`` of each expert's training split,
+    truncated to ``max_length`` tokens, in batches of ``batch_size`` (RegMean; Fisher takes
+    one example at a time, unpadded)."""
+
+    n_examples: int = 256
+    max_length: int = 128
+    batch_size: int = 64
+
+    def as_json(self) -> dict[str, int]:
+        return {"examples": self.n_examples, "max_length": self.max_length,
+                "batch_size": self.batch_size}  # fmt: skip
+
+
+def spec_for(setup: Any, n_examples: int = 256) -> StatsSpec:
+    """The setup's max length and batch size with ``n_examples`` per expert."""
+    ev = setup.config.evaluation
+    return StatsSpec(n_examples, ev.max_length, ev.batch_size)
+
+
+def training_sample(name: str, n_examples: int) -> Any:
+    """Expert ``name``'s training sample: the first ``n_examples`` of the domain of the same
+    name's train split, stratified (a ``Split``)."""
+    from evolver_opt.data import list_domains, load_split
+
+    if name not in list_domains():
+        raise ConfigError(
+            f"expert {name!r}: the Fisher and RegMean statistics use the expert's own training "
+            f"data, the domain of the same name, and there is no domain {name!r}"
+        )
+    return load_split(name, "train").subset(n_examples)
+
+
+def training_batches(setup: Any, split: Any, batch_size: int, max_length: int) -> list[dict]:
+    """``split`` tokenized like the evaluator does, as model-input batches (length-bucketed)."""
+    from evolver_opt.evaluation import batches as _batches
+
+    tok = setup.tokenizer
+    ids = _batches.tokenize(split, tok, max_length, _batches.tokenizer_fingerprint(tok))
+    pad = 0 if tok.pad_token_id is None else int(tok.pad_token_id)
+    built = _batches.make_batches(
+        ids, split.labels, batch_size=batch_size, pad_id=pad,
+        padding_side=getattr(tok, "padding_side", "right"),
+    )  # fmt: skip
+    return [{"input_ids": b.input_ids, "attention_mask": b.attention_mask} for b in built]
+
+
+def expert_identity(folder: Path) -> list[list[Any]]:
+    """The expert folder's own files: ``[name, size, mtime_ns]`` each (not its statistics)."""
+    return [
+        [p.name, p.stat().st_size, p.stat().st_mtime_ns]
+        for p in sorted(Path(folder).iterdir())
+        if p.is_file()
+    ]
+
+
+def _tensor_names(engine: Any, kind: str) -> list[str]:
+    return sorted(linear_layers(engine)) if kind == "regmean" else list(engine.layout.names)
+
+
+def stats_key(setup: Any, kind: str, i: int, split: Any, spec: StatsSpec) -> dict[str, Any]:
+    """Everything the statistics of expert ``i`` depend on (hashed into the file name)."""
+    from evolver_opt.evaluation.batches import tokenizer_fingerprint
+
+    engine = setup.engine
+    names = "\n".join(_tensor_names(engine, kind))
+    return {
+        "format": FORMAT,
+        "kind": kind,
+        **spec.as_json(),
+        "sample": split.fingerprint,
+        "tokenizer": tokenizer_fingerprint(setup.tokenizer),
+        "tensors": hashlib.sha256(names.encode()).hexdigest(),
+        "heads_merged": bool(engine.heads_merged),
+        "expert": expert_identity(engine.checkpoints.models[i].path),
+    }
+
+
+def stats_folder(expert_dir: Path) -> Path:
+    """``<expert dir>/merge-stats``, or a folder under the cache when the expert's is read-only."""
+    expert_dir = Path(expert_dir)
+    if os.access(expert_dir, os.W_OK):
+        return expert_dir / STATS_DIR
+    tag = hashlib.sha256(str(expert_dir.resolve()).encode()).hexdigest()[:12]
+    return cache_dir() / STATS_DIR / f"{expert_dir.name}-{tag}"
+
+
+def stats_path(setup: Any, kind: str, i: int, key: dict[str, Any]) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return stats_folder(setup.engine.checkpoints.models[i].path) / f"{kind}-{digest}.safetensors"
+
+
+def compute_stats(kind: str, engine: Any, i: int, batches: list[dict]) -> dict[str, torch.Tensor]:
+    """Expert ``i``'s statistics by tensor name (Fisher: per merged tensor; RegMean: the Gram
+    matrix per merged linear layer)."""
+    if kind == "regmean":
+        return {n: g.contiguous() for n, g in expert_grams(engine, i, batches).items()}
+    flat = expert_fisher(engine, i, batches)
+    return {n: flat[s:e].clone() for n, (s, e) in _spans(engine).items()}
+
+
+def _spans(engine: Any) -> dict[str, tuple[int, int]]:
+    return {n: engine.layout.span(n) for n in engine.layout.names}
+
+
+def ensure_stats(
+    setup: Any, kind: str, spec: StatsSpec, echo: Callable[[str], Any] = print
+) -> list[Path]:
+    """The statistics file of every expert (engine order), computing only the missing ones."""
+    if kind not in KINDS:
+        raise ConfigError(f"unknown statistics {kind!r}; expected one of {KINDS}")
+    engine = setup.engine
+    paths = []
+    for i, name in enumerate(engine.model_names):
+        split = training_sample(name, spec.n_examples)
+        key = stats_key(setup, kind, i, split, spec)
+        path = stats_path(setup, kind, i, key)
+        if path.is_file():
+            echo(f"{kind} statistics of {name}: loading {path}")
+        else:
+            echo(f"{kind} statistics of {name}: computing on {len(split)} training examples")
+            size = 1 if kind == "fisher" else spec.batch_size  # Fisher: unpadded, one at a time
+            batches = training_batches(setup, split, size, spec.max_length)
+            with engine.model_precision(torch.float32):
+                stats = compute_stats(kind, engine, i, batches)
+            _save(stats, path, key)
+        paths.append(path)
+    return paths
+
+
+def _save(stats: dict[str, torch.Tensor], path: Path, key: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    cpu = {n: t.detach().cpu().contiguous() for n, t in stats.items()}
+    save_file(cpu, str(tmp), metadata={"key": json.dumps(key, sort_keys=True)})
+    os.replace(tmp, path)
+
+
+class StoredStats(Sequence):
+    """Each expert's statistics, loaded from its file when the merge asks for them (one in
+    memory at a time): Fisher as a flat float32 vector in the engine's layout, RegMean as the
+    Gram dict. Pass it as ``fishers=`` or ``grams=``."""
+
+    def __init__(self, engine: Any, kind: str, paths: Sequence[Path]) -> None:
+        self.engine, self.kind, self.paths = engine, kind, list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Any:  # type: ignore[override]
+        stats = load_file(str(self.paths[i]), device=str(self.engine.device))
+        expected = set(_tensor_names(self.engine, self.kind))
+        fits = set(stats) <= expected if self.kind == "regmean" else set(stats) == expected
+        if not fits:  # RegMean: a linear layer no input reached has no Gram matrix
+            raise ConfigError(f"{self.paths[i]} holds other tensors than this merge's; delete it")
+        if self.kind == "regmean":
+            return stats
+        engine = self.engine
+        flat = torch.empty(engine.output.numel(), dtype=torch.float32, device=engine.device)
+        for name, (s, e) in _spans(engine).items():
+            flat[s:e].copy_(stats[name].reshape(-1))
+        return flat
