@@ -147,6 +147,10 @@ def test_greedy_selection_and_lost_offspring():
     _before_x, before_values = opt.population
     assert opt.tell(child.index, before_values[child.target] + 1.0) is False  # worse: kept
     child = opt.ask()
+    kept = opt.population[0][child.target].copy()
+    assert opt.tell(child.index, before_values[child.target]) is False  # a tie: kept (Eq. 4)
+    np.testing.assert_array_equal(opt.population[0][child.target], kept)
+    child = opt.ask()
     assert opt.tell(child.index, float("nan")) is False  # NaN: lost
     assert opt.population[1] == before_values
     child = opt.ask()

@@ -109,6 +109,20 @@ def test_buffered_params_are_read_back_here_and_written_on_flush(tmp_path):
     assert len(outside.get_trial(trial._trial_id).params) == 5
 
 
+def test_a_heartbeat_writes_the_buffered_params_first(tmp_path):
+    """A heartbeat says "this trial is alive": its parameters must already be in the database,
+    so a worker that dies right after leaves a trial another one can retry."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    storage = open_storage(url, heartbeat_interval=60, flush_after=None)
+    study = optuna.create_study(study_name="s", storage=storage)
+    trial = study.ask()
+    values = [trial.suggest_float(f"w{j}", 0.0, 1.0) for j in range(3)]
+    outside = optuna.storages.RDBStorage(url)
+    assert outside.get_trial(trial._trial_id).params == {}
+    storage.record_heartbeat(trial._trial_id)
+    assert list(outside.get_trial(trial._trial_id).params.values()) == values
+
+
 def test_idle_timer_writes_params_without_an_explicit_flush(tmp_path):
     url = f"sqlite:///{tmp_path / 'a.db'}"
     study = optuna.create_study(
