@@ -138,7 +138,11 @@ class NevergradSampler(FloatSpaceSampler):
 
     The optimizer lives in this process only as a cache: a new process replays every finished
     trial into a fresh optimizer (``tell`` of not-asked points, in trial-number order), so the
-    database holds no pickle. FAIL, PRUNED and NaN trials are not told.
+    database holds no pickle. A PRUNED trial is told the last value it reported (Optuna stores
+    it as the trial's value): sequential optimizers (scipy's COBYLA, Powell..., which ``NGOpt``
+    may pick) wait for the tell of every candidate they ask, so an untold one would block the
+    next ask for ever. A FAIL or NaN trial asked by this process is told the worst value told
+    so far (on replay, and when nothing was told yet, it is skipped).
 
     Args:
         optimizer: a name in ``nevergrad.optimizers.registry`` (``"NGOpt"``, ``"TwoPointsDE"``,
@@ -287,6 +291,7 @@ class _Replay:
         self.sign = sign
         self.told: set[int] = set()
         self.asked: dict[int, ng.p.Parameter] = {}
+        self.worst: float | None = None  # the largest loss told so far
 
     def catch_up(self, trials: list[FrozenTrial]) -> None:
         for t in trials:
@@ -294,11 +299,21 @@ class _Replay:
                 continue
             self.told.add(t.number)
             candidate = self.asked.pop(t.number, None)
-            if t.state != TrialState.COMPLETE or t.value is None or not math.isfinite(t.value):
-                continue
-            if any(name not in t.params for name in self.names):
+            loss = self._loss(t)
+            if loss is None and candidate is not None and self.worst is not None:
+                loss = self.worst  # a failure of a point we asked: never leave it untold
+            if loss is None or any(name not in t.params for name in self.names):
                 continue
             if candidate is None:  # replay: a point this optimizer did not ask
                 vector = self.space.to_vector(t.params)
                 candidate = self.optimizer.parametrization.spawn_child(new_value=vector)
-            self.optimizer.tell(candidate, self.sign * t.value)
+            self.optimizer.tell(candidate, loss)
+            self.worst = loss if self.worst is None else max(self.worst, loss)
+
+    def _loss(self, t: FrozenTrial) -> float | None:
+        """The value to tell: COMPLETE trials' values, PRUNED ones' last reported value."""
+        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED):
+            return None
+        if t.value is None or not math.isfinite(t.value):
+            return None
+        return self.sign * t.value

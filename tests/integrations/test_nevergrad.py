@@ -152,3 +152,40 @@ def test_run_study_stops_the_optimizer_threads():
     study.sampler.close()  # idempotent; a later ask replays from storage
     study.optimize(lambda t: sum(t.suggest_float(f"x{i}", 0, 1) for i in range(20)), n_trials=1)
     assert len(study.trials) == 7
+
+
+@pytest.mark.parametrize("lost", ["pruned", "failed"])
+def test_a_sequential_optimizer_is_told_its_pruned_and_failed_trials(tmp_path, lost):
+    """COBYLA (a scipy recast optimizer, as NGOpt may pick) waits for the tell of every
+    candidate; a pruned or failed trial left untold blocked the next ask for ever."""
+    import threading
+
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path / 's.db'}",
+        sampler=NevergradSampler("Cobyla", seed=0, budget=30),
+    )
+
+    def objective(trial: optuna.Trial) -> float:
+        x = [trial.suggest_float(f"x{i}", -1.0, 1.0) for i in range(3)]
+        value = float(sum(v * v for v in x))
+        if trial.number % 3 == 2:
+            if lost == "failed":
+                raise RuntimeError("injected")
+            trial.report(value + 1.0, 1)
+            raise optuna.TrialPruned()
+        return value
+
+    done = threading.Event()
+
+    def run() -> None:
+        study.optimize(objective, n_trials=12, catch=(RuntimeError,))
+        done.set()
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(60)
+    study.sampler.close()
+    assert done.is_set(), "the optimizer blocked on an untold candidate"
+    states = [t.state for t in study.trials]
+    assert len(states) == 12
+    assert states.count(TrialState.PRUNED if lost == "pruned" else TrialState.FAIL) == 4
