@@ -184,8 +184,8 @@ def test_a_sequential_optimizer_is_told_its_pruned_and_failed_trials(tmp_path, l
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
     worker.join(60)
-    study.sampler.close()
     assert done.is_set(), "the optimizer blocked on an untold candidate"
+    study.sampler.close()
     states = [t.state for t in study.trials]
     assert len(states) == 12
     assert states.count(TrialState.PRUNED if lost == "pruned" else TrialState.FAIL) == 4
