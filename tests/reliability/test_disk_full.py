@@ -73,6 +73,10 @@ def test_disk_full_stops_clearly_keeps_trials_and_resumes(tmp_path):
         else:  # the trial in flight when the disk filled: failed by heartbeat, then retried
             assert after[before.number].state == TrialState.FAIL
             (retry,) = [t for t in after if t.system_attrs.get("failed_trial") == before.number]
-            assert retry.state == TrialState.COMPLETE and retry.params == before.params
+            assert retry.state == TrialState.COMPLETE
+            if before.params:  # its parameters reached the disk before it filled: kept
+                assert retry.params == before.params
+            # else the disk filled between creating the trial and writing its parameters, so
+            # the retry is a fresh ask (nothing finished was lost)
     assert TrialState.RUNNING not in [t.state for t in after]
     assert sum(t.state == TrialState.COMPLETE for t in after) >= len(complete) + 4
