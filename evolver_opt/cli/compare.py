@@ -87,7 +87,7 @@ def compare(
     from evolver_opt.study.objective import build_setup
     from evolver_opt.study.report import write_report
     from evolver_opt.study.runner import preflight
-    from evolver_opt.study.worker import Terminated
+    from evolver_opt.study.signals import Terminated
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     names = [s.strip() for s in samplers.split(",") if s.strip()]

@@ -83,7 +83,7 @@ def run(
     from evolver_opt.study.memory import PeakRSS, record_peak
     from evolver_opt.study.objective import build_setup
     from evolver_opt.study.runner import open_study, preflight, run_study
-    from evolver_opt.study.worker import Terminated
+    from evolver_opt.study.signals import Terminated
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
