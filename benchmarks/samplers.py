@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import optuna
 
-from evolver_opt.study.samplers import initial_points as _initial_points
 from evolver_opt.study.samplers import make_sampler as _make_sampler
-from evolver_opt.study.synthetic import model_of, param_names
+from evolver_opt.study.synthetic import genome
 
-__all__ = ["SAMPLERS", "initial_points", "make_sampler", "param_names"]
+__all__ = ["SAMPLERS", "initial_points", "make_sampler"]
 
 SAMPLERS = ("evolver", "cmaes", "random", "tpe", "ng:NGOpt", "ng:TwoPointsDE")
 
 
 def initial_points(n_models: int, n_groups: int) -> list[dict[str, float]]:
     """Each model alone (one-hot in every group), then the uniform average."""
-    return _initial_points(param_names(n_models, n_groups), model_of(n_models, n_groups), n_models)
+    return genome(n_models, n_groups).start_points()
 
 
 def make_sampler(

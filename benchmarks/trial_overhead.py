@@ -44,11 +44,11 @@ from samplers import initial_points, make_sampler
 
 from evolver_opt import EvolverSampler, open_storage
 from evolver_opt.integrations.storage import flush_params
-from evolver_opt.study.synthetic import loss_function, param_names
+from evolver_opt.study.synthetic import genome, loss_function
 
 N_MODELS, N_GROUPS = 4, 100
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-NAMES = param_names(N_MODELS, N_GROUPS)
+NAMES = genome(N_MODELS, N_GROUPS).param_names
 LOSS = loss_function("sphere", N_MODELS, N_GROUPS)
 POSTGRES_URL = os.environ.get(
     "EVOLVER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -122,20 +122,18 @@ def _real(budget: int | None, url: str, out: Path, study_file: str | None) -> No
 
 
 def _synthetic(budget: int, url: str, groups: int) -> None:
-    import numpy as np
-
     from evolver_opt import open_storage
     from evolver_opt.errors import EvolverError
     from evolver_opt.study import synthetic
     from evolver_opt.study.notes import ATTR_PROBLEM
     from evolver_opt.study.report import annotate_run
     from evolver_opt.study.runner import claim_study
-    from evolver_opt.study.samplers import initial_points, make_sampler
+    from evolver_opt.study.samplers import make_sampler
 
     opened = open_storage(url)
     n_models = 4
-    names = synthetic.param_names(n_models, groups)
-    points = initial_points(names, synthetic.model_of(n_models, groups), n_models)
+    layout = synthetic.genome(n_models, groups)
+    points = layout.start_points()
     rows = []
     for sampler_name in DEMO_SAMPLERS:
         study_name = f"demo-synthetic-g{groups}-{sampler_name}-seed0"
@@ -169,9 +167,7 @@ def _synthetic(budget: int, url: str, groups: int) -> None:
         rows.append(
             (sampler_name, study.best_value, len(study.trials), time.perf_counter() - start)
         )
-    uniform = synthetic.loss_function("merge", n_models, groups)(
-        np.full((n_models, groups), 1.0 / n_models)
-    )
+    uniform = synthetic.loss_function("merge", n_models, groups)(layout.uniform())
     click.echo(f"\nSynthetic merge search, {n_models} models x {groups} groups (lower is better)")
     click.echo(f"uniform average: {uniform:.4f}\n")
     click.echo(f"{'sampler':<10} {'best loss':>10} {'trials':>7} {'seconds':>8}")

@@ -10,7 +10,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,14 +19,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from evolver_opt.core.genome import Coefficients as ArrayCoefficients
+from evolver_opt.core.genome import Genome
 from evolver_opt.errors import ConfigError
 from evolver_opt.merge.checkpoints import CheckpointSet, label_space, load_checkpoints
 from evolver_opt.merge.compat import HEAD_MODES, Plan, plan_merge
-from evolver_opt.merge.groups import GRANULARITIES, Layout, build_layout, param_name
+from evolver_opt.merge.groups import GRANULARITIES, Layout, build_layout
 from evolver_opt.merge.kernels import GroupMatVec
 from evolver_opt.merge.working_model import build_working_model, set_parameter
 
-Coefficients = np.ndarray | Mapping[str, float] | Sequence[float] | torch.Tensor
+Coefficients = ArrayCoefficients | torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,9 @@ class MergeEngine:
     Build it with :meth:`from_dirs`. Attributes the search layer reads:
 
     - ``model``: the working model; its merged parameters are views of ``output``;
-    - ``model_names``, ``group_names``, ``param_names`` (``w.<model>.<group>``, model-major),
-      ``n_models``, ``n_groups``: the coefficient layout;
+    - ``genome``: the coefficient layout (:class:`~evolver_opt.core.genome.Genome`), also as
+      ``model_names``, ``group_names``, ``param_names`` (``w.<model>.<group>``, model-major),
+      ``n_models``, ``n_groups``;
     - ``heads_merged``; with separate heads ``task_heads`` and :meth:`use_head`;
     - ``stacked``: ``(N + 1, P)`` rows, the base then each fine-tuned model (the task vectors
       are ``stacked[1 + i] - stacked[0]``; storing the models keeps one-hot merges exact);
@@ -61,13 +64,8 @@ class MergeEngine:
         self.model, self.checkpoints, self.plan, self.layout = model, ckpts, plan, layout
         self.granularity, self.device, self.dtype = granularity, device, dtype
         self.model_dtype = model_dtype or dtype
-        self.model_names: list[str] = ckpts.names
-        self.group_names: list[str] = list(layout.group_names)
-        self.param_names: list[str] = [
-            param_name(m, g) for m in self.model_names for g in self.group_names
-        ]
-        self._name_index = {n: i for i, n in enumerate(self.param_names)}
-        n = len(self.model_names)
+        self.genome = Genome(tuple(ckpts.names), layout.group_names)
+        n = self.n_models
         self.output = torch.empty(layout.numel, dtype=self.model_dtype, device=device)
         self._bind_parameters()  # frees the constructed parameters before the rows exist
         self.stacked = torch.empty(n + 1, layout.numel, dtype=dtype, device=device)
@@ -80,7 +78,7 @@ class MergeEngine:
         self._outputs = {self.model_dtype: (self.output, self._kernel)}
         self.version = 0
         self.state: dict[str, Any] = {}
-        self.apply(np.zeros((self.n_models, self.n_groups)))
+        self.apply(np.zeros(self.genome.shape))
 
     @classmethod
     def from_dirs(
@@ -163,12 +161,24 @@ class MergeEngine:
 
     # -- shape of the search space ------------------------------------------------------
     @property
+    def model_names(self) -> list[str]:
+        return list(self.genome.models)
+
+    @property
+    def group_names(self) -> list[str]:
+        return list(self.genome.groups)
+
+    @property
+    def param_names(self) -> list[str]:
+        return list(self.genome.param_names)
+
+    @property
     def n_models(self) -> int:
-        return len(self.model_names)
+        return len(self.genome.models)
 
     @property
     def n_groups(self) -> int:
-        return len(self.group_names)
+        return len(self.genome.groups)
 
     @property
     def heads_merged(self) -> bool:
@@ -177,56 +187,18 @@ class MergeEngine:
 
     def one_hot(self, model: int | str) -> np.ndarray:
         """Coefficients that reproduce one fine-tuned model exactly."""
-        i = self._model_index(model)
-        c = np.zeros((self.n_models, self.n_groups))
-        c[i] = 1.0
-        return c
+        return self.genome.one_hot(model)
 
     def uniform(self) -> np.ndarray:
         """1/N for every model and group: the plain weighted average."""
-        return np.full((self.n_models, self.n_groups), 1.0 / self.n_models)
-
-    def _model_index(self, model: int | str) -> int:
-        if isinstance(model, str):
-            if model not in self.model_names:
-                raise ConfigError(f"model {model!r} is not one of {self.model_names}")
-            return self.model_names.index(model)
-        if not 0 <= int(model) < self.n_models:
-            raise ConfigError(f"model index {model} is outside [0, {self.n_models})")
-        return int(model)
-
-    def as_array(self, coefficients: Coefficients) -> np.ndarray:
-        """Validate coefficients (array, flat vector or name -> value) as ``(n_models, n_groups)``."""
-        shape = (self.n_models, self.n_groups)
-        if isinstance(coefficients, Mapping):
-            missing = [n for n in self.param_names if n not in coefficients]
-            unknown = [k for k in coefficients if k.startswith("w.") and k not in self._name_index]
-            if missing or unknown:
-                raise ConfigError(
-                    f"coefficients miss {missing[:3]} and have unknown names {unknown[:3]}; "
-                    f"expected the {len(self.param_names)} names {self.param_names[:3]}..."
-                )
-            arr = np.array([float(coefficients[n]) for n in self.param_names]).reshape(shape)
-        else:
-            if isinstance(coefficients, torch.Tensor):
-                coefficients = coefficients.detach().cpu().double().numpy()
-            arr = np.asarray(coefficients, dtype=np.float64)
-            if arr.ndim == 1 and arr.size == self.n_models * self.n_groups:
-                arr = arr.reshape(shape)
-            if arr.shape != shape:
-                raise ConfigError(
-                    f"coefficients have shape {arr.shape}, expected {shape} (n_models, n_groups) "
-                    f"or a flat vector of {shape[0] * shape[1]} in param_names order"
-                )
-        if not np.isfinite(arr).all():
-            bad = [self.param_names[i] for i in np.flatnonzero(~np.isfinite(arr.ravel()))[:3]]
-            raise ConfigError(f"coefficients must be finite; {bad} are not")
-        return arr
+        return self.genome.uniform()
 
     # -- the hot path -------------------------------------------------------------------
     def apply(self, coefficients: Coefficients) -> None:
         """Write ``theta_base + sum_i c[i, g] * tau_i`` into the working model, in place."""
-        c = self.as_array(coefficients)
+        if isinstance(coefficients, torch.Tensor):
+            coefficients = coefficients.detach().cpu().double().numpy()
+        c = self.genome.matrix(coefficients)
         rows = np.empty((self.n_groups, self.n_models + 1))
         rows[:, 0] = 1.0 - c.sum(axis=0)
         rows[:, 1:] = c.T
@@ -294,7 +266,8 @@ class MergeEngine:
         """Copy one task's own head into the working model (heads kept separate)."""
         if self.plan.heads_merged:
             raise ConfigError("heads are merged (one label space); there is no task head to pick")
-        name = self.model_names[self._model_index(model)]
+        i = self.genome.model_index(model)
+        name = self.model_names[i]
         params = dict(self.model.named_parameters())
         with torch.no_grad():
             for pname, tensor in self.task_heads[name].items():
@@ -306,7 +279,7 @@ class MergeEngine:
                     owner = self.model.get_submodule(pname.rpartition(".")[0])
                     if isinstance(owner, nn.Linear) and pname.endswith("weight"):
                         owner.out_features = tensor.shape[0]
-        config = self.checkpoints.models[self._model_index(model)].config
+        config = self.checkpoints.models[i].config
         labels = label_space(config)
         if labels:
             self.model.config.id2label = dict(enumerate(labels))

@@ -2,7 +2,7 @@
 
 A group is a contiguous span of the flat weight buffer, so one coefficient per (model, group)
 is applied to a slice. Names are stable and readable; they become the search-space parameter
-names ``w.<model>.<group>``.
+names ``w.<model>.<group>`` (:class:`evolver_opt.core.genome.Genome`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from functools import cached_property
 from evolver_opt.errors import ConfigError
 
 GRANULARITIES = ("model", "layer", "tensor")
-MAX_PARAM_NAME = 511
 
 # a transformer block: "<container>.<index>." e.g. "bert.encoder.layer.3.", "model.layers.0."
 _BLOCK = re.compile(r"^(.*?\.\d+)\.")
@@ -103,16 +102,6 @@ def build_layout(
         group_spans=tuple(spans),
         numel=pos,
     )
-
-
-def param_name(model: str, group: str) -> str:
-    """The coefficient name ``w.<model>.<group>``, checked to fit optuna's 512-char limit."""
-    name = f"w.{model}.{group}"
-    if len(name) > MAX_PARAM_NAME:
-        raise ConfigError(
-            f"coefficient name is {len(name)} characters (> {MAX_PARAM_NAME}): {name}"
-        )
-    return name
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9_\-]+")

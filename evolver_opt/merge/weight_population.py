@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from evolver_opt.core.genome import Genome
 from evolver_opt.core.weight_evolution import Acceptance, ElementLineage, Population
 from evolver_opt.errors import StateError
 from evolver_opt.merge.kernels import GroupMatVec
@@ -210,9 +211,7 @@ class WeightPopulation:
         if self._merge_engine is None:
             e = copy.copy(self.engine)
             e.stacked = self.rows
-            e.model_names = [f"slot{s}" for s in range(self.size)]
-            e.param_names = [f"w.{m}.{g}" for m in e.model_names for g in e.group_names]
-            e._name_index = {n: i for i, n in enumerate(e.param_names)}
+            e.genome = Genome(tuple(f"slot{s}" for s in range(self.size)), e.genome.groups)
             e._kernel = GroupMatVec(self.rows, self.engine.output, self.engine.layout.group_spans)
             self._merge_engine = e
         return self._merge_engine

@@ -25,6 +25,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from evolver_opt.core.genome import PREFIX, Genome
 from evolver_opt.errors import StorageError
 from evolver_opt.paths import runs_dir
 
@@ -54,36 +55,14 @@ def artifact_dir(url: str | None) -> Path:
     return runs_dir() / "artifacts"
 
 
-def split_param(name: str, models: Sequence[str]) -> tuple[str, str]:
-    """``w.<model>.<group>`` -> (model, group); ``models`` disambiguates names with dots."""
-    if not name.startswith("w."):
-        raise ValueError(f"parameter {name!r} is not a merge coefficient 'w.<model>.<group>'")
-    rest = name[2:]
-    for model in sorted(models, key=len, reverse=True):
-        if rest.startswith(model + "."):
-            return model, rest[len(model) + 1 :]
-    model, _, group = rest.partition(".")
-    if not group:
-        raise ValueError(f"parameter {name!r} has no group; expected 'w.<model>.<group>'")
-    return model, group
-
-
 def coefficient_matrix(
     params: dict[str, float], models: Sequence[str] = (), form: str = "task_arithmetic"
 ) -> tuple[list[str], list[str], np.ndarray]:
-    """(models, groups, models x groups coefficients) of a trial's parameters.
-
-    With ``form="average"`` each group is normalized to sum to one, as the objective merges it
-    (``evolver_opt.study.objective.coefficients_of``)."""
-    cells = {split_param(n, models): float(v) for n, v in params.items() if n.startswith("w.")}
-    model_list = list(models) or list(dict.fromkeys(m for m, _ in cells))
-    model_list = [m for m in model_list if any(k[0] == m for k in cells)]
-    groups = list(dict.fromkeys(g for _, g in cells))
-    c = np.array([[cells.get((m, g), 0.0) for g in groups] for m in model_list])
-    if form == "average" and c.size:
-        total = c.sum(axis=0, keepdims=True)
-        c = np.where(total > 0, c / np.where(total > 0, total, 1.0), 1.0 / c.shape[0])
-    return model_list, groups, c
+    """(models, groups, models x groups coefficients as merged) of a trial's parameters, missing
+    cells 0 (:meth:`evolver_opt.core.genome.Genome.from_params` and ``normalized``)."""
+    g = Genome.from_params(params, models)
+    c = g.normalized({n: params.get(n, 0.0) for n in g.param_names}, form)
+    return list(g.models), list(g.groups), c
 
 
 def study_config(study: optuna.Study) -> dict[str, Any]:
@@ -146,7 +125,7 @@ def _fmt_list(values: Any) -> str:
 def has_coefficients(trial: optuna.trial.FrozenTrial | None) -> bool:
     """Whether ``trial`` holds merge coefficients ``w.<model>.<group>`` (weight-space studies,
     e.g. element granularity, keep their weights as lineage instead)."""
-    return trial is not None and any(n.startswith("w.") for n in trial.params)
+    return trial is not None and any(n.startswith(PREFIX) for n in trial.params)
 
 
 def _recipe_table(recipe: dict[str, Any]) -> list[str]:

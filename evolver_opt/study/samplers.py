@@ -1,8 +1,8 @@
-"""Samplers by name (``evolver``, ``cmaes``, ``random``, ``tpe``, ``ng:NAME``) and the starting
-points every sampler shares in a merge search.
+"""Samplers by name (``evolver``, ``cmaes``, ``random``, ``tpe``, ``ng:NAME``).
 
-Every study starts from the same enqueued points: each model alone (one-hot in every group) and
-the uniform average; the CMA-ES samplers also get ``x0`` at the uniform average.
+Every study starts from the same enqueued points (``Genome.start_points``: each model alone,
+one-hot in every group, then the uniform average); the CMA-ES samplers also get ``x0`` at the
+uniform average.
 
 ``cmaes`` / ``cmaes-sep`` are ``ReplayCmaEsSampler`` (JSON-only state). Optuna's own
 ``CmaEsSampler`` is only behind the names ``optuna-cmaes-unsafe-pickle`` /
@@ -14,7 +14,6 @@ Use those names only on a database that only you can write.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 
 import optuna
 
@@ -25,18 +24,6 @@ from evolver_opt.study.sampler_names import SAMPLER_NAMES
 # attributes, so anyone who can write the database runs code here. Opt-in, with a warning.
 UNSAFE_CMAES = {"optuna-cmaes-unsafe-pickle": False, "optuna-cmaes-sep-unsafe-pickle": True}
 _warned_unsafe = False
-
-
-def initial_points(
-    param_names: Sequence[str], model_of: Sequence[int], n_models: int
-) -> list[dict[str, float]]:
-    """Each model alone, then the uniform average; ``model_of[j]`` is the model of parameter j."""
-    points = [
-        {name: float(m == j) for name, m in zip(param_names, model_of, strict=True)}
-        for j in range(n_models)
-    ]
-    points.append({name: 1.0 / n_models for name in param_names})
-    return points
 
 
 def make_sampler(

@@ -15,15 +15,16 @@ from collections.abc import Callable
 import numpy as np
 import optuna
 
+from evolver_opt.core.genome import Genome
+
 PROBLEMS = ("merge", "sphere", "rastrigin")
 
 
-def param_names(n_models: int, n_groups: int) -> list[str]:
-    return [f"w.m{i}.g{g:03d}" for i in range(n_models) for g in range(n_groups)]
-
-
-def model_of(n_models: int, n_groups: int) -> list[int]:
-    return [i for i in range(n_models) for _ in range(n_groups)]
+def genome(n_models: int, n_groups: int) -> Genome:
+    """Models ``m0, m1, ...`` x groups ``g000, g001, ...``."""
+    return Genome(
+        tuple(f"m{i}" for i in range(n_models)), tuple(f"g{g:03d}" for g in range(n_groups))
+    )
 
 
 def loss_function(
@@ -58,11 +59,10 @@ def loss_function(
 
 def objective(kind: str, n_models: int, n_groups: int) -> Callable[[optuna.Trial], float]:
     """An Optuna objective suggesting one float per coefficient."""
-    names = param_names(n_models, n_groups)
+    layout = genome(n_models, n_groups)
     loss = loss_function(kind, n_models, n_groups)
 
     def run(trial: optuna.Trial) -> float:
-        c = np.array([trial.suggest_float(name, 0.0, 1.0) for name in names])
-        return loss(c.reshape(n_models, n_groups))
+        return loss(layout.matrix([trial.suggest_float(n, 0.0, 1.0) for n in layout.param_names]))
 
     return run

@@ -24,7 +24,8 @@ from click.testing import CliRunner
 
 from evolver_opt import open_storage
 from evolver_opt.cli import main
-from evolver_opt.study.notes import artifact_dir, split_param
+from evolver_opt.core.genome import Genome
+from evolver_opt.study.notes import artifact_dir
 from evolver_opt.study.views import population_history
 from tests.study.tiny_world import DOMAINS, write_study
 
@@ -94,8 +95,9 @@ def test_compare_leaves_notes_artifacts_and_evolver_pictures(compared):
         recipe = json.loads((store / recipe_meta["artifact_id"]).read_text())
         assert recipe["trial"] == best.number and recipe["dev_score"] == best.value
         assert recipe["experts"] == list(DOMAINS) and recipe["base"]
+        genome = Genome.from_params(best.params, DOMAINS)
         for name, value in best.params.items():
-            model, group = split_param(name, DOMAINS)
+            model, group = genome.split(name)
             assert recipe["coefficients"][model][group] == value
         assert set(recipe["dev_scores"]) == {f"{d}/dev" for d in DOMAINS}
     # Evolver's population: the first columns are the enqueued experts and the average.
