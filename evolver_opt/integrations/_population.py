@@ -1,96 +1,91 @@
-"""The Evolver population as a study's trials define it (derived, never stored)."""
+"""EvolverSampler's view of a study: its trials as ``core.population`` records, and a memo.
+
+The population itself is :mod:`evolver_opt.core.population`'s pure functions of the records;
+this module turns Optuna trials into records (a finished trial never changes, so its record is
+made once per process) and reads or fixes the population's size in a study attribute.
+"""
 
 from __future__ import annotations
 
-import bisect
 import math
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
-from optuna.study import Study
+from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from evolver_opt.core.evolver import EvolverConfig, choose_target, make_offspring, random_point
+from evolver_opt.core import population as core
+from evolver_opt.core.evolver import EvolverConfig, make_offspring, random_point
+from evolver_opt.core.population import KEY_LINEAGE, KEY_POPULATION, Lineage, Record, as_int
 from evolver_opt.errors import ConfigError, StateError
 from evolver_opt.integrations._lazy_params import has_params
-from evolver_opt.integrations._lineage import (
-    FINISHED,
-    KEY_LINEAGE,
-    KEY_POPULATION,
-    Lineage,
-    as_int,
-    preview,
-)
+from evolver_opt.integrations._lineage import FINISHED, preview
 from evolver_opt.integrations._space import NumericSpace
 
-if TYPE_CHECKING:
-    from evolver_opt.integrations.optuna_sampler import EvolverSampler
+
+def record_of(trial: FrozenTrial, sign: float, tie_break: str | None = None) -> Record:
+    """``trial`` as a population record (``sign``: +1 minimize, -1 maximize)."""
+    finished = trial.state in FINISHED
+    value = trial.value if trial.state == TrialState.COMPLETE else None
+    ok = value is not None and math.isfinite(value)
+    attrs = trial.system_attrs
+    lineage = Lineage.from_attrs(attrs)
+    retry_of = _retry_of(trial)
+    return Record(
+        number=trial.number,
+        finished=finished,
+        value=sign * value if ok else None,  # type: ignore[operator]
+        lineage=lineage,
+        start_point=is_start_point(trial),
+        retry_of=retry_of,
+        secondary=_secondary(trial, sign, tie_break),
+        running=trial.state == TrialState.RUNNING,
+        drawing=not finished and lineage is None and _being_drawn(trial),
+        source=trial,
+    )
+
+
+def is_start_point(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` is a start point the user gave (see ``core.population``)."""
+    attrs = trial.system_attrs
+    finished = trial.state in FINISHED
+    return core.is_start_point(
+        retry="failed_trial" in attrs,
+        enqueued="fixed_params" in attrs,
+        finished=finished,
+        drawn=KEY_LINEAGE in attrs,
+        params=finished and KEY_LINEAGE not in attrs and has_params(trial),
+    )
 
 
 class StudyCache:
-    """What this process derived from one study, updated from the trials that finished since
-    the last ask only: a finished trial never changes, so its record and its share of the
-    counts below are computed once (per ask, the work grows with the trials in flight, not
-    with the study)."""
+    """What this process keeps of one study between asks: the records of its finished trials
+    (made once each), the population's size and the start points' vectors."""
 
     def __init__(self, storage: Any) -> None:
         self.storage = storage  # keeps the storage alive, so its id() stays unique
-        self.finished: set[int] = set()  # numbers of the finished trials taken in
+        self.finished: dict[int, Record] = {}  # trial number -> record, finished trials only
         self.population: dict[str, int] | None = None
-        self._seen = 0  # trials numbered below this have been looked at
-        self._open: set[int] = set()  # ... and of those, the ones unfinished when last looked at
-        self.fresh: list[int] = []  # finished trials that drew an index of their own (sorted)
-        self.indices: set[int] = set()  # lineage indices of finished trials
-        self.enqueued: list[int] = []  # finished start points given by the user (sorted)
-        self.slot_best: dict[int, _Record] = {}  # best finished offspring/init trial per slot
-        self.unlinked: list[_Record] = []  # finished start points (and retries) with a value
         self._space_key: tuple | None = None
         self.vectors: dict[int, np.ndarray] = {}  # trial number -> its vector over the space
         self.initial: dict[tuple[int, int], list[np.ndarray]] = {}  # (size, n_enqueued) -> rows
 
-    def update(
+    def records(
         self, trials: list[FrozenTrial], sign: float, tie_break: str | None = None
-    ) -> list[FrozenTrial]:
-        """Take in the trials finished since the last call; returns the unfinished ones.
-        ``tie_break``: the user attribute that orders trials of equal value.
-
-        ``trials`` may be an older snapshot than an earlier call's (threads of one process
-        each read their own): what it does not show stays to be looked at next time."""
-        n = len(trials)
-        if trials and trials[-1].number == n - 1:  # numbered 0..n-1, as Optuna does
-            look = [trials[k] for k in sorted(self._open) if k < n] + trials[self._seen :]
-            self._seen = max(self._seen, n)
-        else:  # a filtered study (some pruners pass one): look at every trial
-            look = [t for t in trials if t.number not in self.finished]
-        self._open.difference_update(t.number for t in look)
-        unfinished = []
-        for t in look:
-            if t.number in self.finished:
-                continue
-            if t.state not in FINISHED:
-                self._open.add(t.number)
-                unfinished.append(t)
-                continue
-            self._add(_Record.of(t, sign, tie_break))
-        return unfinished
-
-    def _add(self, record: _Record) -> None:
-        self.finished.add(record.number)
-        lineage = record.lineage
-        if lineage is None:
-            if record.enqueued:
-                bisect.insort(self.enqueued, record.number)
-            if record.value is not None:
-                self.unlinked.append(record)
-            return
-        _check_lineage(record, lineage)
-        self.indices.add(lineage.index)
-        if lineage.trial == record.number:
-            bisect.insort(self.fresh, record.number)
-        current = self.slot_best.get(lineage.slot)
-        if record.value is not None and (current is None or _better(record, current)):
-            self.slot_best[lineage.slot] = record
+    ) -> list[Record]:
+        """Every trial as a record, finished ones from the memo. ``trials`` may be an older
+        snapshot than an earlier call's (threads of one process each read their own)."""
+        out = []
+        finished = self.finished
+        for t in trials:
+            record = finished.get(t.number)
+            if record is None:
+                record = record_of(t, sign, tie_break)
+                if record.finished:
+                    finished[t.number] = record
+            out.append(record)
+        return out
 
     def for_space(self, space: NumericSpace) -> StudyCache:
         """Drops the vectors computed over another search space."""
@@ -99,74 +94,6 @@ class StudyCache:
             self.vectors.clear()
             self.initial.clear()
         return self
-
-
-# Workers drawing at the same time may push a trial's index past its number (an index another
-# in-flight trial holds is skipped), by at most the number of workers.
-MAX_WORKERS = 1024
-
-
-def _check_lineage(record: _Record, lineage: Lineage) -> None:
-    """A lineage names only what existed when its trial was drawn: an index at most its own
-    number (plus racing workers), a parent below it, its own number as ``trial`` (a retry: a trial
-    of its chain), a slot >= 0 (the upper bound is checked against the population size)."""
-    number = record.number
-    # a retry keeps the lineage of a trial of its chain (or draws its own, e.g. after a
-    # storage error before the lineage was copied)
-    first = number if record.retry_of is None else record.retry_of
-    parent = lineage.parent_trial
-    if not (
-        0 <= lineage.index <= number + MAX_WORKERS
-        and first <= lineage.trial <= number
-        and lineage.slot >= 0
-        and (parent is None or 0 <= parent < number)
-        and all(0 <= r for r in lineage.references)
-    ):
-        raise StateError(
-            f"malformed {KEY_LINEAGE} of trial {number}: {preview(lineage.to_attr())} cannot "
-            f"belong to it (expected {first} <= trial <= {number}, "
-            f"0 <= index <= {number + MAX_WORKERS}, slot >= 0, 0 <= parent_trial < {number})"
-        )
-
-
-def _better(a: _Record, b: _Record) -> bool:
-    """Greedy selection's order: lower value, then (with a tie-break attribute) the lower
-    secondary, then the earlier trial."""
-    return (a.value, a.secondary, a.number) < (b.value, b.secondary, b.number)  # type: ignore[operator]
-
-
-@dataclass(frozen=True)
-class _Record:
-    """A finished trial as the population sees it (value in minimization form)."""
-
-    number: int
-    lineage: Lineage | None
-    enqueued: bool
-    value: float | None  # None: lost (FAIL, PRUNED, NaN)
-    trial: FrozenTrial = field(repr=False, compare=False)
-    retry_of: int | None = None  # a heartbeat retry (or rescued copy): the trial it replaces
-    # the tie-break attribute in minimization form; +inf when none is used or it is missing
-    secondary: float = math.inf
-
-    @property
-    def params(self) -> dict[str, Any]:
-        """Read when used: a storage may read a finished trial's parameters lazily, and only
-        the population's records need theirs."""
-        return self.trial.params
-
-    @classmethod
-    def of(cls, trial: FrozenTrial, sign: float, tie_break: str | None = None) -> _Record:
-        value = trial.value if trial.state == TrialState.COMPLETE else None
-        ok = value is not None and math.isfinite(value)
-        return cls(
-            number=trial.number,
-            lineage=Lineage.from_attrs(trial.system_attrs),
-            enqueued=_is_enqueued(trial),
-            value=sign * value if ok else None,  # type: ignore[operator]
-            trial=trial,
-            retry_of=_retry_of(trial),
-            secondary=_secondary(trial, sign, tie_break),
-        )
 
 
 def _secondary(trial: FrozenTrial, sign: float, key: str | None) -> float:
@@ -181,29 +108,27 @@ def _secondary(trial: FrozenTrial, sign: float, key: str | None) -> float:
 
 
 class PopulationView:
-    """The population: the cache's finished trials plus a snapshot of the unfinished ones."""
+    """One ask's records of a study, and what the sampler derives from them."""
 
     def __init__(
         self,
-        sampler: EvolverSampler,
         study: Study,
         trials: list[FrozenTrial],
-        sign: float,
         cache: StudyCache,
+        *,
+        seed: int,
+        size_rule: tuple[int | None, int | None],
+        tie_break: str | None,
     ) -> None:
-        self.sampler = sampler
         self.study = study
         self.trials = trials
-        self.sign = sign
+        self.sign = 1.0 if study.direction == StudyDirection.MINIMIZE else -1.0
         self.cache = cache
-        self.unfinished = cache.update(trials, sign, sampler.tie_break)
-        self._lineages = {t.number: Lineage.from_attrs(t.system_attrs) for t in self.unfinished}
-        waiting = [
-            t.number
-            for t in self.unfinished
-            if _is_enqueued(t) and self._lineages[t.number] is None
-        ]
-        self._enqueued = sorted(cache.enqueued + waiting)
+        self.seed = seed
+        self.size_rule = size_rule  # (population_size, n_startup_trials) of the sampler
+        self.records = cache.records(trials, self.sign, tie_break)
+        self._enqueued = core.start_points(self.records)
+        self._best: tuple[int, list[Record | None]] | None = None
 
     def enqueued_numbers(self) -> list[int]:
         """Trial numbers of initial points given by the user (enqueued, not retries)."""
@@ -252,75 +177,32 @@ class PopulationView:
         return value
 
     def _population_size(self, n_enqueued: int) -> int:
-        """The size this sampler gives a population with ``n_enqueued`` start points."""
-        s = self.sampler
-        if s._population_size is not None:
-            return s._population_size
-        startup = s._n_startup_trials
-        return n_enqueued + (startup if startup is not None else (0 if n_enqueued else 10))
+        return core.population_size(n_enqueued, *self.size_rule)
 
     def next_lineage(self, trial: FrozenTrial) -> Lineage:
         """Index, role and target of a fresh trial."""
-        k = bisect.bisect_left(self.cache.fresh, trial.number)  # finished, drawn before it
-        busy: list[int] = []
-        taken = self.cache.indices  # indices of finished trials, and below, of unfinished ones
-        in_flight: set[int] = set()
-        for t in self.unfinished:
-            lineage = self._lineages[t.number]
-            if t.number < trial.number:
-                if lineage is not None and lineage.trial == t.number:
-                    k += 1
-                elif lineage is None and _being_drawn(t):
-                    k += 1  # another worker is drawing for it right now: it will take an index
-            if t.number != trial.number and lineage is not None:
-                in_flight.add(lineage.index)
-                if t.state == TrialState.RUNNING:
-                    busy.append(lineage.slot)
-        while k in taken or k in in_flight:  # a race between workers: never reuse an index
-            k += 1
         pop = self.population()
-        n_random = pop["size"] - pop["n_enqueued"]
-        if k < n_random:
-            return Lineage(index=k, role="init", slot=pop["n_enqueued"] + k, trial=trial.number)
-        target = choose_target(self.sampler.seed, k - n_random, pop["size"], busy)
-        parent = self.best_per_slot(pop["size"])[target]
-        return Lineage(
-            index=k,
-            role="offspring",
-            slot=target,
-            parent_trial=None if parent is None else parent.number,
-            parent_value=None
-            if parent is None or parent.value is None
-            else parent.value * self.sign,
-            trial=trial.number,
+        return core.next_lineage(
+            self.records,
+            trial.number,
+            size=pop["size"],
+            n_enqueued=pop["n_enqueued"],
+            seed=self.seed,
+            sign=self.sign,
         )
 
-    def best_per_slot(self, size: int) -> list[_Record | None]:
+    def best_per_slot(self, size: int) -> list[Record | None]:
         """Greedy selection, order-free: the best finished trial of each slot."""
-        best: list[_Record | None] = [None] * size
-        for slot, record in self.cache.slot_best.items():
-            if slot >= size:
-                raise StateError(
-                    f"malformed {KEY_LINEAGE} of trial {record.number}: slot {slot} in a "
-                    f"population of {size} (expected 0 <= slot < {size})"
-                )
-            best[slot] = record
-        enqueued_slot = {n: i for i, n in enumerate(self.enqueued_numbers()[:size])}
-        for record in self.cache.unlinked:  # a start point, or a retry of one (its slot)
-            origin = record.number if record.retry_of is None else record.retry_of
-            slot = enqueued_slot.get(origin, -1)
-            if 0 <= slot < size:
-                current = best[slot]
-                if current is None or _better(record, current):
-                    best[slot] = record
-        return best
+        if self._best is None or self._best[0] != size:
+            self._best = (size, core.select(self.records, size))
+        return self._best[1]
 
     def params_for(
         self, lineage: Lineage, space: NumericSpace, config: EvolverConfig
     ) -> tuple[dict[str, Any], Lineage]:
         """The trial's parameters over ``space`` (a random point or an offspring), and the
         lineage completed with the offspring's references."""
-        seed = self.sampler.seed
+        seed = self.seed
         if lineage.role == "init":
             return space.to_params(
                 random_point(seed, lineage.slot, space.lower, space.upper)
@@ -337,7 +219,7 @@ class PopulationView:
         rows = []
         for s, r in enumerate(best):
             if r is not None and r.number not in cache.vectors:  # a record keeps its slot
-                cache.vectors[r.number] = space.to_vector(r.params, fill=initial[s])
+                cache.vectors[r.number] = space.to_vector(r.source.params, fill=initial[s])
             rows.append(initial[s] if r is None else cache.vectors[r.number])
         xs = np.array(rows).reshape(size, space.dim)
         values = np.array([np.nan if r is None or r.value is None else r.value for r in best])
@@ -361,7 +243,7 @@ class PopulationView:
         out = []
         numbers = self.enqueued_numbers()[:n_enqueued]
         for slot in range(size):
-            fallback = random_point(self.sampler.seed, slot, space.lower, space.upper)
+            fallback = random_point(self.seed, slot, space.lower, space.upper)
             if slot < len(numbers):
                 t = by_number[numbers[slot]]
                 out.append(
@@ -370,15 +252,6 @@ class PopulationView:
             else:
                 out.append(fallback)
         return out
-
-
-def _is_enqueued(trial: FrozenTrial) -> bool:
-    """A user-given point: enqueued (``fixed_params``) or added finished without our lineage."""
-    if "failed_trial" in trial.system_attrs:
-        return False  # a retry: it belongs to the trial it retries
-    return "fixed_params" in trial.system_attrs or (
-        trial.state in FINISHED and KEY_LINEAGE not in trial.system_attrs and has_params(trial)
-    )
 
 
 def _retry_of(trial: FrozenTrial) -> int | None:

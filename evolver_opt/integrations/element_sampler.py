@@ -47,6 +47,7 @@ from evolver_opt.core.weight_evolution import (
     replay,
 )
 from evolver_opt.errors import ConfigError, StateError
+from evolver_opt.integrations._population import is_start_point
 
 __all__ = [
     "KEY_ELEMENT",
@@ -93,10 +94,6 @@ def element_records(trials: Sequence[FrozenTrial]) -> list[TrialRecord]:
             )
         )
     return out
-
-
-def _is_enqueued(trial: FrozenTrial) -> bool:
-    return "fixed_params" in trial.system_attrs and "failed_trial" not in trial.system_attrs
 
 
 def read_study_info(study: Study) -> dict[str, Any] | None:
@@ -228,7 +225,7 @@ class ElementEvolverSampler(BaseSampler):
     def _study_info(self, study: Study, trials: Sequence[FrozenTrial]) -> dict[str, Any]:
         info = read_study_info(study)
         if info is None:
-            init = sorted(t.number for t in trials if _is_enqueued(t))
+            init = sorted(t.number for t in trials if is_start_point(t))
             if len(init) < 2:
                 raise ConfigError(
                     "weight-space Evolver needs at least 2 enqueued initial points (each "

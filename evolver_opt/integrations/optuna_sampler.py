@@ -33,21 +33,46 @@ from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from evolver_opt.core.evolver import EvolverConfig, rng_for
+from evolver_opt.core.population import KEY_LINEAGE, KEY_POPULATION, Lineage, Record
 from evolver_opt.errors import ConfigError
 from evolver_opt.integrations._base import FloatSpaceSampler, check_single_objective, per_study
-from evolver_opt.integrations._lineage import (
-    KEY_LINEAGE,
-    KEY_POPULATION,
-    Lineage,
-    offspring_info,
-)
-from evolver_opt.integrations._population import PopulationView, StudyCache
+from evolver_opt.integrations._lineage import offspring_info
+from evolver_opt.integrations._population import PopulationView, StudyCache, record_of
 from evolver_opt.integrations._space import NumericSpace, name_salt, random_value
 
-__all__ = ["KEY_LINEAGE", "KEY_POPULATION", "EvolverSampler", "Lineage", "offspring_info"]
+__all__ = [
+    "KEY_LINEAGE",
+    "KEY_POPULATION",
+    "EvolverSampler",
+    "Lineage",
+    "offspring_info",
+    "parent_value",
+    "trial_records",
+]
 
 _logger = optuna.logging.get_logger(__name__)
 _STREAM_NAMED = 3  # per-parameter draws (random initial points, params outside the space)
+
+
+def trial_records(
+    study: Study, trials: Sequence[FrozenTrial] | None = None, tie_break: str | None = None
+) -> list[Record]:
+    """``trials`` (default: the study's) as ``core.population`` records, values in
+    minimization form: what :class:`EvolverSampler` derives its population from."""
+    sign = 1.0 if study.direction == StudyDirection.MINIMIZE else -1.0
+    if trials is None:
+        trials = study.get_trials(deepcopy=False)
+    return [record_of(t, sign, tie_break) for t in trials]
+
+
+def parent_value(trial: optuna.trial.BaseTrial | FrozenTrial) -> float | None:
+    """The value an Evolver offspring must beat (its parent's when it was drawn; the
+    objective's direction), or None when ``trial`` is not an offspring with a scored parent.
+    What an objective needs for exact racing."""
+    lineage = offspring_info(trial)
+    if lineage is None or lineage.role != "offspring":
+        return None
+    return lineage.parent_value
 
 
 class EvolverSampler(FloatSpaceSampler):
@@ -212,9 +237,14 @@ class EvolverSampler(FloatSpaceSampler):
 
     def _view(self, study: Study, trials: list[FrozenTrial]) -> PopulationView:
         """The population as the finished trials define it, plus what is in flight."""
-        cache = per_study(self._caches, study, StudyCache)
-        sign = 1.0 if study.direction == StudyDirection.MINIMIZE else -1.0
-        return PopulationView(self, study, trials, sign, cache)
+        return PopulationView(
+            study,
+            trials,
+            per_study(self._caches, study, StudyCache),
+            seed=self._seed,
+            size_rule=(self._population_size, self._n_startup_trials),
+            tie_break=self.tie_break,
+        )
 
     def population_info(self, study: Study) -> dict[str, Any]:
         """The current population for reports: per slot, the trial number and value."""

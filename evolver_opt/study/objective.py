@@ -17,8 +17,8 @@ import numpy as np
 import optuna
 
 from evolver_opt.errors import CheckpointError, ConfigError
-from evolver_opt.integrations._batched_storage import flush_params
-from evolver_opt.integrations.optuna_sampler import EvolverSampler, offspring_info
+from evolver_opt.integrations.optuna_sampler import EvolverSampler, parent_value
+from evolver_opt.integrations.storage import flush_params
 from evolver_opt.study.config import StudyConfig, check_device, engine_granularity
 from evolver_opt.study.precision_check import PrecisionCheck, check_precision
 
@@ -37,20 +37,18 @@ class MergeSetup:
 
     @property
     def param_names(self) -> list[str]:
-        return list(self.engine.param_names)
+        return list(self.engine.genome.param_names)
 
     def named_initial_points(self) -> dict[str, dict[str, float]]:
         """Each expert alone, then the configured static merges (all as coefficients)."""
         from evolver_opt.merge import get_method
 
-        points = {name: self.engine.one_hot(i) for i, name in enumerate(self.engine.model_names)}
+        genome = self.engine.genome
+        points = {name: genome.one_hot(name) for name in genome.models}
         for name in self.config.seed_merges:
             points[name] = get_method(name).coefficients(self.engine)
         lo, hi = self.config.bounds
-        return {
-            name: dict(zip(self.param_names, np.clip(p, lo, hi).ravel().tolist(), strict=True))
-            for name, p in points.items()
-        }
+        return {name: genome.params(np.clip(p, lo, hi)) for name, p in points.items()}
 
     def initial_points(self) -> list[dict[str, float]]:
         return list(self.named_initial_points().values())
@@ -195,11 +193,7 @@ def _dev_evaluator(
 
 def coefficients_of(config: StudyConfig, engine: Any, params: dict[str, float]) -> np.ndarray:
     """The (models x groups) coefficients of a trial; ``average`` normalizes each group."""
-    c = engine.as_array(params)
-    if config.form == "average":
-        total = c.sum(axis=0, keepdims=True)
-        c = np.where(total > 0, c / np.where(total > 0, total, 1.0), 1.0 / c.shape[0])
-    return c
+    return engine.genome.normalized(params, config.form)
 
 
 def evaluate_dev(
@@ -252,10 +246,7 @@ class MergeObjective:
     def _race_threshold(self, trial: optuna.Trial) -> float | None:
         if not self.setup.config.racing or self.setup.config.metric != "accuracy":
             return None
-        lineage = offspring_info(trial)
-        if lineage is None or lineage.role != "offspring" or lineage.parent_value is None:
-            return None
-        return lineage.parent_value
+        return parent_value(trial)
 
 
 def _prunable(trial: optuna.Trial, config: StudyConfig) -> bool:

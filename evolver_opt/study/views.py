@@ -13,15 +13,14 @@ Best-so-far curves per sampler are drawn by :mod:`evolver_opt.study.report` (``b
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import optuna
-from optuna.trial import TrialState
 
-from evolver_opt.integrations._lineage import KEY_LINEAGE, Lineage
+from evolver_opt.core.population import Lineage, Record, better, slot_of, start_points
+from evolver_opt.integrations.optuna_sampler import trial_records
 from evolver_opt.study.notes import best_trial, coefficient_matrix, expert_names, study_config
 
 
@@ -62,43 +61,33 @@ def start_label(trial: optuna.trial.FrozenTrial, models: list[str], c: np.ndarra
     return "given point"
 
 
-def _slot_of(trial: optuna.trial.FrozenTrial, enqueued: dict[int, int]) -> int | None:
-    lineage = Lineage.from_attrs(trial.system_attrs)
-    if lineage is not None:
-        return lineage.slot
-    return enqueued.get(trial.number)
-
-
 def population_history(study: optuna.Study) -> PopulationHistory:
-    """Replay the study's finished trials in order; see the module docstring."""
+    """Replay the study's finished trials in order (greedy selection as the sampler does it,
+    ``core.population``); see the module docstring."""
     config = study_config(study)
     trials = sorted(
         (t for t in study.get_trials(deepcopy=False) if t.state.is_finished()),
         key=lambda t: t.number,
     )
-    enqueued_numbers = [
-        t.number
-        for t in trials
-        if KEY_LINEAGE not in t.system_attrs and "failed_trial" not in t.system_attrs
-    ]
-    enqueued = {n: i for i, n in enumerate(enqueued_numbers)}
+    tie_break = (config.get("evolver") or {}).get("tie_break")
+    records = trial_records(study, trials, tie_break)
+    start_slot = {n: i for i, n in enumerate(start_points(records))}
     experts = expert_names(config)
     best: dict[int, tuple[float, int]] = {}  # slot -> (value, leaning expert)
+    incumbent: dict[int, Record] = {}  # slot -> its record
     starts: dict[int, str] = {}
     columns: list[dict[int, tuple[float, int]]] = []
     numbers = []
-    sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
-    for t in trials:
-        slot = _slot_of(t, enqueued)
-        ok = t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)
-        if slot is not None and ok:
+    for t, r in zip(trials, records, strict=True):
+        slot = slot_of(r, start_slot)
+        if slot is not None and r.value is not None:
             models, _, c = coefficient_matrix(t.params, experts, config.get("form", ""))
             if not experts:
                 experts = models
             starts.setdefault(slot, start_label(t, models, c))
-            lean = _leaning(c.mean(axis=1)) if c.size else -1
-            if slot not in best or sign * t.value > sign * best[slot][0]:
-                best[slot] = (float(t.value), lean)
+            if slot not in incumbent or better(r, incumbent[slot]):
+                incumbent[slot] = r
+                best[slot] = (float(t.value), _leaning(c.mean(axis=1)) if c.size else -1)
         columns.append(dict(best))
         numbers.append(t.number)
     n_slots = max((s for col in columns for s in col), default=-1) + 1

@@ -1,0 +1,269 @@
+"""The Evolver population as a pure function of a study's trial records (no storage here).
+
+A study never stores its population: it is derived, every time, from what the trials say.
+Each trial becomes a :class:`Record` (number, finished or not, value in minimization form,
+its :class:`Lineage` when the sampler drew it, whether it is a start point the user gave, the
+trial it retries). From the records:
+
+* :func:`start_points`: the user's start points (enqueued or added finished trials, never a
+  retry nor a trial the sampler drew), in trial-number order; start point ``i`` is slot ``i``;
+* :func:`select`: greedy selection, order-free: each slot's individual is the best finished
+  record among its start (a start point, a retry of one, or a random initial point) and the
+  offspring that targeted it (:func:`better`: lower value, then lower secondary score, then the
+  earlier trial). FAIL, PRUNED and NaN trials are lost offspring: they never enter it;
+* :func:`next_lineage`: the fresh index ``k`` of a trial being drawn (the trials before it that
+  drew their own, skipping indices other workers hold), and from it its role and target.
+
+Every process that reads the same trials derives the same population, whatever order they
+finished in. numpy-free, optuna-free: the samplers adapt their trials to records.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from evolver_opt.core.evolver import choose_target
+from evolver_opt.errors import StateError
+
+PREFIX = "evolver:"
+# One trial system attribute holds a trial's whole lineage, written in one call, so that no
+# reader ever sees half of it.
+KEY_LINEAGE = PREFIX + "lineage"
+KEY_POPULATION = PREFIX + "population"  # study system attr: {"size": P, "n_enqueued": E}
+
+# Workers drawing at the same time may push a trial's index past its number (an index another
+# in-flight trial holds is skipped), by at most the number of workers.
+MAX_WORKERS = 1024
+
+Role = Literal["init", "offspring"]
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """What the sampler decided for one trial (stored as the JSON attribute ``KEY_LINEAGE``)."""
+
+    index: int
+    role: Role
+    slot: int
+    references: tuple[int, ...] = ()
+    reference_kind: str | None = None
+    parent_trial: int | None = None
+    parent_value: float | None = None  # the parent's value then, in the objective's direction
+    trial: int = -1  # number of the trial it was drawn for (a retry keeps the original's)
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> Lineage | None:
+        """The lineage in a trial's system attributes (None if there is none); anything
+        malformed raises :class:`StateError`."""
+        raw = attrs.get(KEY_LINEAGE)
+        if raw is None:
+            return None
+        try:
+            if not isinstance(raw, dict):
+                raise TypeError(f"expected a JSON object, got {type(raw).__name__}")
+            role = raw["role"]
+            if role not in ("init", "offspring"):
+                raise ValueError(f"role {role!r}")
+            parent_value = raw.get("parent_value")
+            parent_trial = raw.get("parent_trial")
+            return cls(
+                index=as_int(raw["index"]),
+                role=role,
+                slot=as_int(raw["slot"]),
+                references=tuple(as_int(r) for r in raw.get("references", ())),
+                reference_kind=raw.get("reference_kind"),
+                parent_trial=None if parent_trial is None else as_int(parent_trial),
+                parent_value=None if parent_value is None else float(parent_value),
+                trial=as_int(raw["trial"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(
+                f"malformed {KEY_LINEAGE} system attribute {preview(raw)}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def to_attr(self) -> dict[str, Any]:
+        return {
+            "trial": self.trial,
+            "index": self.index,
+            "role": self.role,
+            "slot": self.slot,
+            "references": list(self.references),
+            "reference_kind": self.reference_kind,
+            "parent_trial": self.parent_trial,
+            "parent_value": self.parent_value,
+        }
+
+
+@dataclass(frozen=True)
+class Record:
+    """One trial as the population sees it. A finished record's lineage is checked on creation
+    (it may name only what existed when its trial was drawn)."""
+
+    number: int
+    finished: bool
+    value: float | None = None  # minimization form; None unless COMPLETE with a finite value
+    lineage: Lineage | None = None
+    start_point: bool = False  # see is_start_point
+    retry_of: int | None = None  # a retry (Optuna's failed_trial): the first trial of its chain
+    secondary: float = math.inf  # tie-break score, minimization form; +inf when unused
+    running: bool = False  # RUNNING now (its target is busy)
+    drawing: bool = False  # unfinished, no lineage, no params: a worker is drawing it right now
+    source: Any = field(default=None, repr=False, compare=False)  # e.g. the FrozenTrial
+
+    def __post_init__(self) -> None:
+        if self.finished and self.lineage is not None:
+            _check_lineage(self.number, self.lineage, self.retry_of)
+
+
+def is_start_point(
+    *, retry: bool, enqueued: bool, finished: bool, drawn: bool, params: bool
+) -> bool:
+    """The one definition of a start point: a point the user gave, enqueued (Optuna's
+    ``fixed_params``) or added finished with parameters, that the sampler did not draw; a retry
+    belongs to the trial it retries, never a start point of its own."""
+    return not retry and (enqueued or (finished and not drawn and params))
+
+
+def better(a: Record, b: Record) -> bool:
+    """Greedy selection's strict order: lower value, then the lower secondary score, then the
+    earlier trial (a tie never replaces an individual)."""
+    return (a.value, a.secondary, a.number) < (b.value, b.secondary, b.number)  # type: ignore[operator]
+
+
+def start_points(records: Iterable[Record]) -> list[int]:
+    """Trial numbers of the user's start points, in order (slot ``i`` starts as the ``i``-th)."""
+    return sorted(r.number for r in records if r.lineage is None and r.start_point)
+
+
+def slot_of(record: Record, start_slot: dict[int, int]) -> int | None:
+    """The slot a record belongs to: its lineage's, else its start point's (``start_slot``:
+    start point number -> slot; a retry of a start point takes that start point's slot)."""
+    if record.lineage is not None:
+        return record.lineage.slot
+    return start_slot.get(record.number if record.retry_of is None else record.retry_of)
+
+
+def select(records: Iterable[Record], size: int) -> list[Record | None]:
+    """Greedy selection, order-free: each slot's best finished record with a value (None: the
+    slot has none yet)."""
+    records = list(records)
+    start_slot = {n: s for s, n in enumerate(start_points(records)[:size])}
+    best: list[Record | None] = [None] * size
+    for r in records:
+        if r.value is None or not r.finished:
+            continue
+        slot = slot_of(r, start_slot)
+        if slot is None:
+            continue
+        if slot >= size:
+            raise StateError(
+                f"malformed {KEY_LINEAGE} of trial {r.number}: slot {slot} in a population of "
+                f"{size} (expected 0 <= slot < {size})"
+            )
+        current = best[slot]
+        if current is None or better(r, current):
+            best[slot] = r
+    return best
+
+
+def population_size(
+    n_start_points: int, population_size: int | None, n_startup_trials: int | None
+) -> int:
+    """The size a sampler gives a population with ``n_start_points`` start points: fixed, or
+    the start points plus ``n_startup_trials`` random ones (10 without any start point)."""
+    if population_size is not None:
+        return population_size
+    if n_startup_trials is not None:
+        return n_start_points + n_startup_trials
+    return n_start_points if n_start_points else 10
+
+
+def next_index(records: Iterable[Record], number: int) -> int:
+    """The fresh index of trial ``number``: how many trials before it drew (or are drawing) an
+    index of their own, moved past any index another trial holds (workers racing)."""
+    k = 0
+    held = set()
+    for r in records:
+        if r.number == number:
+            continue
+        lineage = r.lineage
+        if lineage is not None:
+            held.add(lineage.index)
+        if r.number < number and (
+            (lineage is not None and lineage.trial == r.number)
+            or (lineage is None and not r.finished and r.drawing)
+        ):
+            k += 1
+    while k in held:  # a race between workers: never reuse an index
+        k += 1
+    return k
+
+
+def busy_slots(records: Iterable[Record], number: int) -> list[int]:
+    """Targets of the other offspring running now (a new offspring avoids them when it can)."""
+    return [
+        r.lineage.slot
+        for r in records
+        if r.running and not r.finished and r.lineage is not None and r.number != number
+    ]
+
+
+def next_lineage(
+    records: Sequence[Record], number: int, *, size: int, n_enqueued: int, seed: int, sign: float
+) -> Lineage:
+    """Index, role and target of trial ``number`` being drawn: the first ``size - n_enqueued``
+    fresh indices are random initial points, the rest offspring of a target chosen from
+    ``(seed, k)``. ``sign``: +1 to minimize, -1 to maximize (``parent_value`` is stored in the
+    objective's direction)."""
+    k = next_index(records, number)
+    n_random = size - n_enqueued
+    if k < n_random:
+        return Lineage(index=k, role="init", slot=n_enqueued + k, trial=number)
+    target = choose_target(seed, k - n_random, size, busy_slots(records, number))
+    parent = select(records, size)[target]
+    return Lineage(
+        index=k,
+        role="offspring",
+        slot=target,
+        parent_trial=None if parent is None else parent.number,
+        parent_value=None if parent is None or parent.value is None else parent.value * sign,
+        trial=number,
+    )
+
+
+def _check_lineage(number: int, lineage: Lineage, retry_of: int | None) -> None:
+    """A lineage names only what existed when its trial was drawn: an index at most its own
+    number (plus racing workers), a parent below it, its own number as ``trial`` (a retry: a
+    trial of its chain), a slot >= 0 (the upper bound is checked against the population size)."""
+    # a retry keeps the lineage of a trial of its chain (or draws its own, e.g. after a
+    # storage error before the lineage was copied)
+    first = number if retry_of is None else retry_of
+    parent = lineage.parent_trial
+    if not (
+        0 <= lineage.index <= number + MAX_WORKERS
+        and first <= lineage.trial <= number
+        and lineage.slot >= 0
+        and (parent is None or 0 <= parent < number)
+        and all(0 <= r for r in lineage.references)
+    ):
+        raise StateError(
+            f"malformed {KEY_LINEAGE} of trial {number}: {preview(lineage.to_attr())} cannot "
+            f"belong to it (expected {first} <= trial <= {number}, "
+            f"0 <= index <= {number + MAX_WORKERS}, slot >= 0, 0 <= parent_trial < {number})"
+        )
+
+
+def as_int(value: Any) -> int:
+    """``value`` as an int if it is one (JSON may give 3.0); else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise ValueError(f"expected an integer, got {value!r}")
+    return int(value)
+
+
+def preview(value: Any) -> str:
+    """A short repr for error messages."""
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
