@@ -359,7 +359,7 @@ MIXED = ("vader-nyt", "bbc-news")  # 2 and 5 labels
 
 
 def test_matrix_with_task_heads_scores_each_body_with_every_tasks_head(base_dir, cache):
-    from evolver_opt.evaluation.report import expert_matrix, format_matrix
+    from evolver_opt.zoo.matrix import expert_matrix, format_matrix
 
     recipe = recipe_for(base_dir, domains=MIXED, steps=6)
     cards = build_zoo(recipe, echo=lambda m: None)

@@ -53,8 +53,8 @@ def build(study: Path, force: bool) -> None:
 def matrix(study: Path, split: str, heads: str, per_split: int | None) -> None:
     """Accuracy of every expert (rows) on every domain (columns); reporting only."""
     from evolver_opt.errors import EvolverError
-    from evolver_opt.evaluation.report import expert_matrix, format_matrix
     from evolver_opt.zoo import load_recipe, matrix_heads
+    from evolver_opt.zoo.matrix import expert_matrix, format_matrix
 
     try:
         recipe = load_recipe(study)
