@@ -5,6 +5,8 @@ Each trial becomes a :class:`Record` (number, finished or not, value in minimiza
 its :class:`Lineage` when the sampler drew it, whether it is a start point the user gave, the
 trial it retries). From the records:
 
+* :class:`Finished`: the finished records folded in one at a time (a sampler's memo: a
+  finished trial never changes); :func:`split` folds a whole list;
 * :func:`start_points`: the user's start points (enqueued or added finished trials, never a
   retry nor a trial the sampler drew), in trial-number order; start point ``i`` is slot ``i``;
 * :func:`select`: greedy selection, order-free: each slot's individual is the best finished
@@ -20,6 +22,7 @@ finished in. numpy-free, optuna-free: the samplers adapt their trials to records
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -133,9 +136,47 @@ def better(a: Record, b: Record) -> bool:
     return (a.value, a.secondary, a.number) < (b.value, b.secondary, b.number)  # type: ignore[operator]
 
 
-def start_points(records: Iterable[Record]) -> list[int]:
-    """Trial numbers of the user's start points, in order (slot ``i`` starts as the ``i``-th)."""
-    return sorted(r.number for r in records if r.lineage is None and r.start_point)
+@dataclass
+class Finished:
+    """The finished records of a study, folded in one at a time: the order never matters, and
+    a finished trial never changes, so a sampler folds each one in once (its memo)."""
+
+    start_points: list[int] = field(default_factory=list)  # start point numbers, sorted
+    fresh: list[int] = field(default_factory=list)  # numbers that drew an index, sorted
+    held: set[int] = field(default_factory=set)  # the indices their lineages hold
+    valued: list[Record] = field(default_factory=list)  # those with a value (selection's)
+
+    def add(self, record: Record) -> None:
+        if not record.finished:
+            raise ValueError(f"trial {record.number} is not finished")
+        lineage = record.lineage
+        if lineage is None:
+            if record.start_point:
+                bisect.insort(self.start_points, record.number)
+        else:
+            self.held.add(lineage.index)
+            if lineage.trial == record.number:
+                bisect.insort(self.fresh, record.number)
+        if record.value is not None:
+            self.valued.append(record)
+
+
+def split(records: Iterable[Record]) -> tuple[Finished, list[Record]]:
+    """A study's records as the finished ones folded, and the unfinished ones."""
+    finished, unfinished = Finished(), []
+    for r in records:
+        if r.finished:
+            finished.add(r)
+        else:
+            unfinished.append(r)
+    return finished, unfinished
+
+
+def start_points(finished: Finished, unfinished: Iterable[Record]) -> list[int]:
+    """Trial numbers of the user's start points, in order (slot ``i`` starts as the ``i``-th):
+    finished ones and those still waiting (enqueued)."""
+    waiting = [r.number for r in unfinished if r.lineage is None and r.start_point]
+    return sorted(finished.start_points + waiting) if waiting else finished.start_points
 
 
 def slot_of(record: Record, start_slot: dict[int, int]) -> int | None:
@@ -146,12 +187,21 @@ def slot_of(record: Record, start_slot: dict[int, int]) -> int | None:
     return start_slot.get(record.number if record.retry_of is None else record.retry_of)
 
 
-def select(records: Iterable[Record], size: int) -> list[Record | None]:
+def select(valued: Iterable[Record], start_points: Sequence[int], size: int) -> list[Record | None]:
     """Greedy selection, order-free: each slot's best finished record with a value (None: the
-    slot has none yet)."""
-    records = list(records)
-    start_slot = {n: s for s, n in enumerate(start_points(records)[:size])}
+    slot has none yet); ``valued``: ``Finished.valued``."""
     best: list[Record | None] = [None] * size
+    fold_into(best, valued, {n: s for s, n in enumerate(start_points[:size])})
+    return best
+
+
+def fold_into(
+    best: list[Record | None], records: Iterable[Record], start_slot: dict[int, int]
+) -> None:
+    """Greedy selection of ``records`` into ``best`` (a selection of other records, updated in
+    place): the order the records come in never matters, so a caller may fold them in as they
+    finish. ``select`` is this from an empty population."""
+    size = len(best)
     for r in records:
         if r.value is None or not r.finished:
             continue
@@ -166,7 +216,6 @@ def select(records: Iterable[Record], size: int) -> list[Record | None]:
         current = best[slot]
         if current is None or better(r, current):
             best[slot] = r
-    return best
 
 
 def population_size(
@@ -181,49 +230,58 @@ def population_size(
     return n_start_points if n_start_points else 10
 
 
-def next_index(records: Iterable[Record], number: int) -> int:
+def next_index(finished: Finished, unfinished: Iterable[Record], number: int) -> int:
     """The fresh index of trial ``number``: how many trials before it drew (or are drawing) an
     index of their own, moved past any index another trial holds (workers racing)."""
-    k = 0
+    k = bisect.bisect_left(finished.fresh, number)
     held = set()
-    for r in records:
+    for r in unfinished:
         if r.number == number:
             continue
         lineage = r.lineage
         if lineage is not None:
             held.add(lineage.index)
         if r.number < number and (
-            (lineage is not None and lineage.trial == r.number)
-            or (lineage is None and not r.finished and r.drawing)
+            (lineage is not None and lineage.trial == r.number) or (lineage is None and r.drawing)
         ):
             k += 1
-    while k in held:  # a race between workers: never reuse an index
+    while k in finished.held or k in held:  # a race between workers: never reuse an index
         k += 1
     return k
 
 
-def busy_slots(records: Iterable[Record], number: int) -> list[int]:
+def busy_slots(unfinished: Iterable[Record], number: int) -> list[int]:
     """Targets of the other offspring running now (a new offspring avoids them when it can)."""
     return [
         r.lineage.slot
-        for r in records
+        for r in unfinished
         if r.running and not r.finished and r.lineage is not None and r.number != number
     ]
 
 
 def next_lineage(
-    records: Sequence[Record], number: int, *, size: int, n_enqueued: int, seed: int, sign: float
+    finished: Finished,
+    unfinished: Sequence[Record],
+    number: int,
+    *,
+    size: int,
+    n_enqueued: int,
+    seed: int,
+    sign: float,
+    best: Sequence[Record | None] | None = None,
 ) -> Lineage:
     """Index, role and target of trial ``number`` being drawn: the first ``size - n_enqueued``
     fresh indices are random initial points, the rest offspring of a target chosen from
     ``(seed, k)``. ``sign``: +1 to minimize, -1 to maximize (``parent_value`` is stored in the
-    objective's direction)."""
-    k = next_index(records, number)
+    objective's direction). ``best``: the selection, if the caller has it."""
+    k = next_index(finished, unfinished, number)
     n_random = size - n_enqueued
     if k < n_random:
         return Lineage(index=k, role="init", slot=n_enqueued + k, trial=number)
-    target = choose_target(seed, k - n_random, size, busy_slots(records, number))
-    parent = select(records, size)[target]
+    target = choose_target(seed, k - n_random, size, busy_slots(unfinished, number))
+    if best is None:
+        best = select(finished.valued, start_points(finished, unfinished), size)
+    parent = best[target]
     return Lineage(
         index=k,
         role="offspring",

@@ -60,32 +60,68 @@ def is_start_point(trial: FrozenTrial) -> bool:
 
 
 class StudyCache:
-    """What this process keeps of one study between asks: the records of its finished trials
-    (made once each), the population's size and the start points' vectors."""
+    """What this process keeps of one study between asks: its finished trials folded into a
+    ``core.population.Finished`` (each once: a finished trial never changes), the selection
+    so far, the population's size and the start points' vectors."""
 
     def __init__(self, storage: Any) -> None:
         self.storage = storage  # keeps the storage alive, so its id() stays unique
-        self.finished: dict[int, Record] = {}  # trial number -> record, finished trials only
+        self.finished = core.Finished()
+        self.numbers: set[int] = set()  # the trials folded into ``finished``
+        self._seen = 0  # trials numbered below this have been looked at ...
+        self._open: set[int] = set()  # ... and of those, these were unfinished then
+        self._unselected: list[Record] = []  # finished with a value, not yet in ``selection``
+        # greedy selection so far: (start points, the best record per slot)
+        self.selection: tuple[tuple[int, ...], list[Record | None]] | None = None
         self.population: dict[str, int] | None = None
         self._space_key: tuple | None = None
         self.vectors: dict[int, np.ndarray] = {}  # trial number -> its vector over the space
         self.initial: dict[tuple[int, int], list[np.ndarray]] = {}  # (size, n_enqueued) -> rows
 
-    def records(
+    def update(
         self, trials: list[FrozenTrial], sign: float, tie_break: str | None = None
     ) -> list[Record]:
-        """Every trial as a record, finished ones from the memo. ``trials`` may be an older
-        snapshot than an earlier call's (threads of one process each read their own)."""
-        out = []
-        finished = self.finished
-        for t in trials:
-            record = finished.get(t.number)
-            if record is None:
-                record = record_of(t, sign, tie_break)
-                if record.finished:
-                    finished[t.number] = record
-            out.append(record)
-        return out
+        """Fold in the trials finished since the last call; returns the unfinished ones as
+        records. ``trials`` may be an older snapshot than an earlier call's (threads of one
+        process each read their own): what it does not show is looked at next time."""
+        n = len(trials)
+        if trials and trials[-1].number == n - 1:  # numbered 0..n-1, as Optuna does
+            look = [trials[k] for k in sorted(self._open) if k < n] + trials[self._seen :]
+            self._seen = max(self._seen, n)
+        else:  # a filtered study (some pruners pass one): look at every trial
+            look = [t for t in trials if t.number not in self.numbers]
+        self._open.difference_update(t.number for t in look)
+        unfinished = []
+        for t in look:
+            if t.number in self.numbers:
+                continue
+            record = record_of(t, sign, tie_break)
+            if not record.finished:
+                self._open.add(t.number)
+                unfinished.append(record)
+                continue
+            self.finished.add(record)
+            self.numbers.add(record.number)
+            if record.value is not None:
+                self._unselected.append(record)
+        return unfinished
+
+    def best_per_slot(self, start_points: list[int], size: int) -> list[Record | None]:
+        """``core.population.select`` of the finished records, folding in only those that
+        finished since the last call (other start points start over)."""
+        starts = tuple(start_points[:size])
+        if self.selection is None or self.selection[0] != starts or len(self.selection[1]) != size:
+            self.selection = (starts, [None] * size)
+            self._unselected = list(self.finished.valued)
+        start_slot = {n: s for s, n in enumerate(starts)}
+        best = self.selection[1]
+        try:
+            core.fold_into(best, self._unselected, start_slot)
+        except StateError:
+            self.selection = None  # half folded: start over next time (and raise again)
+            raise
+        self._unselected = []
+        return best
 
     def for_space(self, space: NumericSpace) -> StudyCache:
         """Drops the vectors computed over another search space."""
@@ -126,9 +162,8 @@ class PopulationView:
         self.cache = cache
         self.seed = seed
         self.size_rule = size_rule  # (population_size, n_startup_trials) of the sampler
-        self.records = cache.records(trials, self.sign, tie_break)
-        self._enqueued = core.start_points(self.records)
-        self._best: tuple[int, list[Record | None]] | None = None
+        self.unfinished = cache.update(trials, self.sign, tie_break)
+        self._enqueued = core.start_points(cache.finished, self.unfinished)
 
     def enqueued_numbers(self) -> list[int]:
         """Trial numbers of initial points given by the user (enqueued, not retries)."""
@@ -183,19 +218,19 @@ class PopulationView:
         """Index, role and target of a fresh trial."""
         pop = self.population()
         return core.next_lineage(
-            self.records,
+            self.cache.finished,
+            self.unfinished,
             trial.number,
             size=pop["size"],
             n_enqueued=pop["n_enqueued"],
             seed=self.seed,
             sign=self.sign,
+            best=self.best_per_slot(pop["size"]),
         )
 
     def best_per_slot(self, size: int) -> list[Record | None]:
-        """Greedy selection, order-free: the best finished trial of each slot."""
-        if self._best is None or self._best[0] != size:
-            self._best = (size, core.select(self.records, size))
-        return self._best[1]
+        """Greedy selection, order-free: the best finished trial of each slot (a copy)."""
+        return list(self.cache.best_per_slot(self._enqueued, size))
 
     def params_for(
         self, lineage: Lineage, space: NumericSpace, config: EvolverConfig

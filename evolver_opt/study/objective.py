@@ -11,7 +11,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
@@ -22,14 +22,20 @@ from evolver_opt.integrations.storage import flush_params
 from evolver_opt.study.config import StudyConfig, check_device, engine_granularity
 from evolver_opt.study.precision_check import PrecisionCheck, check_precision
 
+if TYPE_CHECKING:  # torch-heavy: imported where a setup is built
+    import torch
+
+    from evolver_opt.evaluation import Evaluator
+    from evolver_opt.merge import MergeEngine
+
 
 @dataclass
 class MergeSetup:
     """The expensive, coefficient-independent part of a study: built once per process."""
 
     config: StudyConfig
-    engine: Any  # evolver_opt.merge.MergeEngine
-    evaluator: Any  # evolver_opt.evaluation.Evaluator
+    engine: MergeEngine
+    evaluator: Evaluator
     tokenizer: Any
     dev_keys: list[str]
     head_of: dict[str, str]  # split key -> expert whose head scores it (heads kept separate)
@@ -62,8 +68,8 @@ def build_engine(
     *,
     data_dir: Path | None = None,
     zoo_root: Path | None = None,
-    model_dtype: Any = None,
-) -> Any:
+    model_dtype: torch.dtype | None = None,
+) -> MergeEngine:
     """Load and check the experts and stack their task vectors (building the zoo if needed).
 
     The rows are float32; ``model_dtype`` (default float32) is the working model's."""
@@ -157,8 +163,8 @@ def with_dev_sample(
 
 
 def _dev_evaluator(
-    config: StudyConfig, engine: Any, tokenizer: Any, data_dir: Path
-) -> tuple[Any, list[str], dict[str, str]]:
+    config: StudyConfig, engine: MergeEngine, tokenizer: Any, data_dir: Path
+) -> tuple[Evaluator, list[str], dict[str, str]]:
     """The evaluator of ``config``'s dev splits (its sample of each), their keys, and the
     expert whose head scores each split when heads are kept separate."""
     from evolver_opt.data import load_split
@@ -191,7 +197,9 @@ def _dev_evaluator(
     return evaluator, [s.key for s in splits], head_of
 
 
-def coefficients_of(config: StudyConfig, engine: Any, params: dict[str, float]) -> np.ndarray:
+def coefficients_of(
+    config: StudyConfig, engine: MergeEngine, params: dict[str, float]
+) -> np.ndarray:
     """The (models x groups) coefficients of a trial; ``average`` normalizes each group."""
     return engine.genome.normalized(params, config.form)
 

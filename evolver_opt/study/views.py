@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 
-from evolver_opt.core.population import Lineage, Record, better, slot_of, start_points
+from evolver_opt.core.population import Lineage, Record, better, slot_of, split
 from evolver_opt.integrations.optuna_sampler import trial_records
 from evolver_opt.study.notes import best_trial, coefficient_matrix, expert_names, study_config
 
@@ -71,7 +71,7 @@ def population_history(study: optuna.Study) -> PopulationHistory:
     )
     tie_break = (config.get("evolver") or {}).get("tie_break")
     records = trial_records(study, trials, tie_break)
-    start_slot = {n: i for i, n in enumerate(start_points(records))}
+    start_slot = {n: i for i, n in enumerate(split(records)[0].start_points)}
     experts = expert_names(config)
     best: dict[int, tuple[float, int]] = {}  # slot -> (value, leaning expert)
     incumbent: dict[int, Record] = {}  # slot -> its record

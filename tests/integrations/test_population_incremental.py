@@ -1,6 +1,6 @@
-"""EvolverSampler keeps the records of finished trials between asks (made once each); a
-sampler that has watched the study grow must decide exactly as a fresh sampler that derives
-everything at once, whatever the interleaving of asks, tells, failures, prunes,
+"""EvolverSampler folds each finished trial into its memo once (only trials finished since its
+last ask are read); a sampler that has watched the study grow must decide exactly as a fresh
+sampler that derives everything at once, whatever the interleaving of asks, tells, failures, prunes,
 NaNs and heartbeat retries."""
 
 from __future__ import annotations
@@ -100,10 +100,9 @@ def test_an_older_snapshot_after_a_newer_one_loses_nothing():
     running = study.ask()
     running.suggest_float("x", 0.0, 1.0)
     cache = StudyCache(study._storage)
-    records = cache.records(study.get_trials(deepcopy=False), 1.0)
-    assert [r.number for r in records if not r.finished] == [3]
-    assert [r.number for r in cache.records(older, 1.0)] == [0, 1, 2]  # raised IndexError before
+    assert [r.number for r in cache.update(study.get_trials(deepcopy=False), 1.0)] == [3]
+    assert cache.update(older, 1.0) == []  # raised IndexError before
     study.tell(running, 0.5)
-    records = cache.records(study.get_trials(deepcopy=False), 1.0)
-    assert set(cache.finished) == {0, 1, 2, 3}  # trial 3 was not memoized unfinished
-    assert records[3].finished and records[3].value == 0.5
+    cache.update(study.get_trials(deepcopy=False), 1.0)
+    assert cache.numbers == {0, 1, 2, 3}  # trial 3 was still watched, and is now taken in
+    assert [r.number for r in cache.finished.valued] == [0, 1, 2, 3]
