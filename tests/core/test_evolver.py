@@ -173,6 +173,43 @@ def test_several_in_flight_target_different_individuals():
     assert opt.population[1] == [0.5] * 4
 
 
+def test_ask_is_the_pure_functions_of_its_state():
+    """Each offspring of the ask/tell class is ``make_offspring`` of the k-th index, the target
+    ``choose_target`` gives with the pending ones busy, and the values told so far."""
+    size, seed = 4, 3
+    config = EvolverConfig(p_random=0.0)  # always the best other: the values matter
+    opt = Evolver(LOWER, UPPER, initial_points=np.eye(6)[:size], seed=seed, config=config)
+    rng = np.random.default_rng(0)
+    for _ in range(size):
+        c = opt.ask()
+        opt.tell(c.index, float(rng.random()))
+    pending = []
+    for k in range(10):  # two in flight at a time, across generations
+        xs, values = opt.population
+        busy = [c.target for c in pending]
+        expected = make_offspring(
+            k,
+            choose_target(seed, k, size, busy),
+            xs,
+            np.array(values, dtype=float),
+            LOWER,
+            UPPER,
+            seed,
+            config,
+        )
+        c = opt.ask()
+        assert (c.role, c.target, c.references) == (
+            "offspring",
+            expected.target,
+            expected.references,
+        )
+        np.testing.assert_array_equal(c.x, expected.x)
+        pending.append(c)
+        if len(pending) == 2:
+            done = pending.pop(0)
+            opt.tell(done.index, float(rng.random()))
+
+
 def test_tell_unknown_index_raises():
     opt = Evolver(LOWER, UPPER, seed=0)
     with pytest.raises(StateError, match="was not asked"):
