@@ -42,11 +42,18 @@ from evolver_opt.errors import ConfigError, StateError
 
 Mutation = Literal["interpolate", "de"]
 BoundHandling = Literal["clip", "reflect"]
+Adaptation = Literal["none", "jde"]
 
 # Separate random streams, so that e.g. the generation order never shares draws with offspring.
 _STREAM_OFFSPRING = 0
 _STREAM_ORDER = 1
 _STREAM_INIT = 2
+_STREAM_ADAPT = 5  # jDE's redraws of F and CR (3: named params, 4: element Evolver)
+
+# jDE (Brest et al., IEEE TEC 2006): each individual carries its own F and CR; an offspring
+# redraws each with probability TAU, else inherits its parent's, and keeps them if it wins.
+JDE_TAU = 0.1
+JDE_F_RANGE = (0.1, 1.0)
 
 STATE_VERSION = 1
 
@@ -66,6 +73,7 @@ class EvolverConfig:
     p_random: float | None = 0.5
     n_generations: int | None = None
     bound_handling: BoundHandling = "clip"
+    adapt: Adaptation = "none"  # "jde": self-adaptive F and CR per individual
 
     def __post_init__(self) -> None:
         if not 0.0 < self.F <= 1.0 and self.mutation == "interpolate":
@@ -82,6 +90,8 @@ class EvolverConfig:
             raise ConfigError(
                 f"bound_handling={self.bound_handling!r} is invalid: expected 'clip' or 'reflect'"
             )
+        if self.adapt not in ("none", "jde"):
+            raise ConfigError(f"adapt={self.adapt!r} is invalid: expected 'none' or 'jde'")
         if self.p_random is not None and not 0.0 <= self.p_random <= 1.0:
             raise ConfigError(f"p_random={self.p_random!r} is invalid: expected 0 <= p_random <= 1")
         if self.p_random is None and (self.n_generations is None or self.n_generations < 1):
@@ -109,6 +119,8 @@ class Offspring:
     reference_kind: Literal["random", "best"]
     x: np.ndarray = field(repr=False)
     n_from_mutant: int
+    F: float = 0.5  # the interpolation weight (DE scale) it was made with
+    CR: float = 0.5  # and its crossover rate
 
 
 def generation_order(seed: int, generation: int, population_size: int) -> np.ndarray:
@@ -152,6 +164,24 @@ def into_bounds(
     return np.clip(x, lower, upper)
 
 
+def adapted(
+    seed: int, index: int, parent: tuple[float, float] | None, config: EvolverConfig
+) -> tuple[float, float]:
+    """``(F, CR)`` of offspring ``index``: the config's without adaptation; with ``adapt="jde"``
+    each of the parent's (the config's for a start point) is redrawn with probability
+    ``JDE_TAU``, F uniform in ``JDE_F_RANGE`` and CR in [0, 1]. Keyed on ``(seed, index)``."""
+    if config.adapt == "none":
+        return config.F, config.CR
+    F, CR = (config.F, config.CR) if parent is None else parent
+    u = rng_for(seed, _STREAM_ADAPT, index).random(4)
+    if u[0] < JDE_TAU:
+        lo, hi = JDE_F_RANGE
+        F = lo + u[1] * (hi - lo)
+    if u[2] < JDE_TAU:
+        CR = float(u[3])
+    return float(F), float(CR)
+
+
 def make_offspring(
     index: int,
     target: int,
@@ -161,9 +191,15 @@ def make_offspring(
     upper: np.ndarray,
     seed: int,
     config: EvolverConfig,
+    *,
+    F: float | None = None,
+    CR: float | None = None,
 ) -> Offspring:
     """Offspring ``index`` of ``target`` from population ``xs`` (P x D) with ``values`` (P,;
-    NaN where not evaluated yet). Pure: the same arguments give the same offspring."""
+    NaN where not evaluated yet); ``F`` and ``CR`` replace the config's (self-adaptation).
+    Pure: the same arguments give the same offspring."""
+    F = config.F if F is None else F
+    CR = config.CR if CR is None else CR
     size, dim = xs.shape
     if size < 2:
         raise ConfigError(f"population_size={size} is too small: Evolver needs at least 2")
@@ -181,7 +217,7 @@ def make_offspring(
         reference = int(scored[np.argmin(values[scored])])
     if config.mutation == "interpolate":
         references: tuple[int, ...] = (reference,)
-        mutant = (1.0 - config.F) * xs[target] + config.F * xs[reference]
+        mutant = (1.0 - F) * xs[target] + F * xs[reference]
     else:
         rest = np.array([j for j in range(size) if j not in (target, reference)])
         if rest.size < 2:
@@ -190,8 +226,8 @@ def make_offspring(
             )
         r2, r3 = (int(j) for j in rng.choice(rest, size=2, replace=False))
         references = (reference, r2, r3)
-        mutant = xs[reference] + config.F * (xs[r2] - xs[r3])
-    mask = rng.random(dim) < config.CR
+        mutant = xs[reference] + F * (xs[r2] - xs[r3])
+    mask = rng.random(dim) < CR
     if dim:  # Eq. 3's j_rand, drawn where the mutant differs, so u never repeats its parent
         differs = np.flatnonzero(mutant != xs[target])
         j_rand = rng.integers(dim)
@@ -204,6 +240,8 @@ def make_offspring(
         reference_kind="random" if use_random else "best",
         x=x,
         n_from_mutant=int(mask.sum()),
+        F=F,
+        CR=CR,
     )
 
 
@@ -277,6 +315,7 @@ class Evolver:
         )
         self._xs = into_bounds(self._xs, self._lower, self._upper, "clip")
         self._values: list[float | None] = [None] * size
+        self._params: list[list[float] | None] = [None] * size  # jDE's (F, CR) per individual
         self._n_init_asked = 0
         self._n_offspring = 0
         self._n_told = 0
@@ -334,10 +373,17 @@ class Evolver:
         busy = [p["target"] for p in self._pending.values()]
         target = choose_target(self.seed, k, self.population_size, busy)
         values = np.array([np.nan if v is None else v for v in self._values])
-        child = make_offspring(
-            k, target, self._xs, values, self._lower, self._upper, self.seed, self.config
+        parent = self._params[target]
+        F, CR = adapted(
+            self.seed, k, None if parent is None else (parent[0], parent[1]), self.config
         )
-        self._pending[index] = {"role": "offspring", "target": target, "x": child.x.tolist()}
+        child = make_offspring(
+            k, target, self._xs, values, self._lower, self._upper, self.seed, self.config,
+            F=F, CR=CR,
+        )  # fmt: skip
+        self._pending[index] = {
+            "role": "offspring", "target": target, "x": child.x.tolist(), "F": F, "CR": CR,
+        }  # fmt: skip
         return Candidate(index, child.x, "offspring", target, child.references)
 
     def tell(self, index: int, value: float) -> bool:
@@ -352,6 +398,8 @@ class Evolver:
             return False
         if pending["role"] == "offspring":
             self._xs[target] = np.asarray(pending["x"], dtype=float)
+            if self.config.adapt != "none":
+                self._params[target] = [float(pending["F"]), float(pending["CR"])]
         self._values[target] = value
         return True
 
@@ -379,6 +427,7 @@ class Evolver:
                 return False
         self._xs[slot] = x
         self._values[slot] = value
+        self._params[slot] = None  # a new individual starts from the config's F and CR
         return True
 
     # ----------------------------------------------------------------- JSON state
@@ -392,6 +441,7 @@ class Evolver:
             "upper": _floats(self._upper),
             "xs": self._xs.tolist(),
             "values": list(self._values),
+            "params": list(self._params),
             "n_init_asked": self._n_init_asked,
             "n_offspring": self._n_offspring,
             "n_told": self._n_told,
@@ -417,13 +467,15 @@ class Evolver:
                 seed=int(state["seed"]),
             )
             opt._values = [None if v is None else float(v) for v in state["values"]]
+            params = state.get("params") or [None] * len(opt._values)  # older states: none
+            opt._params = [None if p is None else [float(p[0]), float(p[1])] for p in params]
             opt._n_init_asked = int(state["n_init_asked"])
             opt._n_offspring = int(state["n_offspring"])
             opt._n_told = int(state["n_told"])
             opt._pending = {int(k): dict(v) for k, v in state["pending"].items()}
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(f"malformed Evolver state: {type(exc).__name__}: {exc}") from exc
-        if len(opt._values) != opt.population_size:
+        if len(opt._values) != opt.population_size or len(opt._params) != opt.population_size:
             raise StateError(
                 f"malformed Evolver state: {len(opt._values)} values for {opt.population_size} individuals"
             )

@@ -56,6 +56,9 @@ class Lineage:
     parent_trial: int | None = None
     parent_value: float | None = None  # the parent's value then, in the objective's direction
     trial: int = -1  # number of the trial it was drawn for (a retry keeps the original's)
+    # self-adaptive (jDE) offspring only: the F and CR it was made with, inherited if it wins
+    F: float | None = None
+    CR: float | None = None
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> Lineage | None:
@@ -81,6 +84,8 @@ class Lineage:
                 parent_trial=None if parent_trial is None else as_int(parent_trial),
                 parent_value=None if parent_value is None else float(parent_value),
                 trial=as_int(raw["trial"]),
+                F=_rate(raw.get("F"), "F", 2.0),
+                CR=_rate(raw.get("CR"), "CR", 1.0),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(
@@ -88,7 +93,7 @@ class Lineage:
             ) from exc
 
     def to_attr(self) -> dict[str, Any]:
-        return {
+        attr = {
             "trial": self.trial,
             "index": self.index,
             "role": self.role,
@@ -98,6 +103,9 @@ class Lineage:
             "parent_trial": self.parent_trial,
             "parent_value": self.parent_value,
         }
+        if self.F is not None:  # written only by self-adaptive studies (older ones unchanged)
+            attr |= {"F": self.F, "CR": self.CR}
+        return attr
 
 
 @dataclass(frozen=True)
@@ -312,6 +320,18 @@ def _check_lineage(number: int, lineage: Lineage, retry_of: int | None) -> None:
             f"belong to it (expected {first} <= trial <= {number}, "
             f"0 <= index <= {number + MAX_WORKERS}, slot >= 0, 0 <= parent_trial < {number})"
         )
+
+
+def _rate(value: Any, name: str, high: float) -> float | None:
+    """An optional F or CR of a stored lineage: None, or a float in (0, high] (CR: [0, 1])."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} {value!r} is not a number")
+    low_ok = value >= 0.0 if name == "CR" else value > 0.0
+    if not (low_ok and value <= high):
+        raise ValueError(f"{name} {value!r} is outside its range")
+    return float(value)
 
 
 def as_int(value: Any) -> int:

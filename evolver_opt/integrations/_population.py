@@ -16,7 +16,7 @@ from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from evolver_opt.core import population as core
-from evolver_opt.core.evolver import EvolverConfig, make_offspring, random_point
+from evolver_opt.core.evolver import EvolverConfig, adapted, make_offspring, random_point
 from evolver_opt.core.population import KEY_LINEAGE, KEY_POPULATION, Lineage, Record, as_int
 from evolver_opt.errors import ConfigError, StateError
 from evolver_opt.integrations._lazy_params import has_params
@@ -259,17 +259,16 @@ class PopulationView:
         xs = np.array(rows).reshape(size, space.dim)
         values = np.array([np.nan if r is None or r.value is None else r.value for r in best])
         n_random = size - pop["n_enqueued"]
+        k = lineage.index - n_random
+        parent = best[lineage.slot]
+        inherited = None if parent is None else _rates(parent.lineage)
+        F, CR = adapted(seed, k, inherited, config)
         child = make_offspring(
-            lineage.index - n_random,
-            lineage.slot,
-            xs,
-            values,
-            space.lower,
-            space.upper,
-            seed,
-            config,
+            k, lineage.slot, xs, values, space.lower, space.upper, seed, config, F=F, CR=CR
         )
         lineage = replace(lineage, references=child.references, reference_kind=child.reference_kind)
+        if config.adapt != "none":
+            lineage = replace(lineage, F=F, CR=CR)
         return space.to_params(child.x), lineage
 
     def _initial_vectors(self, space: NumericSpace, size: int, n_enqueued: int) -> list[np.ndarray]:
@@ -287,6 +286,13 @@ class PopulationView:
             else:
                 out.append(fallback)
         return out
+
+
+def _rates(lineage: Lineage | None) -> tuple[float, float] | None:
+    """A self-adaptive individual's (F, CR), None for a start point or a plain offspring."""
+    if lineage is None or lineage.F is None or lineage.CR is None:
+        return None
+    return lineage.F, lineage.CR
 
 
 def _retry_of(trial: FrozenTrial) -> int | None:

@@ -55,6 +55,7 @@ class _Evolver(base.Optimizer):
                 mutation=options["mutation"],
                 p_random=options["p_random"],
                 n_generations=options["n_generations"],
+                adapt=options["adapt"],
             ),
             seed=int(self._rng.randint(2**31)),
         )
@@ -86,7 +87,8 @@ class EvolverOptimizer(base.ConfiguredOptimizer):
         population_size: individuals (default 30 as Nevergrad's DE; at least ``num_workers``).
             Interpolation never leaves the population's hull, so small populations on
             general problems converge early; merge searches seed it with the experts instead.
-        mutation: ``"interpolate"`` or ``"de"``; F, CR, p_random, n_generations: see ``EvolverConfig``.
+        mutation: ``"interpolate"`` or ``"de"``; F, CR, p_random, n_generations, adapt
+            (``"jde"``: self-adaptive F and CR per individual): see ``EvolverConfig``.
     """
 
     def __init__(
@@ -98,8 +100,16 @@ class EvolverOptimizer(base.ConfiguredOptimizer):
         CR: float = 0.5,
         p_random: float | None = 0.5,
         n_generations: int | None = None,
+        adapt: str = "none",
     ) -> None:
-        EvolverConfig(F=F, CR=CR, mutation=mutation, p_random=p_random, n_generations=n_generations)  # type: ignore[arg-type]
+        EvolverConfig(
+            F=F,
+            CR=CR,
+            mutation=mutation,
+            p_random=p_random,
+            n_generations=n_generations,
+            adapt=adapt,
+        )  # type: ignore[arg-type]
         super().__init__(_Evolver, locals(), as_config=True)
 
 

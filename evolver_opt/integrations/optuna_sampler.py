@@ -90,6 +90,10 @@ class EvolverSampler(FloatSpaceSampler):
             ``None`` with ``n_generations`` uses the released schedule ``0.5/(G-g) + 0.5``.
         n_generations: ``G`` for that schedule.
         bound_handling: ``"clip"`` or ``"reflect"``.
+        adapt: ``"none"`` (the paper: fixed ``F`` and ``CR``) or ``"jde"``: each individual
+            carries its own ``F`` and ``CR`` (stored in its trial's lineage); an offspring
+            redraws each with probability 0.1 (F in [0.1, 1], CR in [0, 1]), else takes its
+            parent's, and keeps them if it replaces the parent (Brest et al., 2006).
         tie_break: a trial user attribute that orders trials of equal value in greedy
             selection (better in the objective's direction; e.g. ``"dev_logprob"``, the mean
             log-probability of the right label beside accuracy). ``None``: the earlier trial.
@@ -118,6 +122,7 @@ class EvolverSampler(FloatSpaceSampler):
         p_random: float | None = 0.5,
         n_generations: int | None = None,
         bound_handling: str = "clip",
+        adapt: str = "none",
         tie_break: str | None = None,
         seed: int | None = None,
         independent_sampler: BaseSampler | None = None,
@@ -144,6 +149,7 @@ class EvolverSampler(FloatSpaceSampler):
                 p_random=p_random,  # type: ignore[arg-type]
                 n_generations=n_generations,
                 bound_handling=bound_handling,  # type: ignore[arg-type]
+                adapt=adapt,  # type: ignore[arg-type]
             )
         except ConfigError as exc:
             raise ValueError(str(exc)) from exc

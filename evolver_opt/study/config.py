@@ -165,6 +165,7 @@ class EvolverSettings(_Frozen):
     p_random: float | None = Field(0.5, ge=0, le=1)
     n_generations: int | None = Field(None, ge=1)
     bound_handling: Literal["clip", "reflect"] = "clip"
+    adapt: Literal["none", "jde"] = "none"  # "jde": self-adaptive F and CR per individual
     # Selection's tie-break between equal dev scores: the secondary score (mean log-probability
     # of the right label), or None (the earlier trial, the paper's greedy rule).
     tie_break: Literal["dev_logprob"] | None = None
@@ -173,8 +174,9 @@ class EvolverSettings(_Frozen):
         """The settings as studies store them (a later field is left out at its default, so
         older studies keep their identity)."""
         data = self.model_dump(mode="json")
-        if data["tie_break"] is None:
-            del data["tie_break"]
+        for key, default in (("tie_break", None), ("adapt", "none")):
+            if data[key] == default:
+                del data[key]
         return data
 
 

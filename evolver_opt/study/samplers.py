@@ -117,6 +117,10 @@ def _element_sampler(
             f"sampler {name!r} evolves weights by interpolation only; "
             f"got evolver.mutation={options['mutation']!r}"
         )
+    if options.get("adapt", "none") != "none":
+        raise ConfigError(
+            f"sampler {name!r} has no self-adaptive F and CR; got evolver.adapt={options['adapt']!r}"
+        )
     keys = ("F", "CR", "p_random", "n_generations")
     return ElementEvolverSampler(
         mode=mode.mode, seed=seed, **{k: options[k] for k in keys if k in options}
