@@ -225,12 +225,19 @@ class PopulationView:
             n_enqueued=pop["n_enqueued"],
             seed=self.seed,
             sign=self.sign,
-            best=self.best_per_slot(pop["size"]),
+            best=self.best_per_slot(pop["size"], before=trial.number),
         )
 
-    def best_per_slot(self, size: int) -> list[Record | None]:
-        """Greedy selection, order-free: the best finished trial of each slot (a copy)."""
-        return list(self.cache.best_per_slot(self._enqueued, size))
+    def best_per_slot(self, size: int, before: int | None = None) -> list[Record | None]:
+        """Greedy selection, order-free: the best finished trial of each slot (a copy). With
+        ``before``, of the trials numbered below it only: another thread's newer snapshot may
+        have folded in trials that finished after trial ``before`` was created, and a lineage
+        names only earlier trials."""
+        best = list(self.cache.best_per_slot(self._enqueued, size))
+        if before is not None and any(r is not None and r.number >= before for r in best):
+            earlier = [r for r in self.cache.finished.valued if r.number < before]
+            best = core.select(earlier, self._enqueued, size)
+        return best
 
     def params_for(
         self, lineage: Lineage, space: NumericSpace, config: EvolverConfig
@@ -244,7 +251,7 @@ class PopulationView:
             ), lineage
         pop = self.population()
         size = pop["size"]
-        best = self.best_per_slot(size)
+        best = self.best_per_slot(size, before=lineage.trial)
         cache = self.cache.for_space(space)
         initial = cache.initial.get((size, pop["n_enqueued"]))
         if initial is None:
