@@ -20,4 +20,27 @@ def initial_points(n_models: int, n_groups: int) -> list[dict[str, float]]:
 def make_sampler(
     name: str, seed: int, n_models: int, n_groups: int, budget: int
 ) -> optuna.samplers.BaseSampler:
+    """``name`` as the CLI takes it, or ``evolver[key=value;...]``: Evolver with those options
+    (the ablation's rows, e.g. ``evolver[mutation=pbest;adapt=jde]``)."""
+    if name.startswith("evolver[") and name.endswith("]"):
+        return _make_sampler("evolver", seed=seed, evolver_options=parse_options(name[8:-1]))
     return _make_sampler(name, seed=seed, x0=initial_points(n_models, n_groups)[-1], budget=budget)
+
+
+def parse_options(text: str) -> dict[str, object]:
+    """``"a=1;b=x"`` -> ``{"a": 1, "b": "x"}`` (ints, floats, None and strings)."""
+    out: dict[str, object] = {}
+    for item in filter(None, text.split(";")):
+        key, _, raw = item.partition("=")
+        value: object = raw
+        if raw == "None":
+            value = None
+        else:
+            for kind in (int, float):
+                try:
+                    value = kind(raw)
+                    break
+                except ValueError:
+                    pass
+        out[key.strip()] = value
+    return out

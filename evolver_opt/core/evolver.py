@@ -9,10 +9,17 @@ One offspring (paper, Sec. 3):
   2. reference ``r != i``: a random other individual with probability ``p``, else the best other
      one; the released code uses ``p = 0.5 / (G - g) + 0.5`` over ``G`` generations;
   3. mutation by interpolation ``v = (1 - F) x_i + F x_r`` (the released code), or the DE form
-     ``v = x_r1 + F (x_r2 - x_r3)`` (paper, Eq. 2);
+     ``v = x_r1 + F (x_r2 - x_r3)`` (paper, Eq. 2), or, beyond the paper, JADE's
+     current-to-pbest/1 with an archive of replaced parents (``mutation="pbest"``,
+     ``v = x_i + F (x_pbest - x_i) + F (x_r1 - x_r2)``, ``x_r2`` from population + archive);
   4. binomial crossover: ``u_j = v_j`` with probability ``CR``, else ``x_ij``; one random
      coordinate always comes from ``v`` (Eq. 3);
   5. greedy selection: ``u`` replaces ``x_i`` only if it is strictly better (Eq. 4).
+
+Beyond the paper, too: a restart when the population collapses (``restart``: below that mean
+spread per coordinate, relative to the bounds, an offspring is a Gaussian kick of the best
+individual over every coordinate) and start points filled up with perturbed copies of the given
+ones (``init="perturbed"``) rather than uniform random points.
 
 Every random draw of offspring ``k`` comes from ``(seed, k)``, never from a process-wide
 generator, so the same state and seed always give the same offspring.
@@ -40,9 +47,10 @@ import numpy as np
 
 from evolver_opt.errors import ConfigError, StateError
 
-Mutation = Literal["interpolate", "de"]
+Mutation = Literal["interpolate", "de", "pbest"]
 BoundHandling = Literal["clip", "reflect"]
 Adaptation = Literal["none", "jde"]
+InitialFill = Literal["random", "perturbed"]
 
 # Separate random streams, so that e.g. the generation order never shares draws with offspring.
 _STREAM_OFFSPRING = 0
@@ -54,6 +62,10 @@ _STREAM_ADAPT = 5  # jDE's redraws of F and CR (3: named params, 4: element Evol
 # redraws each with probability TAU, else inherits its parent's, and keeps them if it wins.
 JDE_TAU = 0.1
 JDE_F_RANGE = (0.1, 1.0)
+
+# A restart kick and a perturbed start point: Gaussian steps of this fraction of the bounds'
+# width (unbounded coordinates: of 1).
+KICK_SIGMA = 0.1
 
 STATE_VERSION = 1
 
@@ -74,17 +86,28 @@ class EvolverConfig:
     n_generations: int | None = None
     bound_handling: BoundHandling = "clip"
     adapt: Adaptation = "none"  # "jde": self-adaptive F and CR per individual
+    p_best: float = 0.2  # pbest: x_pbest is one of the best ceil(p_best * P) (at least 2)
+    restart: float | None = None  # collapse threshold of the mean relative spread; None: never
+    init: InitialFill = "random"  # fill of the slots beyond the given start points
 
     def __post_init__(self) -> None:
+        if not 0.0 < self.p_best <= 1.0:
+            raise ConfigError(f"p_best={self.p_best!r} is invalid: expected 0 < p_best <= 1")
+        if self.restart is not None and not 0.0 < self.restart < 1.0:
+            raise ConfigError(
+                f"restart={self.restart!r} is invalid: expected None or a spread in (0, 1)"
+            )
+        if self.init not in ("random", "perturbed"):
+            raise ConfigError(f"init={self.init!r} is invalid: expected 'random' or 'perturbed'")
         if not 0.0 < self.F <= 1.0 and self.mutation == "interpolate":
             raise ConfigError(f"F={self.F!r} is invalid: interpolation needs 0 < F <= 1")
         if not 0.0 < self.F <= 2.0:
             raise ConfigError(f"F={self.F!r} is invalid: expected 0 < F <= 2")
         if not 0.0 <= self.CR <= 1.0:
             raise ConfigError(f"CR={self.CR!r} is invalid: expected 0 <= CR <= 1")
-        if self.mutation not in ("interpolate", "de"):
+        if self.mutation not in ("interpolate", "de", "pbest"):
             raise ConfigError(
-                f"mutation={self.mutation!r} is invalid: expected 'interpolate' or 'de'"
+                f"mutation={self.mutation!r} is invalid: expected 'interpolate', 'de' or 'pbest'"
             )
         if self.bound_handling not in ("clip", "reflect"):
             raise ConfigError(
@@ -115,8 +138,8 @@ class Offspring:
 
     index: int
     target: int
-    references: tuple[int, ...]
-    reference_kind: Literal["random", "best"]
+    references: tuple[int, ...]  # slots; pbest's last one may be P + an archive row
+    reference_kind: Literal["random", "best", "pbest", "restart"]
     x: np.ndarray = field(repr=False)
     n_from_mutant: int
     F: float = 0.5  # the interpolation weight (DE scale) it was made with
@@ -148,6 +171,51 @@ def random_point(seed: int, index: int, lower: np.ndarray, upper: np.ndarray) ->
     uniform = rng.random(lower.shape)
     normal = rng.standard_normal(lower.shape)
     return np.where(finite, lower + uniform * np.where(finite, upper - lower, 0.0), normal)
+
+
+def perturbed_point(
+    seed: int,
+    index: int,
+    starts: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    how: BoundHandling = "reflect",
+) -> np.ndarray:
+    """Initial point ``index`` as a perturbed copy of start point ``index mod len(starts)``:
+    a Gaussian step of ``KICK_SIGMA`` of the width in every coordinate, mapped into bounds."""
+    rng = rng_for(seed, _STREAM_INIT, index)
+    base = starts[index % len(starts)]
+    return into_bounds(base + KICK_SIGMA * _scale(lower, upper) * rng.standard_normal(base.shape),
+                       lower, upper, how)  # fmt: skip
+
+
+def initial_point(
+    seed: int,
+    index: int,
+    starts: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    config: EvolverConfig,
+) -> np.ndarray:
+    """The start of slot ``index`` beyond the given ``starts`` (n x D): uniform random, or with
+    ``init="perturbed"`` (and some start given) a perturbed copy of one."""
+    if config.init == "perturbed" and len(starts):
+        return perturbed_point(seed, index, starts, lower, upper, config.bound_handling)
+    return random_point(seed, index, lower, upper)
+
+
+def _scale(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Each coordinate's width, 1 where unbounded."""
+    width = upper - lower
+    return np.where(np.isfinite(width), width, 1.0)
+
+
+def spread(xs: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> float:
+    """The population's mean standard deviation per coordinate, relative to the width (0 when
+    every individual is the same point)."""
+    width = _scale(lower, upper)
+    safe = np.where(width > 0, width, 1.0)
+    return float(np.mean(np.std(xs, axis=0) / safe)) if xs.size else 0.0
 
 
 def into_bounds(
@@ -194,13 +262,15 @@ def make_offspring(
     *,
     F: float | None = None,
     CR: float | None = None,
+    archive: np.ndarray | None = None,
 ) -> Offspring:
     """Offspring ``index`` of ``target`` from population ``xs`` (P x D) with ``values`` (P,;
-    NaN where not evaluated yet); ``F`` and ``CR`` replace the config's (self-adaptation).
+    NaN where not evaluated yet); ``F`` and ``CR`` replace the config's (self-adaptation);
+    ``archive`` (A x D): replaced parents, for ``mutation="pbest"``.
     Pure: the same arguments give the same offspring."""
     F = config.F if F is None else F
     CR = config.CR if CR is None else CR
-    size, dim = xs.shape
+    size = xs.shape[0]
     if size < 2:
         raise ConfigError(f"population_size={size} is too small: Evolver needs at least 2")
     rng = rng_for(seed, _STREAM_OFFSPRING, index)
@@ -210,6 +280,10 @@ def make_offspring(
     if distinct.size:  # a reference equal to the target would only re-evaluate the parent
         others = distinct
     scored = others[np.isfinite(values[others])]
+    if config.restart is not None and spread(xs, lower, upper) < config.restart:
+        return _kick(index, target, xs, values, lower, upper, rng, config, F, CR)
+    if config.mutation == "pbest":
+        return _pbest(index, target, xs, values, lower, upper, rng, config, F, CR, archive)
     use_random = rng.random() < config.p_random_at(generation) or scored.size == 0
     if use_random:
         reference = int(rng.choice(others))
@@ -227,22 +301,91 @@ def make_offspring(
         r2, r3 = (int(j) for j in rng.choice(rest, size=2, replace=False))
         references = (reference, r2, r3)
         mutant = xs[reference] + F * (xs[r2] - xs[r3])
+    kind = "random" if use_random else "best"
+    return _crossed(index, target, xs[target], mutant, references, kind, lower, upper, rng,
+                    config, F, CR)  # fmt: skip
+
+
+def _crossed(
+    index: int,
+    target: int,
+    parent: np.ndarray,
+    mutant: np.ndarray,
+    references: tuple[int, ...],
+    kind: Any,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    rng: np.random.Generator,
+    config: EvolverConfig,
+    F: float,
+    CR: float,
+) -> Offspring:
+    """Binomial crossover of ``mutant`` into ``parent`` (Eq. 3), mapped into the bounds."""
+    dim = parent.shape[0]
     mask = rng.random(dim) < CR
     if dim:  # Eq. 3's j_rand, drawn where the mutant differs, so u never repeats its parent
-        differs = np.flatnonzero(mutant != xs[target])
+        differs = np.flatnonzero(mutant != parent)
         j_rand = rng.integers(dim)
         mask[differs[j_rand % differs.size] if differs.size else j_rand] = True
-    x = into_bounds(np.where(mask, mutant, xs[target]), lower, upper, config.bound_handling)
-    return Offspring(
-        index=index,
-        target=target,
-        references=references,
-        reference_kind="random" if use_random else "best",
-        x=x,
-        n_from_mutant=int(mask.sum()),
-        F=F,
-        CR=CR,
-    )
+    x = into_bounds(np.where(mask, mutant, parent), lower, upper, config.bound_handling)
+    return Offspring(index=index, target=target, references=references, reference_kind=kind,
+                     x=x, n_from_mutant=int(mask.sum()), F=F, CR=CR)  # fmt: skip
+
+
+def _pbest(
+    index: int,
+    target: int,
+    xs: np.ndarray,
+    values: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    rng: np.random.Generator,
+    config: EvolverConfig,
+    F: float,
+    CR: float,
+    archive: np.ndarray | None,
+) -> Offspring:
+    """JADE's DE/current-to-pbest/1 with archive: ``x_pbest`` one of the best
+    ``max(2, ceil(p_best P))`` scored individuals, ``x_r1`` another individual, ``x_r2`` an
+    individual or an archived parent (index ``P + row``), all distinct where possible."""
+    size = xs.shape[0]
+    pool = xs if archive is None or not len(archive) else np.vstack([xs, archive])
+    scored = np.flatnonzero(np.isfinite(values))
+    if scored.size == 0:
+        scored = np.arange(size)
+    ranked = scored[np.argsort(values[scored], kind="stable")]
+    top = ranked[: max(2, math.ceil(config.p_best * size))]
+    pbest = int(rng.choice(top))
+    r1_choices = np.array([j for j in range(size) if j != target])
+    r1 = int(rng.choice(r1_choices))
+    r2_choices = np.array([j for j in range(len(pool)) if j not in (target, r1)])
+    r2 = int(rng.choice(r2_choices)) if r2_choices.size else r1
+    x = xs[target]
+    mutant = x + F * (xs[pbest] - x) + F * (xs[r1] - pool[r2])
+    return _crossed(index, target, x, mutant, (pbest, r1, r2), "pbest", lower, upper, rng,
+                    config, F, CR)  # fmt: skip
+
+
+def _kick(
+    index: int,
+    target: int,
+    xs: np.ndarray,
+    values: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    rng: np.random.Generator,
+    config: EvolverConfig,
+    F: float,
+    CR: float,
+) -> Offspring:
+    """A restart of a collapsed population: the best individual plus a Gaussian step of
+    ``KICK_SIGMA`` of the width in every coordinate (no crossover)."""
+    finite = np.isfinite(values)
+    best = int(np.flatnonzero(finite)[np.argmin(values[finite])]) if finite.any() else target
+    step = KICK_SIGMA * _scale(lower, upper) * rng.standard_normal(xs.shape[1])
+    x = into_bounds(xs[best] + step, lower, upper, config.bound_handling)
+    return Offspring(index=index, target=target, references=(best,), reference_kind="restart",
+                     x=x, n_from_mutant=xs.shape[1], F=F, CR=CR)  # fmt: skip
 
 
 def is_better(value: float, incumbent: float | None) -> bool:
@@ -309,13 +452,14 @@ class Evolver:
         self._xs = np.vstack(
             [points]
             + [
-                random_point(self.seed, i, self._lower, self._upper)[None]
+                initial_point(self.seed, i, points, self._lower, self._upper, self.config)[None]
                 for i in range(len(points), size)
             ]
         )
         self._xs = into_bounds(self._xs, self._lower, self._upper, "clip")
         self._values: list[float | None] = [None] * size
         self._params: list[list[float] | None] = [None] * size  # jDE's (F, CR) per individual
+        self._archive: list[list[float]] = []  # pbest: replaced parents, the last P, oldest first
         self._n_init_asked = 0
         self._n_offspring = 0
         self._n_told = 0
@@ -377,9 +521,10 @@ class Evolver:
         F, CR = adapted(
             self.seed, k, None if parent is None else (parent[0], parent[1]), self.config
         )
+        archive = np.array(self._archive) if self._archive else None
         child = make_offspring(
             k, target, self._xs, values, self._lower, self._upper, self.seed, self.config,
-            F=F, CR=CR,
+            F=F, CR=CR, archive=archive,
         )  # fmt: skip
         self._pending[index] = {
             "role": "offspring", "target": target, "x": child.x.tolist(), "F": F, "CR": CR,
@@ -397,6 +542,8 @@ class Evolver:
         if not is_better(value, self._values[target]):
             return False
         if pending["role"] == "offspring":
+            if self.config.mutation == "pbest":
+                self._archive = [*self._archive, self._xs[target].tolist()][-self.population_size :]
             self._xs[target] = np.asarray(pending["x"], dtype=float)
             if self.config.adapt != "none":
                 self._params[target] = [float(pending["F"]), float(pending["CR"])]
@@ -442,6 +589,7 @@ class Evolver:
             "xs": self._xs.tolist(),
             "values": list(self._values),
             "params": list(self._params),
+            "archive": list(self._archive),
             "n_init_asked": self._n_init_asked,
             "n_offspring": self._n_offspring,
             "n_told": self._n_told,
@@ -469,6 +617,9 @@ class Evolver:
             opt._values = [None if v is None else float(v) for v in state["values"]]
             params = state.get("params") or [None] * len(opt._values)  # older states: none
             opt._params = [None if p is None else [float(p[0]), float(p[1])] for p in params]
+            opt._archive = [[float(v) for v in row] for row in state.get("archive", [])]
+            if any(len(row) != opt.dim for row in opt._archive):
+                raise ValueError(f"an archive row is not of length {opt.dim}")
             opt._n_init_asked = int(state["n_init_asked"])
             opt._n_offspring = int(state["n_offspring"])
             opt._n_told = int(state["n_told"])

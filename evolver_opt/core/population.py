@@ -226,6 +226,26 @@ def fold_into(
             best[slot] = r
 
 
+def replaced_parents(
+    valued: Iterable[Record], start_points: Sequence[int], size: int, *, limit: int
+) -> list[Record]:
+    """JADE's archive: the individuals that offspring replaced, the last ``limit`` of them
+    (oldest first), with the records taken in trial-number order (a pure function of the set)."""
+    start_slot = {n: s for s, n in enumerate(start_points[:size])}
+    best: list[Record | None] = [None] * size
+    out: list[Record] = []
+    for r in sorted(valued, key=lambda r: r.number):
+        slot = slot_of(r, start_slot)
+        if slot is None or slot >= size or r.value is None:
+            continue
+        current = best[slot]
+        if current is None or better(r, current):
+            if current is not None:
+                out.append(current)
+            best[slot] = r
+    return out[-limit:] if limit > 0 else []
+
+
 def population_size(
     n_start_points: int, population_size: int | None, n_startup_trials: int | None
 ) -> int:

@@ -16,7 +16,7 @@ from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from evolver_opt.core import population as core
-from evolver_opt.core.evolver import EvolverConfig, adapted, make_offspring, random_point
+from evolver_opt.core.evolver import EvolverConfig, adapted, initial_point, make_offspring
 from evolver_opt.core.population import KEY_LINEAGE, KEY_POPULATION, Lineage, Record, as_int
 from evolver_opt.errors import ConfigError, StateError
 from evolver_opt.integrations._lazy_params import has_params
@@ -245,54 +245,72 @@ class PopulationView:
         """The trial's parameters over ``space`` (a random point or an offspring), and the
         lineage completed with the offspring's references."""
         seed = self.seed
-        if lineage.role == "init":
-            return space.to_params(
-                random_point(seed, lineage.slot, space.lower, space.upper)
-            ), lineage
         pop = self.population()
         size = pop["size"]
-        best = self.best_per_slot(size, before=lineage.trial)
         cache = self.cache.for_space(space)
         initial = cache.initial.get((size, pop["n_enqueued"]))
         if initial is None:
             initial = cache.initial[size, pop["n_enqueued"]] = self._initial_vectors(
-                space, size, pop["n_enqueued"]
+                space, size, pop["n_enqueued"], config
             )
-        rows = []
-        for s, r in enumerate(best):
-            if r is not None and r.number not in cache.vectors:  # a record keeps its slot
-                cache.vectors[r.number] = space.to_vector(r.source.params, fill=initial[s])
-            rows.append(initial[s] if r is None else cache.vectors[r.number])
+        if lineage.role == "init":
+            return space.to_params(initial[lineage.slot]), lineage
+        best = self.best_per_slot(size, before=lineage.trial)
+        rows = [initial[s] if r is None else self._vector(r, space, initial[s])
+                for s, r in enumerate(best)]  # fmt: skip
         xs = np.array(rows).reshape(size, space.dim)
         values = np.array([np.nan if r is None or r.value is None else r.value for r in best])
+        archive = None
+        if config.mutation == "pbest":
+            earlier = [r for r in self.cache.finished.valued if r.number < lineage.trial]
+            replaced = core.replaced_parents(earlier, self._enqueued, size, limit=size)
+            slot = core.slot_of
+            start_slot = {n: s for s, n in enumerate(self._enqueued[:size])}
+            archive = np.array(
+                [self._vector(r, space, initial[slot(r, start_slot) or 0]) for r in replaced]
+            ).reshape(len(replaced), space.dim)
         n_random = size - pop["n_enqueued"]
         k = lineage.index - n_random
         parent = best[lineage.slot]
         inherited = None if parent is None else _rates(parent.lineage)
         F, CR = adapted(seed, k, inherited, config)
         child = make_offspring(
-            k, lineage.slot, xs, values, space.lower, space.upper, seed, config, F=F, CR=CR
-        )
+            k, lineage.slot, xs, values, space.lower, space.upper, seed, config,
+            F=F, CR=CR, archive=archive,
+        )  # fmt: skip
         lineage = replace(lineage, references=child.references, reference_kind=child.reference_kind)
         if config.adapt != "none":
             lineage = replace(lineage, F=F, CR=CR)
         return space.to_params(child.x), lineage
 
-    def _initial_vectors(self, space: NumericSpace, size: int, n_enqueued: int) -> list[np.ndarray]:
-        """Each slot's initial point: the enqueued params, else the seeded random point."""
+    def _vector(self, record: Record, space: NumericSpace, fill: np.ndarray) -> np.ndarray:
+        """A finished record's point over ``space`` (memoized: a record never changes)."""
+        vectors = self.cache.for_space(space).vectors
+        if record.number not in vectors:
+            vectors[record.number] = space.to_vector(record.source.params, fill=fill)
+        return vectors[record.number]
+
+    def _initial_vectors(
+        self, space: NumericSpace, size: int, n_enqueued: int, config: EvolverConfig
+    ) -> list[np.ndarray]:
+        """Each slot's initial point: the enqueued params, else the seeded random (or, with
+        ``init="perturbed"``, perturbed start) point."""
         by_number = {t.number: t for t in self.trials}
-        out = []
         numbers = self.enqueued_numbers()[:n_enqueued]
-        for slot in range(size):
-            fallback = random_point(self.seed, slot, space.lower, space.upper)
-            if slot < len(numbers):
-                t = by_number[numbers[slot]]
-                out.append(
-                    space.to_vector(t.system_attrs.get("fixed_params", t.params), fill=fallback)
-                )
-            else:
-                out.append(fallback)
-        return out
+        starts = []
+        for slot, number in enumerate(numbers):
+            t = by_number[number]
+            fallback = initial_point(
+                self.seed, slot, np.zeros((0, space.dim)), space.lower, space.upper, config
+            )
+            starts.append(
+                space.to_vector(t.system_attrs.get("fixed_params", t.params), fill=fallback)
+            )
+        given = np.array(starts).reshape(len(starts), space.dim)
+        return starts + [
+            initial_point(self.seed, slot, given, space.lower, space.upper, config)
+            for slot in range(len(starts), size)
+        ]
 
 
 def _rates(lineage: Lineage | None) -> tuple[float, float] | None:

@@ -56,6 +56,8 @@ class _Evolver(base.Optimizer):
                 p_random=options["p_random"],
                 n_generations=options["n_generations"],
                 adapt=options["adapt"],
+                p_best=options["p_best"],
+                restart=options["restart"],
             ),
             seed=int(self._rng.randint(2**31)),
         )
@@ -87,8 +89,9 @@ class EvolverOptimizer(base.ConfiguredOptimizer):
         population_size: individuals (default 30 as Nevergrad's DE; at least ``num_workers``).
             Interpolation never leaves the population's hull, so small populations on
             general problems converge early; merge searches seed it with the experts instead.
-        mutation: ``"interpolate"`` or ``"de"``; F, CR, p_random, n_generations, adapt
-            (``"jde"``: self-adaptive F and CR per individual): see ``EvolverConfig``.
+        mutation: ``"interpolate"``, ``"de"`` or ``"pbest"``; F, CR, p_random, n_generations,
+            adapt (``"jde"``: self-adaptive F and CR per individual), p_best, restart (on
+            the standardized scale): see ``EvolverConfig``.
     """
 
     def __init__(
@@ -101,6 +104,8 @@ class EvolverOptimizer(base.ConfiguredOptimizer):
         p_random: float | None = 0.5,
         n_generations: int | None = None,
         adapt: str = "none",
+        p_best: float = 0.2,
+        restart: float | None = None,
     ) -> None:
         EvolverConfig(
             F=F,
@@ -109,6 +114,8 @@ class EvolverOptimizer(base.ConfiguredOptimizer):
             p_random=p_random,
             n_generations=n_generations,
             adapt=adapt,
+            p_best=p_best,
+            restart=restart,
         )  # type: ignore[arg-type]
         super().__init__(_Evolver, locals(), as_config=True)
 

@@ -83,7 +83,9 @@ class EvolverSampler(FloatSpaceSampler):
             first trial is drawn, plus ``n_startup_trials`` random ones (10 if nothing is enqueued).
         n_startup_trials: random initial individuals added to the enqueued ones (only without
             ``population_size``).
-        mutation: ``"interpolate"`` (``(1-F) x_i + F x_r``, the released code) or ``"de"``.
+        mutation: ``"interpolate"`` (``(1-F) x_i + F x_r``, the released code), ``"de"``
+            (``x_r1 + F (x_r2 - x_r3)``, the paper's Eq. 2) or ``"pbest"`` (JADE's
+            current-to-pbest/1 with an archive of replaced parents; beyond the paper).
         F: interpolation weight (or DE scale).
         CR: binomial crossover rate.
         p_random: probability of a random reference (else the best other individual);
@@ -94,6 +96,11 @@ class EvolverSampler(FloatSpaceSampler):
             carries its own ``F`` and ``CR`` (stored in its trial's lineage); an offspring
             redraws each with probability 0.1 (F in [0.1, 1], CR in [0, 1]), else takes its
             parent's, and keeps them if it replaces the parent (Brest et al., 2006).
+        p_best: ``"pbest"``'s greedy share: ``x_pbest`` is one of the best ``ceil(p_best P)``.
+        restart: collapse threshold (mean spread per coordinate relative to the bounds); below
+            it an offspring is a Gaussian kick of the best individual. ``None``: never.
+        init: ``"random"`` (uniform) or ``"perturbed"`` (copies of the enqueued points with a
+            Gaussian step of 0.1 of the width) for the slots beyond the enqueued points.
         tie_break: a trial user attribute that orders trials of equal value in greedy
             selection (better in the objective's direction; e.g. ``"dev_logprob"``, the mean
             log-probability of the right label beside accuracy). ``None``: the earlier trial.
@@ -123,6 +130,9 @@ class EvolverSampler(FloatSpaceSampler):
         n_generations: int | None = None,
         bound_handling: str = "clip",
         adapt: str = "none",
+        p_best: float = 0.2,
+        restart: float | None = None,
+        init: str = "random",
         tie_break: str | None = None,
         seed: int | None = None,
         independent_sampler: BaseSampler | None = None,
@@ -150,6 +160,9 @@ class EvolverSampler(FloatSpaceSampler):
                 n_generations=n_generations,
                 bound_handling=bound_handling,  # type: ignore[arg-type]
                 adapt=adapt,  # type: ignore[arg-type]
+                p_best=p_best,
+                restart=restart,
+                init=init,  # type: ignore[arg-type]
             )
         except ConfigError as exc:
             raise ValueError(str(exc)) from exc

@@ -159,13 +159,16 @@ class EvolverSettings(_Frozen):
     """Keyword arguments of ``EvolverSampler`` (see its docstring)."""
 
     population_size: int | None = Field(None, ge=2)
-    mutation: Literal["interpolate", "de"] = "interpolate"
+    mutation: Literal["interpolate", "de", "pbest"] = "interpolate"
     F: float = Field(0.5, gt=0, le=2)
     CR: float = Field(0.5, ge=0, le=1)
     p_random: float | None = Field(0.5, ge=0, le=1)
     n_generations: int | None = Field(None, ge=1)
     bound_handling: Literal["clip", "reflect"] = "clip"
     adapt: Literal["none", "jde"] = "none"  # "jde": self-adaptive F and CR per individual
+    p_best: float = Field(0.2, gt=0, le=1)  # mutation "pbest": the greedy share
+    restart: float | None = Field(None, gt=0, lt=1)  # collapse threshold; None: never
+    init: Literal["random", "perturbed"] = "random"  # slots beyond the start points
     # Selection's tie-break between equal dev scores: the secondary score (mean log-probability
     # of the right label), or None (the earlier trial, the paper's greedy rule).
     tie_break: Literal["dev_logprob"] | None = None
@@ -174,7 +177,9 @@ class EvolverSettings(_Frozen):
         """The settings as studies store them (a later field is left out at its default, so
         older studies keep their identity)."""
         data = self.model_dump(mode="json")
-        for key, default in (("tie_break", None), ("adapt", "none")):
+        later = (("tie_break", None), ("adapt", "none"), ("p_best", 0.2), ("restart", None),
+                 ("init", "random"))  # fmt: skip
+        for key, default in later:
             if data[key] == default:
                 del data[key]
         return data

@@ -7,8 +7,10 @@ Sampler names (``evolver-opt compare --samplers ...``, ``run --sampler ...``):
   score; it replaces its target only if better. The answer is the best individual by dev score.
 * ``evolver-merger:METHOD``: Evolver with a merger. The offspring tentatively replaces its
   target, the population is merged with the static method ``METHOD`` (``average``,
-  ``task_arithmetic``, ``ties``, ``dare``) and that merge's dev score is the fitness (greedy on
-  the merged score). The answer is the merge of the best population by dev score.
+  ``task_arithmetic``, ``ties``, ``dare``, ``fisher``, ``regmean``) and that merge's dev score is
+  the fitness (greedy on the merged score). The answer is the merge of the best population by
+  dev score. Fisher and RegMean use each expert's cached training statistics for the slot it
+  seeded, as the released code does (:class:`~evolver_opt.study.merge_stats.SlotStats`).
 
 The initial population is the study's enqueued points: each fine-tuned model alone and the
 configured static merges. Lineage is decided by
@@ -34,13 +36,15 @@ from evolver_opt.integrations.element_sampler import (
     element_population,
     read_study_info,
 )
+from evolver_opt.study.merge_stats import SlotStats, StoredStats, ensure_stats, spec_for
 from evolver_opt.study.objective import MergeSetup, score_on_dev
 
 PLAIN_NAME = "evolver-element"
 MERGER_PREFIX = "evolver-merger:"
-# Static methods the merger can run without caller-supplied examples (Fisher and RegMean need
-# per-model example batches, which a population of evolved individuals does not have).
-MERGER_METHODS = ("average", "task_arithmetic", "ties", "dare")
+# Static methods the merger runs over the population; Fisher and RegMean with the statistics
+# of the expert that seeded each slot (cached with the expert: study.merge_stats).
+MERGER_METHODS = ("average", "task_arithmetic", "ties", "dare", "fisher", "regmean")
+STATS_ARGUMENT = {"fisher": "fishers", "regmean": "grams"}
 ATTR_ANSWER = "evolver_opt:element_answer"
 
 
@@ -112,6 +116,7 @@ class ElementObjective:
         self.method = get_method(mode.method) if mode.method is not None else None
         self._populations: dict[str, Any] = {}  # study name -> WeightPopulation
         self._spare: Any = None
+        self._slot_stats: dict[int, Any] = {}  # population -> merge params (Fisher, RegMean)
 
     # -- the trial ----------------------------------------------------------------------
     def __call__(self, trial: optuna.Trial) -> float:
@@ -170,7 +175,7 @@ class ElementObjective:
         """Write what trial ``lineage`` scores into the working model; returns the incumbent."""
         engine = self.setup.engine
         if lineage.role == "population":
-            weights.merge(self.method)
+            weights.merge(self.method, **self._merge_params(weights))
             return None
         assert lineage.slot is not None
         if self.mode.mode == "plain":
@@ -180,9 +185,24 @@ class ElementObjective:
         if self._spare is None or self._spare.shape != engine.output.shape:
             self._spare = torch_empty_like(engine.output)
         weights.offspring_into(self._spare, lineage)
+        params = self._merge_params(weights)
         with weights.substituted(lineage.slot, self._spare):
-            weights.merge(self.method)
+            weights.merge(self.method, **params)
         return population.score
+
+    def _merge_params(self, weights: Any) -> dict[str, Any]:
+        """The merger's statistics argument (Fisher, RegMean: per slot), built once per study."""
+        assert self.mode.method is not None
+        argument = STATS_ARGUMENT.get(self.mode.method)
+        if argument is None:
+            return {}
+        key = id(weights)
+        if key not in self._slot_stats:
+            kind = self.mode.method
+            paths = ensure_stats(self.setup, kind, spec_for(self.setup), echo=_quiet)
+            stored = StoredStats(self.setup.engine, kind, paths)
+            self._slot_stats[key] = {argument: SlotStats(stored, weights.init_coefficients)}
+        return self._slot_stats[key]
 
     # -- the population -----------------------------------------------------------------
     def sync(self, study: optuna.Study) -> tuple[Population, Any]:
@@ -225,7 +245,7 @@ class ElementObjective:
         if value is None:
             return None
         if self.mode.mode == "merger":
-            weights.merge(self.method)
+            weights.merge(self.method, **self._merge_params(weights))
             trial = population.score_trial
         else:
             slot = population.best_slot()
@@ -272,6 +292,10 @@ def _init_params(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
     if not isinstance(fixed, dict):
         raise ConfigError(f"initial trial {trial.number} has no enqueued parameters")
     return {k: float(v) for k, v in fixed.items()}
+
+
+def _quiet(_message: str) -> None:
+    """Statistics loading is silent inside trials (the baselines report it)."""
 
 
 def torch_empty_like(t: Any) -> Any:

@@ -16,11 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -197,3 +198,57 @@ class StoredStats(Sequence):
         for name, (s, e) in _spans(engine).items():
             flat[s:e].copy_(stats[name].reshape(-1))
         return flat
+
+
+class SlotStats(Sequence):
+    """The statistics of a weight-space population's individuals, for a merger over its rows.
+
+    As in the released Evolver code, an individual keeps the statistics of the expert that
+    seeded its slot, however it evolves; a slot seeded by a static merge (coefficients
+    ``c``, models x groups) gets the mix ``sum_i m_i S_i`` of the experts' statistics, ``m``
+    being ``c``'s per-model mean normalized to sum 1 (the uniform average: the mean of all).
+    Mixes are kept in memory once built; an expert's own statistics load from its file.
+    """
+
+    def __init__(self, stored: Sequence, init_coefficients: Sequence[Any]) -> None:
+        self.stored = stored
+        self.mixes = [_mix_weights(c, len(stored)) for c in init_coefficients]
+        self._built: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.mixes)
+
+    def __getitem__(self, slot: int) -> Any:  # type: ignore[override]
+        weights = self.mixes[slot]
+        nonzero = [i for i, w in enumerate(weights) if w != 0.0]
+        if len(nonzero) == 1:
+            return self.stored[nonzero[0]]
+        if slot not in self._built:
+            self._built[slot] = _weighted_sum(self.stored, weights)
+        return self._built[slot]
+
+
+def _mix_weights(coefficients: Any, n_models: int) -> list[float]:
+    c = np.asarray(coefficients, dtype=np.float64).reshape(n_models, -1).mean(axis=1)
+    c = np.clip(c, 0.0, None)
+    if c.sum() <= 0:
+        raise ConfigError(
+            f"a population slot seeded by coefficients {c.round(3).tolist()} has no positive "
+            "model weight, so it has no statistics to inherit"
+        )
+    return (c / c.sum()).tolist()
+
+
+def _weighted_sum(stored: Sequence, weights: Sequence[float]) -> Any:
+    total: Any = None
+    for i, w in enumerate(weights):
+        if w == 0.0:
+            continue
+        stats = stored[i]
+        if isinstance(stats, Mapping):  # RegMean: Gram matrices by layer
+            total = {} if total is None else total
+            for name, t in stats.items():
+                total[name] = t * w if name not in total else total[name].add_(t, alpha=w)
+        else:  # Fisher: one flat vector
+            total = stats * w if total is None else total.add_(stats, alpha=w)
+    return total

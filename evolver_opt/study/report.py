@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from evolver_opt.study.compare import Row, rows_as_json
+from evolver_opt.study.sampler_names import COEFFICIENT_EVOLVERS
 from evolver_opt.study.statistics import Interval, Paired, SamplerRank, gap_closed, rank_samplers
 
 BOOTSTRAP_RESAMPLES = 10_000
@@ -348,7 +349,10 @@ def _study_views(rows: Sequence[Row], out_dir: Path, storage: str) -> dict[str, 
         images = []
         if has_coefficients(best_trial(study)):
             images.append(plot_best_leaning(study, out_dir / f"best_coefficients-{stem}.png"))
-        if images and (study.user_attrs.get(ATTR_SAMPLER) or {}).get("name") == "evolver":
+        if (
+            images
+            and (study.user_attrs.get(ATTR_SAMPLER) or {}).get("name") in COEFFICIENT_EVOLVERS
+        ):
             images.insert(0, plot_population(study, out_dir / f"population-{stem}.png"))
         views[row.study_name] = images
     return views
@@ -458,6 +462,6 @@ def annotate_run(study: Any, storage: str) -> list[str]:
         images = []
         if has_coefficients(best_trial(study)):
             images.append(plot_best_leaning(study, Path(tmp) / "best_coefficients.png"))
-            if (study.user_attrs.get(ATTR_SAMPLER) or {}).get("name") == "evolver":
+            if (study.user_attrs.get(ATTR_SAMPLER) or {}).get("name") in COEFFICIENT_EVOLVERS:
                 images.insert(0, plot_population(study, Path(tmp) / "population.png"))
         return annotate_study(study, artifacts=artifact_dir(storage), files=images)

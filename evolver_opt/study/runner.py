@@ -28,7 +28,13 @@ from evolver_opt.study.config import (
 )
 from evolver_opt.study.precision_check import ATTR_PRECISION, PrecisionCheck
 from evolver_opt.study.rerank import ATTR_RERANK, StoredRerank
-from evolver_opt.study.samplers import SAMPLER_NAMES, check_sampler, make_sampler
+from evolver_opt.study.sampler_names import COEFFICIENT_EVOLVERS
+from evolver_opt.study.samplers import (
+    EVOLVER_PLUS,
+    SAMPLER_NAMES,
+    check_sampler,
+    make_sampler,
+)
 
 ATTR_CONFIG = "evolver_opt:config"
 ATTR_IDENTITY = "evolver_opt:identity"
@@ -44,7 +50,11 @@ class SamplerChoice:
     seed: int | None
 
     def as_json(self, config: StudyConfig) -> dict[str, Any]:
-        options = config.evolver.stored() if self.name == "evolver" else {}
+        options = {}
+        if self.name in COEFFICIENT_EVOLVERS:
+            options = config.evolver.stored()
+            if self.name == "evolver-plus":
+                options.update(EVOLVER_PLUS)
         return {"name": self.name, "seed": self.seed, "options": options}
 
 

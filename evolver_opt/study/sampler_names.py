@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 SAMPLER_NAMES = (
-    "evolver", "cmaes", "cmaes-sep", "random", "tpe", "ng:NAME", "evolver-element", "evolver-merger:METHOD",
+    "evolver", "evolver-plus", "cmaes", "cmaes-sep", "random", "tpe", "ng:NAME", "evolver-element", "evolver-merger:METHOD",
     "optuna-cmaes-unsafe-pickle", "optuna-cmaes-sep-unsafe-pickle",
 )  # fmt: skip
+
+# The coefficient Evolver samplers (EvolverSampler): the paper's and the variants' preset.
+COEFFICIENT_EVOLVERS = ("evolver", "evolver-plus")

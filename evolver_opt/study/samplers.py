@@ -1,4 +1,10 @@
-"""Samplers by name (``evolver``, ``cmaes``, ``random``, ``tpe``, ``ng:NAME``).
+"""Samplers by name (``evolver``, ``evolver-plus``, ``cmaes``, ``random``, ``tpe``, ``ng:NAME``).
+
+``evolver`` is the paper's algorithm (with the study's ``[study.evolver]`` options);
+``evolver-plus`` is the best combination of the variants beyond the paper that the ablation
+measured (``benchmarks/results/2026-12-01-evolver-ablation/``): JADE's current-to-pbest/1 with
+an archive of replaced parents and jDE's self-adaptive F and CR (:data:`EVOLVER_PLUS`, which
+override those keys of the study's options).
 
 Every study starts from the same enqueued points (``Genome.start_points``: each model alone,
 one-hot in every group, then the uniform average); the CMA-ES samplers also get ``x0`` at the
@@ -24,6 +30,7 @@ from evolver_opt.study.sampler_names import SAMPLER_NAMES
 # attributes, so anyone who can write the database runs code here. Opt-in, with a warning.
 UNSAFE_CMAES = {"optuna-cmaes-unsafe-pickle": False, "optuna-cmaes-sep-unsafe-pickle": True}
 _warned_unsafe = False
+EVOLVER_PLUS = {"mutation": "pbest", "adapt": "jde"}
 
 
 def make_sampler(
@@ -38,10 +45,13 @@ def make_sampler(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.simplefilter("ignore", FutureWarning)  # CmaEsSampler's x0/sigma0 (Optuna >= 4.9)
-        if name == "evolver":
+        if name in ("evolver", "evolver-plus"):
             from evolver_opt import EvolverSampler
 
-            return EvolverSampler(seed=seed, **(evolver_options or {}))
+            options = dict(evolver_options or {})
+            if name == "evolver-plus":
+                options.update(EVOLVER_PLUS)
+            return EvolverSampler(seed=seed, **options)
         if name in ("cmaes", "cmaes-sep"):
             from evolver_opt.integrations.cma import ReplayCmaEsSampler
 

@@ -6,12 +6,13 @@ trial K's state is written and before the next ask), ``hang-at K`` (trial K slee
 ``sleep MS`` (every trial takes MS milliseconds). ``EVOLVER_TEST_RETRY_S`` bounds the retry of
 storage calls (default 60 s). An :class:`EvolverError` is printed as ``Error: ...`` (exit 1),
 as ``evolver-opt run`` does.
-The study is EvolverSampler(seed=0) over 6 floats, started from 4 enqueued one-hot points,
+The study is EvolverSampler(seed=0, **json(EVOLVER_TEST_SAMPLER_OPTIONS)) over 6 floats, started from 4 enqueued one-hot points,
 driven by :class:`evolver_opt.study.worker.WorkerLoop` (what `evolver-opt run` uses).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -41,8 +42,12 @@ def objective_for(hang_at: int = -1, sleep_s: float = 0.0):
 
 def open_synthetic(url: str, name: str, heartbeat: int | None = 1) -> optuna.Study:
     storage = open_storage(url, heartbeat_interval=heartbeat, grace_period=2 if heartbeat else None)
+    options = json.loads(os.environ.get("EVOLVER_TEST_SAMPLER_OPTIONS", "{}"))
     study = optuna.create_study(
-        study_name=name, storage=storage, sampler=EvolverSampler(seed=0), load_if_exists=True
+        study_name=name,
+        storage=storage,
+        sampler=EvolverSampler(seed=0, **options),
+        load_if_exists=True,
     )
     if not study.trials:
         for i in range(4):

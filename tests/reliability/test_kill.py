@@ -6,6 +6,7 @@ same command in this process (CliRunner), which saves a torch import per test.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from pathlib import Path
@@ -97,12 +98,17 @@ def test_cli_sigterm_fails_and_requeues_the_trial_in_flight(slow_study, study_en
     assert len(after) == budget + 1
 
 
-def test_crash_between_tell_and_ask_resumes_like_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize(
+    "options", [{}, {"mutation": "pbest", "adapt": "jde"}], ids=["evolver", "evolver-plus"]
+)
+def test_crash_between_tell_and_ask_resumes_like_an_uninterrupted_run(tmp_path, options):
     """Fault 6: the worker dies right after a trial's state is written; the resumed study makes
-    the same trials as one that never stopped (single worker, seeded)."""
+    the same trials as one that never stopped (single worker, seeded); evolver-plus too (its
+    rates and archive come back from the stored trials)."""
+    env = {"EVOLVER_TEST_SAMPLER_OPTIONS": json.dumps(options)}
 
     def worker(url: str, *args: str) -> int:
-        return synthetic_worker(url, "s", 16, *args).wait(timeout=300)
+        return synthetic_worker(url, "s", 16, *args, **env).wait(timeout=300)
 
     straight, crashed = (f"sqlite:///{tmp_path / n}.db" for n in ("straight", "crashed"))
     assert worker(straight, "run") == 0

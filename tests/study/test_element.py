@@ -193,7 +193,8 @@ def test_sampler_names_and_granularity_element_fail_clearly():
     assert parse_element_sampler("evolver-merger:dare").method == "dare"
     assert parse_element_sampler("cmaes") is None
     with pytest.raises(ConfigError, match=r"merger must be one of \['average'"):
-        parse_element_sampler("evolver-merger:fisher")
+        parse_element_sampler("evolver-merger:slerp")
+    assert parse_element_sampler("evolver-merger:regmean").method == "regmean"
     assert resolve_sampler("element", "evolver") == "evolver-element"
     assert resolve_sampler("layer", "cmaes") == "cmaes"
     with pytest.raises(ConfigError, match="granularity 'element' evolves weights"):

@@ -1,0 +1,179 @@
+"""Evolver beyond the paper: current-to-pbest/1 with an archive, restarts, perturbed starts."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+
+from evolver_opt import EvolverSampler
+from evolver_opt.core.evolver import (
+    KICK_SIGMA,
+    Evolver,
+    EvolverConfig,
+    initial_point,
+    make_offspring,
+    spread,
+)
+from evolver_opt.core.population import Lineage, Record, replaced_parents
+from evolver_opt.errors import ConfigError
+from evolver_opt.study.config import EvolverSettings
+from evolver_opt.study.samplers import EVOLVER_PLUS, make_sampler
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+PBEST = EvolverConfig(mutation="pbest")
+LOWER, UPPER = np.zeros(5), np.ones(5)
+
+
+def _population(seed: int = 0, size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    xs = rng.random((size, 5))
+    return xs, np.sum((xs - 0.3) ** 2, axis=1)
+
+
+def _sphere(x: np.ndarray) -> float:
+    return float(np.sum((x - 0.3) ** 2))
+
+
+def test_pbest_is_jades_formula_from_the_best_share_and_the_archive():
+    xs, values = _population()
+    archive = np.random.default_rng(9).random((4, 5)) + 5.0  # far away: easy to tell apart
+    top = set(np.argsort(values)[: max(2, math.ceil(0.2 * 8))].tolist())
+    seen_archive = 0
+    for k in range(300):
+        child = make_offspring(k, k % 8, xs, values, LOWER - 20, UPPER + 20, 3, PBEST,
+                               archive=archive)  # fmt: skip
+        pbest, r1, r2 = child.references
+        assert child.reference_kind == "pbest" and pbest in top
+        assert r1 != child.target and r2 not in (child.target, r1)
+        x2 = archive[r2 - 8] if r2 >= 8 else xs[r2]
+        seen_archive += r2 >= 8
+        x = xs[child.target]
+        mutant = x + 0.5 * (xs[pbest] - x) + 0.5 * (xs[r1] - x2)
+        taken = child.x != x
+        np.testing.assert_allclose(child.x[taken], mutant[taken])
+        assert taken.any()
+    assert 0 < seen_archive < 300  # r2 comes from population and archive
+    again = make_offspring(7, 1, xs, values, LOWER, UPPER, 3, PBEST, archive=archive)
+    np.testing.assert_array_equal(
+        again.x, make_offspring(7, 1, xs, values, LOWER, UPPER, 3, PBEST, archive=archive).x
+    )
+
+
+@pytest.mark.parametrize("how", ["clip", "reflect"])
+def test_every_variant_stays_in_bounds(how):
+    xs, values = _population(1)
+    lower, upper = np.full(5, -0.5), np.full(5, 1.5)
+    for config in (
+        EvolverConfig(mutation="pbest", F=1.0, bound_handling=how),
+        EvolverConfig(mutation="pbest", adapt="jde", bound_handling=how, restart=0.99),
+    ):
+        for k in range(200):
+            x = make_offspring(k, k % 8, xs * 4 - 2, values, lower, upper, 0, config).x
+            assert np.all(x >= lower) and np.all(x <= upper)
+
+
+def test_a_collapsed_population_restarts_with_a_kick_of_the_best():
+    xs = np.tile(np.linspace(0.2, 0.6, 5), (6, 1)) + 1e-6 * np.arange(6)[:, None]
+    values = np.arange(6, dtype=float)[::-1]  # slot 5 is the best
+    config = EvolverConfig(mutation="pbest", restart=0.01)
+    assert spread(xs, LOWER, UPPER) < 0.01
+    kicks = [make_offspring(k, 0, xs, values, LOWER, UPPER, 0, config) for k in range(200)]
+    assert all(c.reference_kind == "restart" and c.references == (5,) for c in kicks)
+    steps = np.array([c.x - xs[5] for c in kicks])
+    assert np.std(steps) == pytest.approx(KICK_SIGMA, rel=0.15)
+    spread_out = np.random.default_rng(0).random((6, 5))
+    assert (
+        make_offspring(0, 0, spread_out, values, LOWER, UPPER, 0, config).reference_kind == "pbest"
+    )
+
+
+def test_perturbed_starts_are_seeded_copies_of_the_given_points():
+    starts = np.array([[0.0, 1.0, 0.5, 0.5, 0.5], [1.0, 0.0, 0.5, 0.5, 0.5]])
+    config = EvolverConfig(init="perturbed", bound_handling="reflect")
+    points = [initial_point(4, i, starts, LOWER, UPPER, config) for i in range(2, 200)]
+    assert all(np.all(p >= 0) and np.all(p <= 1) for p in points)
+    near = [np.abs(p - starts[i % 2]).max() for i, p in enumerate(points, start=2)]
+    assert np.median(near) < 4 * KICK_SIGMA
+    np.testing.assert_array_equal(points[0], initial_point(4, 2, starts, LOWER, UPPER, config))
+    random = initial_point(4, 2, starts, LOWER, UPPER, EvolverConfig())
+    assert not np.allclose(random, points[0])
+
+
+def test_core_archive_keeps_the_last_replaced_parents_and_resumes_exactly():
+    opt = Evolver(LOWER, UPPER, initial_points=np.eye(5)[:4], seed=2, config=PBEST)
+    replaced = []
+    for _ in range(80):
+        c = opt.ask()
+        before = opt.population[0][c.target].tolist()
+        if opt.tell(c.index, _sphere(c.x)) and c.role == "offspring":
+            replaced.append(before)
+    state = opt.state_dict()
+    assert len(replaced) > 4 and state["archive"] == replaced[-4:]
+    twin = Evolver.from_state_dict(state)
+    for _ in range(40):
+        a, b = opt.ask(), twin.ask()
+        np.testing.assert_array_equal(a.x, b.x)
+        opt.tell(a.index, _sphere(a.x))
+        twin.tell(b.index, _sphere(b.x))
+    assert opt.state_dict() == twin.state_dict()
+
+
+def test_archive_from_records_is_the_replaced_holders_in_trial_order():
+    def rec(number, slot, value):
+        lineage = Lineage(index=number, role="offspring", slot=slot, trial=number,
+                          parent_trial=0)  # fmt: skip
+        return Record(number, True, value, lineage if number >= 2 else None, number < 2)
+
+    records = [rec(0, 0, 5.0), rec(1, 1, 4.0), rec(2, 0, 3.0), rec(3, 0, 3.5), rec(4, 1, 1.0),
+               rec(5, 0, 2.0)]  # fmt: skip
+    out = replaced_parents(records[::-1], [0, 1], 2, limit=5)  # the order given never matters
+    assert [r.number for r in out] == [0, 1, 2]
+    assert [r.number for r in replaced_parents(records, [0, 1], 2, limit=2)] == [1, 2]
+
+
+def _study(sampler: EvolverSampler) -> optuna.Study:
+    study = optuna.create_study(sampler=sampler)
+    for i in range(4):
+        study.enqueue_trial({f"x{j}": float(i == j % 4) for j in range(5)})
+    return study
+
+
+def _run(study: optuna.Study, n: int) -> None:
+    dist = {f"x{j}": FloatDistribution(0.0, 1.0) for j in range(5)}
+    for _ in range(n):
+        trial = study.ask(dist)
+        study.tell(trial, _sphere(np.array(list(trial.params.values()))))
+
+
+def test_the_sampler_makes_the_core_classes_offspring_and_resumes_exactly():
+    """One worker: evolver-plus over Optuna (archive and rates rebuilt from the trials each
+    ask) proposes what the core optimizer with its in-memory archive proposes."""
+    config = EvolverConfig(**EVOLVER_PLUS)
+    study = _study(make_sampler("evolver-plus", seed=5))
+    _run(study, 60)
+    core = Evolver(LOWER, UPPER, initial_points=[[float(i == j % 4) for j in range(5)]
+                                                 for i in range(4)], seed=5, config=config)  # fmt: skip
+    for t in study.trials:
+        c = core.ask()
+        np.testing.assert_allclose(c.x, [t.params[f"x{j}"] for j in range(5)], atol=1e-12)
+        core.tell(c.index, t.value)
+    assert core.state_dict()["archive"], "some offspring must have replaced a parent"
+    resumed = _study(make_sampler("evolver-plus", seed=5))
+    _run(resumed, 25)
+    resumed.sampler = make_sampler("evolver-plus", seed=5)  # a new process
+    _run(resumed, 35)
+    assert [t.params for t in resumed.trials] == [t.params for t in study.trials]
+
+
+def test_settings_keep_old_identities_and_refuse_bad_values():
+    assert set(EvolverSettings().stored()) == set(EvolverSettings(p_best=0.2).stored())
+    assert EvolverSettings(mutation="pbest", restart=0.01).stored()["restart"] == 0.01
+    for bad in ({"p_best": 0.0}, {"restart": 1.0}, {"init": "sobol"}):
+        with pytest.raises(ConfigError):
+            EvolverConfig(**bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            EvolverSettings(**bad)
