@@ -38,6 +38,12 @@ def _configs() -> dict:
     import transformers as tf
 
     return {
+        # a smoke size (benchmarks/gpu_run.py --smoke): 0.2M parameters
+        "tiny": (
+            tf.BertModel,
+            tf.BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, intermediate_size=128),
+        ),
         # all-MiniLM-L6-v2's shape: 22.7M parameters
         "minilm": (
             tf.BertModel,

@@ -13,7 +13,7 @@ import torch
 from evolver_opt.data import Split, require_selectable
 from evolver_opt.errors import ConfigError, SplitError
 from evolver_opt.evaluation import batches as _batches
-from evolver_opt.evaluation import metrics
+from evolver_opt.evaluation import cuda_graphs, metrics
 
 PADDING_MODES = ("bucket", "dynamic", "max_length")
 
@@ -71,7 +71,9 @@ class Evaluator:
     The model is never copied: a merge engine may rewrite its weights in place between calls.
     Each split is tokenized once per process and batched once per evaluator. ``before_split``
     is called with a split's key before its batches run (e.g. to put that task's head in).
-    Logits are scored in float32 whatever the model's precision.
+    Logits are scored in float32 whatever the model's precision. On a CUDA device
+    ``cuda_eval`` (default ``$EVOLVER_OPT_CUDA_EVAL``, else ``eager``) may sum the counts on the
+    device and replay CUDA graphs instead (:mod:`evolver_opt.evaluation.cuda_graphs`).
 
     >>> ev = Evaluator(model, tokenizer, [load_split("vader-tweets", "dev")])  # doctest: +SKIP
     >>> ev.evaluate("vader-tweets/dev", stop_below=0.8).best_possible  # doctest: +SKIP
@@ -90,6 +92,7 @@ class Evaluator:
         padding: str = "bucket",
         seed: int = 0,
         before_split: Callable[[str], None] | None = None,
+        cuda_eval: str | None = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -107,6 +110,9 @@ class Evaluator:
         self.before_split = before_split
         self._fingerprint = _batches.tokenizer_fingerprint(tokenizer)
         self._batches: dict[str, list[_batches.Batch]] = {}
+        # CUDA only: "device" / "graphs" score without a sync per batch (cuda_graphs.py)
+        self.cuda_eval = cuda_graphs.resolve_mode(cuda_eval, self.device)
+        self._device_scorer: cuda_graphs.DeviceScorer | None = None
         pad_id = tokenizer.pad_token_id
         self._pad_id = 0 if pad_id is None else int(pad_id)
 
@@ -248,6 +254,8 @@ class Evaluator:
                 note = f"racing unavailable for {metric}: it has no exact bound; evaluated fully"
                 warnings.warn(note, stacklevel=3)
                 racing = False
+        if self.cuda_eval != "eager":  # a CUDA device only; CPU always runs the loop below
+            return self._run_on_device(keys, stop_below, racing, metric, stages, on_stage, note)
         all_batches = {key: self.batches(key) for key in keys}
         totals = {key: len(self._split(key)) for key in keys}
         correct = dict.fromkeys(keys, 0)
@@ -288,6 +296,18 @@ class Evaluator:
                 on_stage(
                     stage, self._running(keys, metric, correct, seen, preds), sum(seen.values())
                 )
+        return self._collect(
+            keys, metric, correct, seen, totals, preds, racing, stopped, note, logprob
+        )
+
+    def _run_on_device(self, keys, stop_below, racing, metric, stages, on_stage, note):
+        """``_run`` with the counts summed on the CUDA device (``cuda_eval`` device/graphs)."""
+        if self._device_scorer is None:
+            self._device_scorer = cuda_graphs.DeviceScorer(self, self.cuda_eval == "graphs")
+        correct, seen, logprob, preds, stopped = self._device_scorer.run(
+            keys, stop_below, racing, metric, stages, on_stage
+        )
+        totals = {key: len(self._split(key)) for key in keys}
         return self._collect(
             keys, metric, correct, seen, totals, preds, racing, stopped, note, logprob
         )

@@ -193,6 +193,11 @@ class MergeEngine:
         """1/N for every model and group: the plain weighted average."""
         return self.genome.uniform()
 
+    @property
+    def kernel_mode(self) -> str:
+        """How :meth:`apply` sums: ``triton`` (one fused launch) or a torch mode (``mv``, ...)."""
+        return self._kernel.mode
+
     # -- the hot path -------------------------------------------------------------------
     def apply(self, coefficients: Coefficients) -> None:
         """Write ``theta_base + sum_i c[i, g] * tau_i`` into the working model, in place."""

@@ -18,6 +18,10 @@ On CPU the spans are cut into cache-sized chunks shared among a few Python worke
 running torch single-threaded. With torch's own threads on every op, a loaded 2-core machine
 fell to 0.02 of copy bandwidth in the bfloat16 path (each small op waits for a descheduled
 thread); the workers held 0.6, and in float32 they beat one threaded ``mv`` by 1.4x.
+
+On CUDA, where Triton imports, the whole merge is one fused launch instead
+(:mod:`evolver_opt.merge.triton_merge`, ``mode == "triton"``); ``$EVOLVER_OPT_TRITON=0`` or
+``backend="torch"`` keeps the torch path, which stays the reference.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
+
+from evolver_opt.merge.triton_merge import TritonGroupMatVec, use_triton
 
 _MV_DTYPES = (torch.float32, torch.float64)
 _CPU_CHUNK = 1 << 18
@@ -42,8 +48,14 @@ class GroupMatVec:
         spans: Sequence[tuple[int, int]],
         chunk: int | None = None,
         workers: int | None = None,
+        backend: str = "auto",
     ) -> None:
         self.stacked, self.out = stacked, out
+        self._triton = None
+        if use_triton(stacked, out, backend):  # auto: CUDA tensors and triton imports
+            self._triton = TritonGroupMatVec(stacked, out, spans)
+            self.mode, self.workers, self._pool = "triton", 1, None
+            return
         self.upcast = stacked.dtype not in _MV_DTYPES
         self.round = not self.upcast and out.dtype != stacked.dtype  # e.g. float32 -> bfloat16
         self.mode = "chunked" if self.upcast else ("mv-round" if self.round else "mv")
@@ -76,6 +88,9 @@ class GroupMatVec:
 
     def __call__(self, coef: np.ndarray) -> None:
         """Write the merge for ``coef`` shaped ``(n_groups, N + 1)`` into ``out``."""
+        if self._triton is not None:
+            self._triton(coef)
+            return
         self.coef.copy_(torch.from_numpy(np.ascontiguousarray(coef)))
         if self._pool is None:
             self._run(0)
