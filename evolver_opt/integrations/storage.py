@@ -17,6 +17,10 @@ worker is failed after the grace period and re-queued with the same parameters. 
 transaction, before the trial's next write, on :func:`flush_params`, or ``flush_after`` seconds
 after the last ``suggest`` (see ``_batched_storage.py``). A read of many finished trials (a
 resumed process's first) leaves their parameters to be read on first use (``_lazy_params.py``).
+
+``$EVOLVER_OPT_STOCK_OPTUNA=1`` (see :func:`stock_optuna`) turns that layer off: RDB URLs give
+Optuna's own ``RDBStorage`` (still with the SQLite busy timeout and the heartbeat), and
+``run_study`` drives ``study.optimize``.
 """
 
 from __future__ import annotations
@@ -113,6 +117,20 @@ def no_such_study(name: str, url: str, storage: BaseStorage) -> str:
     )
 
 
+STOCK_ENV = "EVOLVER_OPT_STOCK_OPTUNA"
+
+
+def stock_optuna() -> bool:
+    """Whether ``$EVOLVER_OPT_STOCK_OPTUNA`` asks for stock Optuna: its ``RDBStorage`` (no
+    batched parameters, no lazy reads) and ``study.optimize`` (no worker loop)."""
+    value = os.environ.get(STOCK_ENV, "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise StorageError(f"${STOCK_ENV}={value!r} is invalid: expected 1/true/yes or 0/false/no")
+
+
 def open_storage(
     url: str | None = None,
     *,
@@ -144,7 +162,7 @@ def open_storage(
             f"storage {redact(url)}: the user name or password holds '@'; percent-encode it "
             "as %40 (e.g. postgresql://user:p%40ss@host/db)"
         )
-    batching = {"flush_after": flush_after} if batch_params else None
+    batching = {"flush_after": flush_after} if batch_params and not stock_optuna() else None
     return _rdb(url, heartbeat_interval, grace_period, max_retry, batching)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import optuna
+from optuna.trial import TrialState
 from pydantic import BaseModel, ConfigDict, StringConstraints, TypeAdapter, ValidationError
 
 from evolver_opt.errors import ConfigError, StateError
@@ -36,6 +37,7 @@ from evolver_opt.study.samplers import (
     make_sampler,
 )
 
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 ATTR_CONFIG = "evolver_opt:config"
 ATTR_IDENTITY = "evolver_opt:identity"
 ATTR_HASH = "evolver_opt:config_hash"
@@ -339,6 +341,27 @@ def finished_count(study: optuna.Study) -> int:
     return sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
 
 
+def _optimize_stock(
+    study: optuna.Study, objective: Any, n_trials: int, n_jobs: int, show_progress_bar: bool
+) -> int:
+    """``study.optimize`` until the study holds ``n_trials`` finished trials."""
+    before = finished_count(study)
+    try:
+        study.optimize(
+            objective,
+            n_trials=max(0, n_trials - before),
+            n_jobs=n_jobs,
+            catch=(Exception,),
+            show_progress_bar=show_progress_bar,
+            callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=FINISHED_STATES)],
+        )
+    finally:
+        close = getattr(study.sampler, "close", None)
+        if callable(close):
+            close()
+    return finished_count(study) - before
+
+
 def run_study(
     study: optuna.Study,
     objective: Any,
@@ -356,10 +379,14 @@ def run_study(
     The loop (:class:`evolver_opt.study.worker.WorkerLoop`) keeps values computed for a trial
     another process failed, fails and re-queues the trials in flight on SIGTERM/Ctrl-C, retries
     storage calls for ``storage_retry_s`` seconds and stops after ``max_consecutive_failures``
-    FAIL trials in a row.
+    FAIL trials in a row. With ``$EVOLVER_OPT_STOCK_OPTUNA=1`` it is Optuna's own
+    ``study.optimize`` instead (none of those guarantees; a failed trial is caught and logged).
     """
-    from evolver_opt.integrations.storage import redact
+    from evolver_opt.integrations.storage import redact, stock_optuna
     from evolver_opt.study.worker import WorkerLoop
+
+    if stock_optuna():
+        return _optimize_stock(study, objective, n_trials, n_jobs, show_progress_bar)
 
     bar = None
     if show_progress_bar:

@@ -175,3 +175,38 @@ def test_cli_run_on_journal_and_postgresql(backend, study_env, tmp_path, request
             from evolver_opt import open_storage
 
             optuna.delete_study(study_name=name, storage=open_storage(storage))
+
+
+def test_stock_optuna_switch_runs_on_rdbstorage_and_study_optimize(
+    study_env, tmp_path, monkeypatch
+):
+    """$EVOLVER_OPT_STOCK_OPTUNA=1: Optuna's own RDBStorage and study.optimize run the study
+    (and resume it) to the same trial count; a bad value is refused by name."""
+    from optuna.storages import RDBStorage
+
+    from evolver_opt import open_storage
+    from evolver_opt.integrations._batched_storage import BatchedRDBStorage
+
+    monkeypatch.setenv("EVOLVER_OPT_STOCK_OPTUNA", "1")
+    opened = open_storage(study_env["storage"], heartbeat_interval=None)
+    assert type(opened) is RDBStorage and not isinstance(opened, BatchedRDBStorage)
+    optimized = []
+    real = optuna.Study.optimize
+
+    def counted(self, *args, **kwargs):
+        optimized.append(kwargs["n_trials"])
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.Study, "optimize", counted)
+    study_file = write_study(tmp_path / "s.toml", study_env["world"], granularity='"model"')
+    args = ["run", str(study_file), "--storage", study_env["storage"], "--no-progress"]
+    first = CliRunner().invoke(main, [*args, "--n-trials", "6"])
+    assert first.exit_code == 0, first.output
+    second = CliRunner().invoke(main, [*args, "--n-trials", "9"])
+    assert second.exit_code == 0, second.output
+    assert optimized == [6, 3]
+    (summary,) = optuna.get_all_study_summaries(storage=study_env["storage"])
+    assert summary.n_trials == 9
+    monkeypatch.setenv("EVOLVER_OPT_STOCK_OPTUNA", "maybe")
+    with pytest.raises(Exception, match="EVOLVER_OPT_STOCK_OPTUNA='maybe' is invalid"):
+        open_storage(study_env["storage"])
