@@ -280,51 +280,39 @@ def make_offspring(
     if distinct.size:  # a reference equal to the target would only re-evaluate the parent
         others = distinct
     scored = others[np.isfinite(values[others])]
+    crossover = True
     if config.restart is not None and spread(xs, lower, upper) < config.restart:
-        return _kick(index, target, xs, values, lower, upper, rng, config, F, CR)
-    if config.mutation == "pbest":
-        return _pbest(index, target, xs, values, lower, upper, rng, config, F, CR, archive)
-    use_random = rng.random() < config.p_random_at(generation) or scored.size == 0
-    if use_random:
-        reference = int(rng.choice(others))
-    else:  # best other individual; ties go to the lower index
-        reference = int(scored[np.argmin(values[scored])])
-    if config.mutation == "interpolate":
-        references: tuple[int, ...] = (reference,)
-        mutant = (1.0 - F) * xs[target] + F * xs[reference]
+        mutant, kind, crossover = _kick(target, xs, values, lower, upper, rng), "restart", False
+        references: tuple[int, ...] = (_best(target, values),)
+    elif config.mutation == "pbest":
+        mutant, references = _pbest(target, xs, values, rng, config.p_best, F, archive)
+        kind = "pbest"
     else:
-        rest = np.array([j for j in range(size) if j not in (target, reference)])
-        if rest.size < 2:
-            raise ConfigError(
-                f"population_size={size} is too small: mutation='de' needs at least 4"
-            )
-        r2, r3 = (int(j) for j in rng.choice(rest, size=2, replace=False))
-        references = (reference, r2, r3)
-        mutant = xs[reference] + F * (xs[r2] - xs[r3])
-    kind = "random" if use_random else "best"
-    return _crossed(index, target, xs[target], mutant, references, kind, lower, upper, rng,
-                    config, F, CR)  # fmt: skip
-
-
-def _crossed(
-    index: int,
-    target: int,
-    parent: np.ndarray,
-    mutant: np.ndarray,
-    references: tuple[int, ...],
-    kind: Any,
-    lower: np.ndarray,
-    upper: np.ndarray,
-    rng: np.random.Generator,
-    config: EvolverConfig,
-    F: float,
-    CR: float,
-) -> Offspring:
-    """Binomial crossover of ``mutant`` into ``parent`` (Eq. 3), mapped into the bounds."""
+        use_random = rng.random() < config.p_random_at(generation) or scored.size == 0
+        if use_random:
+            reference = int(rng.choice(others))
+        else:  # best other individual; ties go to the lower index
+            reference = int(scored[np.argmin(values[scored])])
+        kind = "random" if use_random else "best"
+        if config.mutation == "interpolate":
+            references = (reference,)
+            mutant = (1.0 - F) * xs[target] + F * xs[reference]
+        else:
+            rest = np.array([j for j in range(size) if j not in (target, reference)])
+            if rest.size < 2:
+                raise ConfigError(
+                    f"population_size={size} is too small: mutation='de' needs at least 4"
+                )
+            r2, r3 = (int(j) for j in rng.choice(rest, size=2, replace=False))
+            references = (reference, r2, r3)
+            mutant = xs[reference] + F * (xs[r2] - xs[r3])
+    parent = xs[target]
     dim = parent.shape[0]
-    mask = rng.random(dim) < CR
-    if dim:  # Eq. 3's j_rand, drawn where the mutant differs, so u never repeats its parent
-        differs = np.flatnonzero(mutant != parent)
+    mask = np.ones(dim, dtype=bool)
+    if crossover:
+        mask = rng.random(dim) < CR
+    if crossover and dim:  # Eq. 3's j_rand, drawn where the mutant differs, so u never repeats
+        differs = np.flatnonzero(mutant != parent)  # its parent
         j_rand = rng.integers(dim)
         mask[differs[j_rand % differs.size] if differs.size else j_rand] = True
     x = into_bounds(np.where(mask, mutant, parent), lower, upper, config.bound_handling)
@@ -332,20 +320,22 @@ def _crossed(
                      x=x, n_from_mutant=int(mask.sum()), F=F, CR=CR)  # fmt: skip
 
 
+def _best(target: int, values: np.ndarray) -> int:
+    """The best scored individual (the lower index on ties), ``target`` when none is scored."""
+    finite = np.isfinite(values)
+    return int(np.flatnonzero(finite)[np.argmin(values[finite])]) if finite.any() else target
+
+
 def _pbest(
-    index: int,
     target: int,
     xs: np.ndarray,
     values: np.ndarray,
-    lower: np.ndarray,
-    upper: np.ndarray,
     rng: np.random.Generator,
-    config: EvolverConfig,
+    p_best: float,
     F: float,
-    CR: float,
     archive: np.ndarray | None,
-) -> Offspring:
-    """JADE's DE/current-to-pbest/1 with archive: ``x_pbest`` one of the best
+) -> tuple[np.ndarray, tuple[int, ...]]:
+    """JADE's DE/current-to-pbest/1 mutant with archive: ``x_pbest`` one of the best
     ``max(2, ceil(p_best P))`` scored individuals, ``x_r1`` another individual, ``x_r2`` an
     individual or an archived parent (index ``P + row``), all distinct where possible."""
     size = xs.shape[0]
@@ -354,38 +344,26 @@ def _pbest(
     if scored.size == 0:
         scored = np.arange(size)
     ranked = scored[np.argsort(values[scored], kind="stable")]
-    top = ranked[: max(2, math.ceil(config.p_best * size))]
-    pbest = int(rng.choice(top))
-    r1_choices = np.array([j for j in range(size) if j != target])
-    r1 = int(rng.choice(r1_choices))
+    pbest = int(rng.choice(ranked[: max(2, math.ceil(p_best * size))]))
+    r1 = int(rng.choice(np.array([j for j in range(size) if j != target])))
     r2_choices = np.array([j for j in range(len(pool)) if j not in (target, r1)])
     r2 = int(rng.choice(r2_choices)) if r2_choices.size else r1
     x = xs[target]
-    mutant = x + F * (xs[pbest] - x) + F * (xs[r1] - pool[r2])
-    return _crossed(index, target, x, mutant, (pbest, r1, r2), "pbest", lower, upper, rng,
-                    config, F, CR)  # fmt: skip
+    return x + F * (xs[pbest] - x) + F * (xs[r1] - pool[r2]), (pbest, r1, r2)
 
 
 def _kick(
-    index: int,
     target: int,
     xs: np.ndarray,
     values: np.ndarray,
     lower: np.ndarray,
     upper: np.ndarray,
     rng: np.random.Generator,
-    config: EvolverConfig,
-    F: float,
-    CR: float,
-) -> Offspring:
+) -> np.ndarray:
     """A restart of a collapsed population: the best individual plus a Gaussian step of
-    ``KICK_SIGMA`` of the width in every coordinate (no crossover)."""
-    finite = np.isfinite(values)
-    best = int(np.flatnonzero(finite)[np.argmin(values[finite])]) if finite.any() else target
+    ``KICK_SIGMA`` of the width in every coordinate (taken whole: no crossover)."""
     step = KICK_SIGMA * _scale(lower, upper) * rng.standard_normal(xs.shape[1])
-    x = into_bounds(xs[best] + step, lower, upper, config.bound_handling)
-    return Offspring(index=index, target=target, references=(best,), reference_kind="restart",
-                     x=x, n_from_mutant=xs.shape[1], F=F, CR=CR)  # fmt: skip
+    return xs[_best(target, values)] + step
 
 
 def is_better(value: float, incumbent: float | None) -> bool:
