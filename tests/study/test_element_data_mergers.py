@@ -90,3 +90,31 @@ def test_offspring_race_the_merged_population_and_the_answer_is_its_merge(
     with setup.engine.model_precision(torch.float32):
         answer = objective.apply_answer(study)
         assert answer == pop.score == evaluate_dev(setup).score
+
+
+def test_compare_reports_evolver_plus_and_the_data_mergers(world, tmp_path, study_env):
+    import json
+
+    from click.testing import CliRunner
+
+    from evolver_opt.cli import main
+
+    study_file = write_study(tmp_path / "s.toml", world, heads='"separate"')
+    out = tmp_path / "report"
+    samplers = "evolver-plus,evolver-merger:fisher,evolver-merger:regmean"
+    result = CliRunner().invoke(
+        main,
+        ["compare", str(study_file), "--samplers", samplers, "--seeds", "1", "--n-trials", "7",
+         "--storage", study_env["storage"], "--out", str(out), "--no-progress"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    by_name = {r["name"]: r for r in rows if r["kind"] == "sampler"}
+    assert set(by_name) == set(samplers.split(","))
+    assert all(r["trials"] == 7 and r["test"] for r in by_name.values())
+    study = optuna.load_study(study_name=by_name["evolver-plus"]["study_name"],
+                              storage=study_env["storage"])  # fmt: skip
+    stored = study.user_attrs["evolver_opt:sampler"]["options"]
+    assert stored["mutation"] == "pbest" and stored["adapt"] == "jde"  # the preset, on record
+    report = (out / "report.md").read_text()
+    assert "| evolver-merger:regmean | 1 |" in report and "| evolver-plus | 1 |" in report
