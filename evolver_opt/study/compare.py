@@ -16,7 +16,16 @@ import numpy as np
 import optuna
 import torch
 
-from evolver_opt.study.element import ElementObjective, answer_curve
+from evolver_opt.data.reporting import load_test_split
+from evolver_opt.evaluation import Evaluator, metrics
+from evolver_opt.merge import get_method
+from evolver_opt.study.element import (
+    ElementObjective,
+    answer_curve,
+    make_objective,
+    resolve_sampler,
+)
+from evolver_opt.study.memory import PeakRSS, record_peak
 from evolver_opt.study.objective import MergeSetup, evaluate_dev
 from evolver_opt.study.runner import finished_count, open_study, run_study
 
@@ -59,8 +68,6 @@ class TestReporter:
     """Scores the working model, as it is now, on the study's test splits (reporting only)."""
 
     def __init__(self, setup: MergeSetup) -> None:
-        from evolver_opt.data.reporting import load_test_split
-        from evolver_opt.evaluation import Evaluator
 
         config = setup.config
         self.setup = setup
@@ -100,7 +107,6 @@ class TestReporter:
 
         The same batches, precision and predictions as ``Evaluator.evaluate`` (a full pass, no
         racing), so the score is the one it gives; the correctness costs no second pass."""
-        from evolver_opt.evaluation import metrics
 
         ev = self.evaluator
         split = ev.splits[key]
@@ -131,8 +137,6 @@ def run_compare(
     """Run every (sampler, seed) study to ``n_trials`` and score the reference rows; with
     ``tuned_baselines`` also the static merges tuned on dev, Fisher and RegMean
     (study/baselines.py)."""
-    from evolver_opt.study.element import make_objective, resolve_sampler
-    from evolver_opt.study.memory import PeakRSS, record_peak
 
     if setup.precision is not None:
         echo(setup.precision.summary() + "; answers are re-scored in float32 for the report")
@@ -170,8 +174,6 @@ def run_compare(
                 row = _sampler_row(study, sampler, seed, setup, reporter, objective)
             row.peak_rss_mb = record_peak(study, peak)
             rows.append(row)
-    from evolver_opt.merge import get_method
-
     references = [("static", m) for m in STATIC_METHODS]
     references += [("expert", name) for name in setup.engine.model_names]
     for k, (kind, name) in enumerate(references, start=1):

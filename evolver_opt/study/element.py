@@ -27,17 +27,21 @@ from typing import Any
 
 import numpy as np
 import optuna
+import torch
 from optuna.trial import TrialState
 
-from evolver_opt.core.weight_evolution import ElementLineage, Population
+from evolver_opt.core.weight_evolution import ElementLineage, Population, replay
 from evolver_opt.errors import ConfigError
 from evolver_opt.integrations.element_sampler import (
     element_lineage,
     element_population,
+    element_records,
     read_study_info,
 )
+from evolver_opt.merge import get_method
+from evolver_opt.merge.weight_population import WeightPopulation
 from evolver_opt.study.merge_stats import SlotStats, StoredStats, ensure_stats, spec_for
-from evolver_opt.study.objective import MergeSetup, score_on_dev
+from evolver_opt.study.objective import MergeObjective, MergeSetup, score_on_dev
 
 PLAIN_NAME = "evolver-element"
 MERGER_PREFIX = "evolver-merger:"
@@ -91,8 +95,6 @@ def resolve_sampler(granularity: str, sampler: str) -> str:
 
 def make_objective(setup: MergeSetup, sampler: str) -> Any:
     """The objective for ``sampler``: weight-space or the coefficient ``MergeObjective``."""
-    from evolver_opt.study.objective import MergeObjective
-
     mode = parse_element_sampler(sampler)
     return MergeObjective(setup) if mode is None else ElementObjective(setup, mode)
 
@@ -109,8 +111,6 @@ class ElementObjective:
     """
 
     def __init__(self, setup: MergeSetup, mode: ElementMode) -> None:
-        from evolver_opt.merge import get_method
-
         self.setup = setup
         self.mode = mode
         self.method = get_method(mode.method) if mode.method is not None else None
@@ -120,8 +120,6 @@ class ElementObjective:
 
     # -- the trial ----------------------------------------------------------------------
     def __call__(self, trial: optuna.Trial) -> float:
-        import torch
-
         # the population's rows are float32, and every copy between them and the working model
         # must be exact: a weight-space study is scored in float32 (open_study records so)
         with self.setup.engine.model_precision(torch.float32):
@@ -183,7 +181,7 @@ class ElementObjective:
             engine.mark_written({"element_offspring": lineage.trial})
             return population.values[lineage.slot]
         if self._spare is None or self._spare.shape != engine.output.shape:
-            self._spare = torch_empty_like(engine.output)
+            self._spare = torch.empty_like(engine.output)
         weights.offspring_into(self._spare, lineage)
         params = self._merge_params(weights)
         with weights.substituted(lineage.slot, self._spare):
@@ -207,8 +205,6 @@ class ElementObjective:
     # -- the population -----------------------------------------------------------------
     def sync(self, study: optuna.Study) -> tuple[Population, Any]:
         """Replay ``study`` and bring this process's rows up to date (catching up if new)."""
-        from evolver_opt.merge.weight_population import WeightPopulation
-
         trials = study.get_trials(deepcopy=False)
         population = element_population(study, trials)
         weights = self._populations.get(study.study_name)
@@ -236,8 +232,6 @@ class ElementObjective:
         merge of the best population (merger). Returns its dev score (None: none scored yet);
         stores it as the study user attribute ``evolver_opt:element_answer``. The working
         model must hold float32 weights (``engine.model_precision``), as during the trials."""
-        import torch
-
         if self.setup.engine.model_dtype != torch.float32:
             raise ConfigError("apply_answer needs the working model in float32 (model_precision)")
         population, weights = self.sync(study)
@@ -266,9 +260,6 @@ def answer_curve(study: optuna.Study, mode: str) -> list[float]:
     Plain mode: the best individual so far. Merger mode: the merged population's score, the
     first known score standing in for the trials before the population was scored.
     """
-    from evolver_opt.core.weight_evolution import replay
-    from evolver_opt.integrations.element_sampler import element_records
-
     info = read_study_info(study)
     trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
     if info is None:
@@ -296,9 +287,3 @@ def _init_params(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
 
 def _quiet(_message: str) -> None:
     """Statistics loading is silent inside trials (the baselines report it)."""
-
-
-def torch_empty_like(t: Any) -> Any:
-    import torch
-
-    return torch.empty_like(t)
