@@ -101,7 +101,7 @@ def test_compare_reports_evolver_plus_and_the_data_mergers(world, tmp_path, stud
 
     study_file = write_study(tmp_path / "s.toml", world, heads='"separate"')
     out = tmp_path / "report"
-    samplers = "evolver-plus,evolver-merger:fisher,evolver-merger:regmean"
+    samplers = "evolver-plus,evolver-merger:regmean"
     result = CliRunner().invoke(
         main,
         ["compare", str(study_file), "--samplers", samplers, "--seeds", "1", "--n-trials", "7",
