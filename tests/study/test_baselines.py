@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -29,16 +28,6 @@ from evolver_opt.study.report import rows_from_json
 from tests.study.tiny_world import DOMAINS, write_study
 
 NAMES = ["task_arithmetic(dev grid)", "ties(dev grid)", "dare(dev grid)", "fisher", "regmean"]
-
-
-@pytest.fixture
-def world(study_env, tmp_path) -> dict:
-    """The tiny world with its own copies of the experts (statistics are written next to them)."""
-    copy = dict(study_env["world"])
-    copy["experts"] = {
-        d: Path(shutil.copytree(p, tmp_path / "experts" / d)) for d, p in copy["experts"].items()
-    }
-    return copy
 
 
 def _setup(world: dict, tmp_path: Path, **overrides):

@@ -3,9 +3,6 @@ statistics of the expert that seeded it (a static merge's slot: the mix of them)
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import optuna
 import pytest
 import torch
@@ -23,16 +20,6 @@ from tests.study.tiny_world import write_study
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 KINDS = ("fisher", "regmean")
-
-
-@pytest.fixture
-def world(study_env, tmp_path) -> dict:
-    """The tiny world with its own copies of the experts (statistics are written next to them)."""
-    copy = dict(study_env["world"])
-    copy["experts"] = {
-        d: Path(shutil.copytree(p, tmp_path / "experts" / d)) for d, p in copy["experts"].items()
-    }
-    return copy
 
 
 def _study(world, tmp_path, storage, kind, name, **overrides):
