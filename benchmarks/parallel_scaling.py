@@ -65,8 +65,8 @@ def _worker(url, name, sampler_name, n_trials, trial_s, study_toml, go, out) -> 
     import optuna
 
     from evolver_opt import open_storage
+    from evolver_opt.runtime.worker import WorkerLoop
     from evolver_opt.study.samplers import make_sampler
-    from evolver_opt.study.worker import WorkerLoop
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     x0 = None if study_toml else {f"w{j}": 0.25 for j in range(DIM)}

@@ -82,12 +82,12 @@ def compare(
 
     from evolver_opt.errors import EvolverError
     from evolver_opt.paths import runs_dir
+    from evolver_opt.runtime.signals import Terminated
     from evolver_opt.study.compare import run_compare
     from evolver_opt.study.config import load_config, override_config, with_precision
     from evolver_opt.study.objective import build_setup
     from evolver_opt.study.report import write_report
     from evolver_opt.study.runner import preflight
-    from evolver_opt.study.signals import Terminated
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     names = [s.strip() for s in samplers.split(",") if s.strip()]
@@ -123,7 +123,7 @@ def compare(
         title = f"{config.name} ({config.granularity}, dev per split {config.dev_per_split})"
     command = "evolver-opt " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     notes = baseline_notes(rows)
-    from evolver_opt.integrations.storage import default_url
+    from evolver_opt.runtime.storage import default_url
 
     report = write_report(
         rows, folder, title=title, command=command, notes=notes,

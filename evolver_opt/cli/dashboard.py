@@ -31,7 +31,7 @@ def dashboard(storage: str | None, host: str, port: int, artifacts: str | None) 
     from optuna.artifacts import FileSystemArtifactStore
 
     from evolver_opt.errors import EvolverError
-    from evolver_opt.integrations.storage import default_url, open_storage, redact, sqlite_path
+    from evolver_opt.runtime.storage import default_url, open_storage, redact, sqlite_path
     from evolver_opt.study.notes import artifact_dir
 
     url = storage or default_url()

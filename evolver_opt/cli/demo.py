@@ -63,8 +63,8 @@ def demo(
     import optuna
 
     from evolver_opt.errors import EvolverError
-    from evolver_opt.integrations.storage import default_url
     from evolver_opt.paths import runs_dir
+    from evolver_opt.runtime.storage import default_url
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = storage or default_url()

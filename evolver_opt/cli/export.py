@@ -20,8 +20,8 @@ def export(storage: str | None, study_name: str, trial_ref: str, out: str, overw
     import optuna
 
     from evolver_opt.errors import EvolverError
-    from evolver_opt.integrations.storage import default_url, no_such_study, open_storage
     from evolver_opt.merge import export_merged
+    from evolver_opt.runtime.storage import default_url, no_such_study, open_storage
     from evolver_opt.study.config import parse_config
     from evolver_opt.study.notes import ATTR_PROBLEM
     from evolver_opt.study.objective import build_engine, coefficients_of

@@ -49,7 +49,7 @@ def rerank(storage: str | None, study_name: str, top_k: int, dev_per_split: int 
     import optuna
 
     from evolver_opt.errors import EvolverError
-    from evolver_opt.integrations.storage import default_url, no_such_study, open_storage
+    from evolver_opt.runtime.storage import default_url, no_such_study, open_storage
     from evolver_opt.study.notes import refresh_note
     from evolver_opt.study.rerank import check_top_k, rerank_setup
 

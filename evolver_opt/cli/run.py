@@ -77,13 +77,13 @@ def run(
     import optuna
 
     from evolver_opt.errors import EvolverError
-    from evolver_opt.integrations.storage import default_url, redact
+    from evolver_opt.runtime.signals import Terminated
+    from evolver_opt.runtime.storage import default_url, redact
     from evolver_opt.study.config import load_config, with_precision
     from evolver_opt.study.element import make_objective
     from evolver_opt.study.memory import PeakRSS, record_peak
     from evolver_opt.study.objective import build_setup
     from evolver_opt.study.runner import open_study, preflight, run_study
-    from evolver_opt.study.signals import Terminated
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:

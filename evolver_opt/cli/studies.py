@@ -14,7 +14,7 @@ def studies(storage: str | None) -> None:
     import optuna
 
     from evolver_opt.errors import EvolverError
-    from evolver_opt.integrations.storage import default_url, open_storage, redact, sqlite_path
+    from evolver_opt.runtime.storage import default_url, open_storage, redact, sqlite_path
     from evolver_opt.study.runner import ATTR_SAMPLER
 
     url = storage or default_url()

@@ -19,9 +19,9 @@ from evolver_opt.core import population as core
 from evolver_opt.core.evolver import EvolverConfig, adapted, initial_point, make_offspring
 from evolver_opt.core.population import KEY_LINEAGE, KEY_POPULATION, Lineage, Record, as_int
 from evolver_opt.errors import ConfigError, StateError
-from evolver_opt.integrations._lazy_params import has_params
 from evolver_opt.integrations._lineage import FINISHED, preview
 from evolver_opt.integrations._space import NumericSpace
+from evolver_opt.runtime.lazy_params import has_params
 
 
 def record_of(trial: FrozenTrial, sign: float, tie_break: str | None = None) -> Record:

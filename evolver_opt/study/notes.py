@@ -41,7 +41,7 @@ MAX_NOTE_GROUPS = 24  # groups listed in the note's recipe table (the JSON artif
 def artifact_dir(url: str | None) -> Path:
     """The artifact folder of the storage at ``url``: ``<db>-artifacts`` beside a SQLite or
     journal file, else ``runs/artifacts``."""
-    from evolver_opt.integrations.storage import default_url
+    from evolver_opt.runtime.storage import default_url
 
     url = url or default_url()
     path: str | None = None

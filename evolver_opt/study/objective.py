@@ -18,7 +18,7 @@ import optuna
 
 from evolver_opt.errors import CheckpointError, ConfigError
 from evolver_opt.integrations.optuna_sampler import EvolverSampler, parent_value
-from evolver_opt.integrations.storage import flush_params
+from evolver_opt.runtime.storage import flush_params
 from evolver_opt.study.config import StudyConfig, check_device, engine_granularity
 from evolver_opt.study.precision_check import PrecisionCheck, check_precision
 

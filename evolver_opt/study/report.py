@@ -335,7 +335,7 @@ def _study_views(rows: Sequence[Row], out_dir: Path, storage: str) -> dict[str, 
     """Per compared study: its pictures, written into ``out_dir``."""
     import optuna
 
-    from evolver_opt.integrations.storage import open_storage
+    from evolver_opt.runtime.storage import open_storage
     from evolver_opt.study.notes import ATTR_SAMPLER, best_trial, has_coefficients, safe_filename
     from evolver_opt.study.views import plot_best_leaning, plot_population
 
@@ -362,7 +362,7 @@ def _annotate(views: dict[str, list[Path]], out_dir: Path, storage: str) -> None
     """Dashboard note and artifacts (recipe, report, plots, the study's pictures) per study."""
     import optuna
 
-    from evolver_opt.integrations.storage import open_storage
+    from evolver_opt.runtime.storage import open_storage
     from evolver_opt.study.notes import annotate_study, artifact_dir
 
     opened = open_storage(storage, heartbeat_interval=None)

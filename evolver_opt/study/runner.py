@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, TypeAdapter, Vali
 
 from evolver_opt.errors import ConfigError, StateError
 from evolver_opt.integrations._lineage import preview
-from evolver_opt.integrations.storage import describe_bad_json, open_storage
+from evolver_opt.runtime.storage import describe_bad_json, open_storage
 from evolver_opt.study.config import (
     StudyConfig,
     check_device,
@@ -376,14 +376,14 @@ def run_study(
     """Run until the study holds ``n_trials`` trials (a retry counts with the trial it
     retries); returns how many this call ran.
 
-    The loop (:class:`evolver_opt.study.worker.WorkerLoop`) keeps values computed for a trial
+    The loop (:class:`evolver_opt.runtime.worker.WorkerLoop`) keeps values computed for a trial
     another process failed, fails and re-queues the trials in flight on SIGTERM/Ctrl-C, retries
     storage calls for ``storage_retry_s`` seconds and stops after ``max_consecutive_failures``
     FAIL trials in a row. With ``$EVOLVER_OPT_STOCK_OPTUNA=1`` it is Optuna's own
     ``study.optimize`` instead (none of those guarantees; a failed trial is caught and logged).
     """
-    from evolver_opt.integrations.storage import redact, stock_optuna
-    from evolver_opt.study.worker import WorkerLoop
+    from evolver_opt.runtime.storage import redact, stock_optuna
+    from evolver_opt.runtime.worker import WorkerLoop
 
     if stock_optuna():
         return _optimize_stock(study, objective, n_trials, n_jobs, show_progress_bar)

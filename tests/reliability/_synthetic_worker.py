@@ -7,7 +7,7 @@ trial K's state is written and before the next ask), ``hang-at K`` (trial K slee
 storage calls (default 60 s). An :class:`EvolverError` is printed as ``Error: ...`` (exit 1),
 as ``evolver-opt run`` does.
 The study is EvolverSampler(seed=0, **json(EVOLVER_TEST_SAMPLER_OPTIONS)) over 6 floats, started from 4 enqueued one-hot points,
-driven by :class:`evolver_opt.study.worker.WorkerLoop` (what `evolver-opt run` uses).
+driven by :class:`evolver_opt.runtime.worker.WorkerLoop` (what `evolver-opt run` uses).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import optuna
 
 from evolver_opt import EvolverSampler, open_storage
 from evolver_opt.errors import EvolverError
-from evolver_opt.integrations.storage import redact
-from evolver_opt.study.worker import WorkerLoop
+from evolver_opt.runtime.storage import redact
+from evolver_opt.runtime.worker import WorkerLoop
 
 DIM = 6
 TARGET = np.linspace(0.2, 0.8, DIM)

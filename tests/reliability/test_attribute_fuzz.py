@@ -23,8 +23,8 @@ import sqlalchemy
 
 from evolver_opt import EvolverError, EvolverSampler, open_storage
 from evolver_opt.integrations.element_sampler import ElementEvolverSampler
+from evolver_opt.runtime.worker import WorkerLoop
 from evolver_opt.study.runner import claim_study
-from evolver_opt.study.worker import WorkerLoop
 from tests.reliability._synthetic_worker import DIM, objective_for
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)

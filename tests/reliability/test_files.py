@@ -11,7 +11,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
 from evolver_opt import EvolverSampler, open_storage
-from evolver_opt.study.worker import WorkerLoop
+from evolver_opt.runtime.worker import WorkerLoop
 from tests.reliability._synthetic_worker import objective_for
 
 TORN = {
@@ -37,7 +37,7 @@ def test_journal_with_a_torn_last_line_is_repaired_and_keeps_every_trial(
         intact = f.read()
     with open(journal_path, "ab") as f:  # a writer killed in the middle of a line
         f.write(TORN[kind])
-    with caplog.at_level(logging.WARNING, logger="evolver_opt.integrations.storage"):
+    with caplog.at_level(logging.WARNING, logger="evolver_opt.runtime.storage"):
         storage = open_storage(url)
     assert f"journal {journal_path} ends with a torn line ({len(TORN[kind])} bytes" in caplog.text
     with open(journal_path + ".torn", "rb") as f:

@@ -10,8 +10,8 @@ import signal
 import pytest
 from optuna.trial import TrialState
 
-from evolver_opt.study.signals import Terminated
-from evolver_opt.study.worker import WorkerLoop
+from evolver_opt.runtime.signals import Terminated
+from evolver_opt.runtime.worker import WorkerLoop
 from tests.reliability._synthetic_worker import objective_for, open_synthetic
 
 

@@ -16,8 +16,8 @@ import pytest
 from optuna.trial import TrialState
 
 from evolver_opt import EvolverSampler, offspring_info, open_storage
-from evolver_opt.study.rescue import KEY_RESCUED
-from evolver_opt.study.worker import WorkerLoop
+from evolver_opt.runtime.rescue import KEY_RESCUED
+from evolver_opt.runtime.worker import WorkerLoop
 from tests.reliability._synthetic_worker import objective_for, open_synthetic
 from tests.reliability.conftest import ROOT
 

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy
 
 from evolver_opt import EvolverSampler, StateError, open_storage
-from evolver_opt.study.worker import WorkerLoop
+from evolver_opt.runtime.worker import WorkerLoop
 from tests.reliability._synthetic_worker import objective_for, open_synthetic
 
 

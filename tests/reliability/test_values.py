@@ -10,7 +10,7 @@ import pytest
 from optuna.trial import TrialState
 
 from evolver_opt import ConfigError, EvolverSampler, offspring_info
-from evolver_opt.study.worker import WorkerLoop
+from evolver_opt.runtime.worker import WorkerLoop
 from tests.reliability._synthetic_worker import objective_for, open_synthetic
 
 

@@ -185,7 +185,7 @@ def test_stock_optuna_switch_runs_on_rdbstorage_and_study_optimize(
     from optuna.storages import RDBStorage
 
     from evolver_opt import open_storage
-    from evolver_opt.integrations._batched_storage import BatchedRDBStorage
+    from evolver_opt.runtime.batched_storage import BatchedRDBStorage
 
     monkeypatch.setenv("EVOLVER_OPT_STOCK_OPTUNA", "1")
     opened = open_storage(study_env["storage"], heartbeat_interval=None)

@@ -9,7 +9,7 @@ from optuna.storages import InMemoryStorage, RDBStorage
 from optuna.storages.journal import JournalStorage
 
 from evolver_opt import EvolverSampler, StorageError, open_storage
-from evolver_opt.integrations.storage import redact
+from evolver_opt.runtime.storage import redact
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

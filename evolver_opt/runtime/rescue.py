@@ -15,8 +15,8 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-from evolver_opt.study.heartbeat import GuardedTrial
-from evolver_opt.study.storage_guard import StorageGuard
+from evolver_opt.runtime.heartbeat import GuardedTrial
+from evolver_opt.runtime.storage_guard import StorageGuard
 
 _logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from optuna.distributions import BaseDistribution
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial
 
-from evolver_opt.integrations._lazy_params import ParamLoader, ReadParams
+from evolver_opt.runtime.lazy_params import ParamLoader, ReadParams
 
 __all__ = ["LAZY_MIN", "DistributionCache", "read_params", "read_params_by_id", "read_trials"]
 
@@ -77,7 +77,7 @@ def read_trials(
     ``known``: trial id -> (params, distributions) the caller knows to be exactly the trial's
     stored parameters (its own trials); their parameter rows are not read (copies are used).
     ``lazy``: when given and at least ``LAZY_MIN`` finished trials are read, their parameters
-    are read on first use through it (see ``_lazy_params.py``).
+    are read on first use through it (see ``lazy_params.py``).
     """
     ids = sqlalchemy.select(_T.c.trial_id).where(condition)
     conn = session.connection()  # Core execution: no ORM statement handling per query

@@ -15,8 +15,8 @@ transaction (one bulk ``INSERT``):
 * **after** ``flush_after`` **seconds without a new parameter** (a timer thread), so an
   objective that never calls :func:`flush_params` is covered too, after a short delay.
 
-Reads use plain SQL rows (``_trial_reader.py``); a read of many finished trials leaves their
-parameters to be read on first use (``_lazy_params.py``). Reads from this process see the
+Reads use plain SQL rows (``trial_reader.py``); a read of many finished trials leaves their
+parameters to be read on first use (``lazy_params.py``). Reads from this process see the
 buffered parameters (they are overlaid on the trials read
 back), so samplers, ``trial.params`` and the cache behave as with the stock storage. The
 database schema, the rows and their order are exactly Optuna's: a stock process, a stock
@@ -44,7 +44,7 @@ from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
-from evolver_opt.integrations._trial_reader import (
+from evolver_opt.runtime.trial_reader import (
     DistributionCache,
     read_params_by_id,
     read_trials,

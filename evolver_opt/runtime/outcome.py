@@ -19,7 +19,7 @@ from optuna.exceptions import TrialPruned, UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from evolver_opt.errors import StateError, StorageError
-from evolver_opt.study.storage_guard import DATABASE_ERRORS, StorageGuard, database_reason
+from evolver_opt.runtime.storage_guard import DATABASE_ERRORS, StorageGuard, database_reason
 
 _logger = logging.getLogger(__name__)
 

@@ -54,6 +54,9 @@ def storage(request):
             for table in _DATA_TABLES:
                 conn.execute(sqlalchemy.text(f"DELETE FROM {table}"))
     yield opened
+    # Write what the test left buffered now: the flush timer would otherwise write it during
+    # the next test's TRUNCATE (a deadlock on PostgreSQL).
+    getattr(opened, "_backend", opened).flush()
     opened.engine.dispose()  # release the database before it is dropped
 
 

@@ -14,7 +14,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 
-from evolver_opt.study.storage_guard import database_reason
+from evolver_opt.runtime.storage_guard import database_reason
 
 _logger = logging.getLogger(__name__)
 

@@ -12,9 +12,10 @@ import optuna
 import pytest
 
 from evolver_opt import EvolverSampler, flush_params, open_storage
-from evolver_opt.integrations import _base, _lazy_params, _trial_reader
-from evolver_opt.integrations._batched_storage import BatchedRDBStorage
-from evolver_opt.integrations._lazy_params import LazyParamsTrial
+from evolver_opt.integrations import _base
+from evolver_opt.runtime import lazy_params, trial_reader
+from evolver_opt.runtime.batched_storage import BatchedRDBStorage
+from evolver_opt.runtime.lazy_params import LazyParamsTrial
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 N_PARAMS = 12
@@ -56,7 +57,7 @@ def url(tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path / 'a.db'}"
     monkeypatch.setattr(_base, "CHECKPOINT_EVERY", 10)  # the search space's checkpoint
     grow(url, 40)
-    monkeypatch.setattr(_trial_reader, "LAZY_MIN", 10)
+    monkeypatch.setattr(trial_reader, "LAZY_MIN", 10)
     return url
 
 
@@ -66,7 +67,7 @@ def _lazy_trials(url: str, name: str = "s") -> list[optuna.trial.FrozenTrial]:
 
 
 def test_a_large_read_defers_params_then_reads_one_trial_at_a_time_then_the_rest(url, monkeypatch):
-    monkeypatch.setattr(_lazy_params, "BULK_AFTER", 3)
+    monkeypatch.setattr(lazy_params, "BULK_AFTER", 3)
     loads = param_loads(monkeypatch)
     trials = _lazy_trials(url)
     stock = optuna.load_study(study_name="s", storage=url).get_trials(deepcopy=False)
@@ -97,8 +98,8 @@ def test_lazy_trials_equal_copy_pickle_and_print_as_stock_trials(url):
 
 def test_postgresql_lazy_trials_equal_stock_trials(postgres_url, unique_name, monkeypatch):
     grow(postgres_url, 15, unique_name)
-    monkeypatch.setattr(_trial_reader, "LAZY_MIN", 10)
-    monkeypatch.setattr(_lazy_params, "BULK_AFTER", 3)
+    monkeypatch.setattr(trial_reader, "LAZY_MIN", 10)
+    monkeypatch.setattr(lazy_params, "BULK_AFTER", 3)
     loads = param_loads(monkeypatch)
     try:
         stock = optuna.load_study(study_name=unique_name, storage=postgres_url).trials
@@ -111,7 +112,7 @@ def test_postgresql_lazy_trials_equal_stock_trials(postgres_url, unique_name, mo
 
 
 def test_small_reads_stay_eager(url, monkeypatch):
-    monkeypatch.setattr(_trial_reader, "LAZY_MIN", 41)
+    monkeypatch.setattr(trial_reader, "LAZY_MIN", 41)
     trials = _lazy_trials(url)
     assert not any(isinstance(t, LazyParamsTrial) for t in trials)
 
@@ -135,14 +136,14 @@ def _next_point(url: str) -> dict:
 def test_a_resumed_evolver_reads_its_population_only_and_draws_what_an_eager_read_draws(
     url, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(_lazy_params, "BULK_AFTER", 1000)
+    monkeypatch.setattr(lazy_params, "BULK_AFTER", 1000)
     eager_url = _copy_database(tmp_path)
     loads = param_loads(monkeypatch)
     lazy_point = _next_point(url)
     read = {i for call in loads for i in call}
     # the population's best per slot, the enqueued point, the trials after the checkpoint
     assert 0 < len(read) <= 6 + 1 + 10
-    monkeypatch.setattr(_trial_reader, "LAZY_MIN", 10**9)
+    monkeypatch.setattr(trial_reader, "LAZY_MIN", 10**9)
     assert _next_point(eager_url) == lazy_point
 
 
@@ -156,7 +157,7 @@ def test_trials_of_other_samplers_are_not_read_to_tell_whether_they_have_params(
     study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)  # finished, without params
     study.sampler = EvolverSampler(population_size=6, seed=1)
     study.optimize(objective, n_trials=20)  # the search-space checkpoint moves past them
-    monkeypatch.setattr(_lazy_params, "BULK_AFTER", 1000)
+    monkeypatch.setattr(lazy_params, "BULK_AFTER", 1000)
     eager_url = _copy_database(tmp_path)
     loads = param_loads(monkeypatch)
     trials = _lazy_trials(url)
@@ -164,5 +165,5 @@ def test_trials_of_other_samplers_are_not_read_to_tell_whether_they_have_params(
     lazy_point = _next_point(url)
     read = {i for call in loads for i in call}
     assert 0 < len(read) <= 6 + 1 + 10  # not the 25 trials of RandomSampler
-    monkeypatch.setattr(_trial_reader, "LAZY_MIN", 10**9)
+    monkeypatch.setattr(trial_reader, "LAZY_MIN", 10**9)
     assert _next_point(eager_url) == lazy_point

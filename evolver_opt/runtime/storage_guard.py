@@ -19,7 +19,7 @@ from optuna.exceptions import StorageInternalError
 from optuna.storages import BaseStorage
 
 from evolver_opt.errors import StateError, StorageError
-from evolver_opt.integrations.storage import describe_bad_json, storage_file
+from evolver_opt.runtime.storage import describe_bad_json, storage_file
 
 _logger = logging.getLogger(__name__)
 

@@ -43,13 +43,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from evolver_opt.errors import ConfigError
-from evolver_opt.integrations.storage import DatabaseFileWatch
-from evolver_opt.study.heartbeat import guard_trial, heartbeat
-from evolver_opt.study.outcome import run_objective
-from evolver_opt.study.requeue import abandon, requeue
-from evolver_opt.study.rescue import tell_or_rescue
-from evolver_opt.study.signals import sigterm_deferred, sigterm_raises
-from evolver_opt.study.storage_guard import StorageGuard
+from evolver_opt.runtime.heartbeat import guard_trial, heartbeat
+from evolver_opt.runtime.outcome import run_objective
+from evolver_opt.runtime.requeue import abandon, requeue
+from evolver_opt.runtime.rescue import tell_or_rescue
+from evolver_opt.runtime.signals import sigterm_deferred, sigterm_raises
+from evolver_opt.runtime.storage import DatabaseFileWatch
+from evolver_opt.runtime.storage_guard import StorageGuard
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
 

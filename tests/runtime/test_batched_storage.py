@@ -15,7 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from evolver_opt import flush_params, open_storage
-from evolver_opt.integrations.storage import BatchedRDBStorage
+from evolver_opt.runtime.storage import BatchedRDBStorage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 WORKER = Path(__file__).with_name("_batched_worker.py")

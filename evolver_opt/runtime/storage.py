@@ -15,8 +15,8 @@ RDB storages get a heartbeat and ``RetryHeartbeatStaleTrialCallback``: the trial
 worker is failed after the grace period and re-queued with the same parameters. They are
 :class:`BatchedRDBStorage` (a standard ``RDBStorage``): a trial's parameters are written in one
 transaction, before the trial's next write, on :func:`flush_params`, or ``flush_after`` seconds
-after the last ``suggest`` (see ``_batched_storage.py``). A read of many finished trials (a
-resumed process's first) leaves their parameters to be read on first use (``_lazy_params.py``).
+after the last ``suggest`` (see ``batched_storage.py``). A read of many finished trials (a
+resumed process's first) leaves their parameters to be read on first use (``lazy_params.py``).
 
 ``$EVOLVER_OPT_STOCK_OPTUNA=1`` (see :func:`stock_optuna`) turns that layer off: RDB URLs give
 Optuna's own ``RDBStorage`` (still with the SQLite busy timeout and the heartbeat), and
@@ -39,8 +39,8 @@ from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCal
 from optuna.storages._rdb import models
 
 from evolver_opt.errors import StateError, StorageError
-from evolver_opt.integrations._batched_storage import BatchedRDBStorage, flush_params
 from evolver_opt.paths import runs_dir
+from evolver_opt.runtime.batched_storage import BatchedRDBStorage, flush_params
 
 __all__ = ["BatchedRDBStorage", "default_url", "flush_params", "open_storage", "redact"]
 

@@ -12,7 +12,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from evolver_opt.errors import StorageError
-from evolver_opt.study.storage_guard import StorageGuard
+from evolver_opt.runtime.storage_guard import StorageGuard
 
 _logger = logging.getLogger(__name__)
 
