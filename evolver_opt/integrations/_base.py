@@ -6,12 +6,16 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import numpy as np
 import optuna
 from optuna import distributions
 from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.samplers import BaseSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
+
+from evolver_opt.core.evolver import EvolverConfig
+from evolver_opt.errors import ConfigError
 
 _logger = optuna.logging.get_logger("evolver_opt.integrations")
 
@@ -43,6 +47,18 @@ class FloatSpaceSampler(BaseSampler):
         )
         return space.update(study._get_trials(deepcopy=False, use_cache=True))
 
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        check_single_objective(study, self)
+        return self._sample_space(study, trial, search_space) if search_space else {}
+
+    def _sample_space(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        """The relative parameters for a non-empty ``search_space`` (single objective)."""
+        raise NotImplementedError
+
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         self._independent.before_trial(study, trial)
 
@@ -54,6 +70,33 @@ class FloatSpaceSampler(BaseSampler):
         values: Sequence[float] | None,
     ) -> None:
         self._independent.after_trial(study, trial, state, values)
+
+    def sample_independent(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        check_single_objective(study, self)
+        if self._draws_floats and isinstance(param_distribution, FloatDistribution):
+            return self._sample_float(study, trial, param_name, param_distribution)
+        if not any(
+            t.state.is_finished() for t in study._get_trials(deepcopy=False, use_cache=True)
+        ):
+            # the first trial: no search space yet, so no reason to warn
+            return self._independent.sample_independent(
+                study, trial, param_name, param_distribution
+            )
+        return self._sample_elsewhere(study, trial, param_name, param_distribution)
+
+    _draws_floats = False  # True: ``_sample_float`` draws every float parameter outside the space
+
+    def _sample_float(
+        self, study: Study, trial: FrozenTrial, name: str, distribution: FloatDistribution
+    ) -> float:
+        """A float parameter outside the relative space, when ``_draws_floats`` is set."""
+        raise NotImplementedError
 
     def _sample_elsewhere(
         self, study: Study, trial: FrozenTrial, name: str, distribution: BaseDistribution
@@ -208,6 +251,38 @@ def _non_single_floats(space: dict[str, BaseDistribution] | None) -> dict[str, B
         for name, d in sorted((space or {}).items())
         if isinstance(d, FloatDistribution) and not d.single()
     }
+
+
+class SeededSampler:
+    """The ``seed`` and ``config`` properties of the Evolver samplers (their draws are keyed
+    on the seed, their offspring made by the config)."""
+
+    _seed: int
+    _config: EvolverConfig
+
+    @property
+    def seed(self) -> int:
+        return self._seed
+
+    @property
+    def config(self) -> EvolverConfig:
+        return self._config
+
+
+def resolve_seed(seed: int | None) -> int:
+    """``seed`` checked, or a fresh one when ``None`` (every draw of ours is keyed on it)."""
+    if seed is not None and (not isinstance(seed, int) or seed < 0):
+        raise ValueError(f"seed={seed!r} is invalid: expected None or a non-negative int")
+    return seed if seed is not None else int(np.random.SeedSequence().entropy % 2**63)
+
+
+def evolver_config(**options: Any) -> EvolverConfig:
+    """``EvolverConfig(**options)``, its :class:`ConfigError` raised as the ``ValueError`` a
+    sampler's constructor gives for a bad argument."""
+    try:
+        return EvolverConfig(**options)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 def check_single_objective(study: Study, sampler: BaseSampler) -> None:

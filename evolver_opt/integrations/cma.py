@@ -31,7 +31,7 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from evolver_opt.integrations._base import FloatSpaceSampler, check_single_objective, per_study
+from evolver_opt.integrations._base import FloatSpaceSampler, per_study
 from evolver_opt.integrations._space import NumericSpace
 
 KEY_GENERATION = "cma:json:generation"
@@ -94,12 +94,9 @@ class ReplayCmaEsSampler(FloatSpaceSampler):
                 generation = self._caught_up(study, NumericSpace(space)).generation
         study._storage.set_trial_system_attr(trial._trial_id, self.generation_key, generation)
 
-    def sample_relative(
+    def _sample_space(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        check_single_objective(study, self)
-        if not search_space:
-            return {}
         space = NumericSpace(search_space)
         # a caller's categorical parameters (ours never asks for any here)
         params = {
@@ -116,23 +113,6 @@ class ReplayCmaEsSampler(FloatSpaceSampler):
             unit = _ask(replay.optimizer)
         study._storage.set_trial_system_attr(trial._trial_id, self.generation_key, generation)
         return params | space.to_params(space.lower + unit * replay.width)
-
-    def sample_independent(
-        self,
-        study: Study,
-        trial: FrozenTrial,
-        param_name: str,
-        param_distribution: BaseDistribution,
-    ) -> Any:
-        check_single_objective(study, self)
-        if not any(
-            t.state.is_finished() for t in study._get_trials(deepcopy=False, use_cache=True)
-        ):
-            # the first trial: no search space yet, so no reason to warn
-            return self._independent.sample_independent(
-                study, trial, param_name, param_distribution
-            )
-        return self._sample_elsewhere(study, trial, param_name, param_distribution)
 
     def _caught_up(self, study: Study, space: NumericSpace) -> _Replay:
         replay = per_study(self._replays, study, lambda storage: _Replay(storage))

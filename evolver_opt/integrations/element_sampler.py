@@ -27,14 +27,12 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from evolver_opt.core.evolver import EvolverConfig
 from evolver_opt.core.weight_evolution import (
     KEY_ELEMENT,
     KEY_ELEMENT_STUDY,
@@ -47,6 +45,7 @@ from evolver_opt.core.weight_evolution import (
     replay,
 )
 from evolver_opt.errors import ConfigError, StateError
+from evolver_opt.integrations._base import SeededSampler, evolver_config, resolve_seed
 from evolver_opt.integrations._population import is_start_point
 
 __all__ = [
@@ -123,7 +122,7 @@ def element_population(study: Study, trials: Sequence[FrozenTrial] | None = None
     return replay(info["mode"], info["init"], element_records(trials))  # type: ignore[arg-type]
 
 
-class ElementEvolverSampler(BaseSampler):
+class ElementEvolverSampler(SeededSampler, BaseSampler):
     """Weight-space Evolver (the released code's form) as an Optuna sampler; writes lineage.
 
     Args:
@@ -152,30 +151,17 @@ class ElementEvolverSampler(BaseSampler):
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode={mode!r} is invalid: expected one of {list(MODES)}")
-        if seed is not None and (not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"seed={seed!r} is invalid: expected None or a non-negative int")
         if not 0.0 < F <= 1.0:
             raise ValueError(f"F={F!r} is invalid: weight-space interpolation needs 0 < F <= 1")
-        try:
-            self._config = EvolverConfig(F=F, CR=CR, p_random=p_random, n_generations=n_generations)  # type: ignore[arg-type]
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from exc
+        self._config = evolver_config(F=F, CR=CR, p_random=p_random, n_generations=n_generations)
         self._mode: Mode = mode  # type: ignore[assignment]
-        self._seed = seed if seed is not None else int(np.random.SeedSequence().entropy % 2**63)
+        self._seed = resolve_seed(seed)
         self._random = RandomSampler(seed=self._seed)
         self._lock = threading.RLock()
 
     @property
     def mode(self) -> Mode:
         return self._mode
-
-    @property
-    def seed(self) -> int:
-        return self._seed
-
-    @property
-    def config(self) -> EvolverConfig:
-        return self._config
 
     def reseed_rng(self) -> None:  # our draws are keyed on (seed, k); nothing to reseed
         self._random.reseed_rng()

@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from evolver_opt.core.evolver import Evolver, EvolverConfig
 from evolver_opt.errors import ConfigError
-from evolver_opt.integrations._base import FloatSpaceSampler, check_single_objective
+from evolver_opt.integrations._base import FloatSpaceSampler
 from evolver_opt.integrations._space import NumericSpace
 
 _logger = optuna.logging.get_logger(__name__)
@@ -190,12 +190,9 @@ class NevergradSampler(FloatSpaceSampler):
         self._lock = threading.Lock()
         self._state: dict[tuple[int, int], _Replay] = {}
 
-    def sample_relative(
+    def _sample_space(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        check_single_objective(study, self)
-        if not search_space:
-            return {}
         space = NumericSpace(search_space)
         with self._lock:
             replay = self._replay_for(study, space)
@@ -216,15 +213,6 @@ class NevergradSampler(FloatSpaceSampler):
             for replay in self._state.values():
                 stop_worker_threads(replay.optimizer)
             self._state.clear()
-
-    def sample_independent(
-        self,
-        study: Study,
-        trial: FrozenTrial,
-        param_name: str,
-        param_distribution: BaseDistribution,
-    ) -> Any:
-        return self._sample_elsewhere(study, trial, param_name, param_distribution)
 
     def _replay_for(self, study: Study, space: NumericSpace) -> _Replay:
         key = (id(study._storage), study._study_id)

@@ -25,17 +25,21 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from evolver_opt.core.evolver import EvolverConfig, rng_for
+from evolver_opt.core.evolver import rng_for
 from evolver_opt.core.population import KEY_LINEAGE, KEY_POPULATION, Lineage, Record
-from evolver_opt.errors import ConfigError
-from evolver_opt.integrations._base import FloatSpaceSampler, check_single_objective, per_study
+from evolver_opt.integrations._base import (
+    FloatSpaceSampler,
+    SeededSampler,
+    evolver_config,
+    per_study,
+    resolve_seed,
+)
 from evolver_opt.integrations._lineage import offspring_info
 from evolver_opt.integrations._population import PopulationView, StudyCache, record_of
 from evolver_opt.integrations._space import NumericSpace, name_salt, random_value
@@ -75,7 +79,7 @@ def parent_value(trial: optuna.trial.BaseTrial | FrozenTrial) -> float | None:
     return lineage.parent_value
 
 
-class EvolverSampler(FloatSpaceSampler):
+class EvolverSampler(SeededSampler, FloatSpaceSampler):
     """Evolver (Du et al., ACL Findings 2024) as a steady-state Optuna sampler.
 
     Args:
@@ -149,29 +153,24 @@ class EvolverSampler(FloatSpaceSampler):
             raise ValueError(f"n_startup_trials={n_startup_trials!r} is invalid: expected >= 0")
         if mutation == "de" and population_size is not None and population_size < 4:
             raise ValueError(f"mutation='de' needs population_size >= 4, got {population_size}")
-        if seed is not None and (not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"seed={seed!r} is invalid: expected None or a non-negative int")
-        try:
-            self._config = EvolverConfig(
-                F=F,
-                CR=CR,
-                mutation=mutation,
-                p_random=p_random,  # type: ignore[arg-type]
-                n_generations=n_generations,
-                bound_handling=bound_handling,  # type: ignore[arg-type]
-                adapt=adapt,  # type: ignore[arg-type]
-                p_best=p_best,
-                restart=restart,
-                init=init,  # type: ignore[arg-type]
-            )
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from exc
+        self._seed = resolve_seed(seed)
+        self._config = evolver_config(
+            F=F,
+            CR=CR,
+            mutation=mutation,
+            p_random=p_random,
+            n_generations=n_generations,
+            bound_handling=bound_handling,
+            adapt=adapt,
+            p_best=p_best,
+            restart=restart,
+            init=init,
+        )
         if tie_break is not None and (not isinstance(tie_break, str) or not tie_break):
             raise ValueError(f"tie_break={tie_break!r} is invalid: expected a user attribute name")
         self.tie_break = tie_break
         self._population_size = population_size
         self._n_startup_trials = n_startup_trials
-        self._seed = seed if seed is not None else int(np.random.SeedSequence().entropy % 2**63)
         super().__init__(
             independent_sampler or RandomSampler(seed=self._seed), warn_independent_sampling
         )
@@ -179,20 +178,9 @@ class EvolverSampler(FloatSpaceSampler):
         self._decisions: dict[int, tuple[Lineage, dict[str, Any]]] = {}  # trial_id -> decision
         self._caches: dict[tuple[int, int], StudyCache] = {}
 
-    @property
-    def seed(self) -> int:
-        return self._seed
-
-    @property
-    def config(self) -> EvolverConfig:
-        return self._config
-
-    def sample_relative(
+    def _sample_space(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        check_single_objective(study, self)
-        if not search_space:
-            return {}
         lineage, params = self._decide(study, trial, search_space)
         out = {}
         for name, distribution in search_space.items():
@@ -201,18 +189,13 @@ class EvolverSampler(FloatSpaceSampler):
             )
         return out
 
-    def sample_independent(
-        self,
-        study: Study,
-        trial: FrozenTrial,
-        param_name: str,
-        param_distribution: BaseDistribution,
-    ) -> Any:
-        check_single_objective(study, self)
-        if isinstance(param_distribution, FloatDistribution):
-            lineage, _ = self._decide(study, trial, {})
-            return self._named_draw(lineage, param_name, param_distribution)
-        return self._sample_elsewhere(study, trial, param_name, param_distribution)
+    _draws_floats = True  # a float outside the vector gets a draw keyed on (seed, k, name)
+
+    def _sample_float(
+        self, study: Study, trial: FrozenTrial, name: str, distribution: FloatDistribution
+    ) -> float:
+        lineage, _ = self._decide(study, trial, {})
+        return self._named_draw(lineage, name, distribution)
 
     def _named_draw(self, lineage: Lineage, name: str, distribution: BaseDistribution) -> Any:
         """A uniform draw for one parameter outside the evolved vector, keyed on (seed, k, name)."""
