@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Evolver": "evolver_opt.core.evolver",
-    "EvolverConfig": "evolver_opt.core.evolver",
+    "EvolverConfig": "evolver_opt.core.config",
     "offspring_info": "evolver_opt.integrations.optuna_sampler",
     "EvolverSampler": "evolver_opt.integrations.optuna_sampler",
     "NevergradSampler": "evolver_opt.integrations.nevergrad",

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from evolver_opt.core.evolver import choose_target
+from evolver_opt.core.operators import choose_target
 from evolver_opt.errors import StateError
 
 PREFIX = "evolver:"

@@ -29,7 +29,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from evolver_opt.core.evolver import EvolverConfig, choose_target, rng_for
+from evolver_opt.core.config import EvolverConfig, rng_for
+from evolver_opt.core.operators import choose_target
 from evolver_opt.errors import StateError
 
 Mode = Literal["plain", "merger"]
@@ -39,7 +40,7 @@ MODES: tuple[str, ...] = ("plain", "merger")
 KEY_ELEMENT = "evolver:element"  # trial system attr: one ElementLineage (JSON)
 KEY_ELEMENT_STUDY = "evolver:element_study"  # study system attr: {"mode", "init": [numbers]}
 
-_STREAM_ELEMENT = 4  # draws of the element Evolver (reference, mask seed); see core.evolver
+_STREAM_ELEMENT = 4  # draws of the element Evolver (reference, mask seed); see core.config
 _MASK_SEED_BOUND = 2**62
 # workers deciding at the same time skip each other's indices: an index may pass its trial's
 # number by at most the number of workers

@@ -14,7 +14,7 @@ from optuna.samplers import BaseSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from evolver_opt.core.evolver import EvolverConfig
+from evolver_opt.core.config import EvolverConfig
 from evolver_opt.errors import ConfigError
 
 _logger = optuna.logging.get_logger("evolver_opt.integrations")

@@ -16,7 +16,8 @@ from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from evolver_opt.core import population as core
-from evolver_opt.core.evolver import EvolverConfig, adapted, initial_point, make_offspring
+from evolver_opt.core.config import EvolverConfig
+from evolver_opt.core.operators import adapted, initial_point, make_offspring
 from evolver_opt.core.population import KEY_LINEAGE, KEY_POPULATION, Lineage, Record, as_int
 from evolver_opt.errors import ConfigError, StateError
 from evolver_opt.integrations._lineage import FINISHED, preview

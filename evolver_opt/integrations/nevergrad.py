@@ -22,7 +22,8 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from evolver_opt.core.evolver import Evolver, EvolverConfig
+from evolver_opt.core.config import EvolverConfig
+from evolver_opt.core.evolver import Evolver
 from evolver_opt.errors import ConfigError
 from evolver_opt.integrations._base import FloatSpaceSampler
 from evolver_opt.integrations._space import NumericSpace

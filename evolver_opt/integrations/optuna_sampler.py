@@ -31,7 +31,7 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from evolver_opt.core.evolver import rng_for
+from evolver_opt.core.config import rng_for
 from evolver_opt.core.population import KEY_LINEAGE, KEY_POPULATION, Lineage, Record
 from evolver_opt.integrations._base import (
     FloatSpaceSampler,

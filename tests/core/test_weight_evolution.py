@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from evolver_opt.core.evolver import EvolverConfig
+from evolver_opt.core.config import EvolverConfig
 from evolver_opt.core.weight_evolution import (
     ElementLineage,
     TrialRecord,
