@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import click
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 STORAGE_HELP = (
     "Optuna storage URL (default: $EVOLVER_OPT_STORAGE, else sqlite:///runs/evolver.db; the same "
@@ -50,3 +55,27 @@ test_per_split_option = click.option(
     default=None,
     help="Override: report on N examples from each test split.",
 )
+
+study_file_argument = click.argument("study_file", type=click.Path(exists=True, dir_okay=False))
+
+progress_option = click.option("--progress/--no-progress", default=True, show_default=True)
+
+
+def n_trials_option(help: str) -> Callable[[F], F]:
+    """``--n-trials N`` (at least 1; default None: the study's n_trials) with ``help``."""
+    return click.option("--n-trials", type=click.IntRange(min=1), default=None, help=help)
+
+
+def report_folder_option(default: str) -> Callable[[F], F]:
+    """``--out FOLDER``: where the report goes, ``default`` when not given."""
+    return click.option(
+        "--out",
+        default=None,
+        type=click.Path(file_okay=False),
+        help=f"Report folder (default: {default}).",
+    )
+
+
+def stored_study_options(command: F) -> F:
+    """``--storage`` and the required ``--study-name``: one study in a storage."""
+    return storage_option(click.option("--study-name", required=True)(command))

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from pathlib import Path
 
 import click
 
-from evolver_opt.cli._options import dev_per_split_option, test_per_split_option, threads_option
+from evolver_opt.cli._options import (
+    dev_per_split_option,
+    study_file_argument,
+    test_per_split_option,
+    threads_option,
+)
 
 
 @click.command()
-@click.argument("study_file", type=click.Path(exists=True, dir_okay=False))
+@study_file_argument
 @dev_per_split_option
 @test_per_split_option
 @click.option(
@@ -39,18 +42,16 @@ def baselines(
 ) -> None:
     """Tune the static merges of STUDY_FILE on dev and score them on test, with Fisher and
     RegMean; writes the rows in compare's results.json format. All in float32."""
+    from evolver_opt.cli._shared import invoked_command, load_study_file
     from evolver_opt.errors import EvolverError
     from evolver_opt.paths import runs_dir
     from evolver_opt.study.baselines import baseline_rows, describe
     from evolver_opt.study.compare import rows_as_json
-    from evolver_opt.study.config import load_config, override_config, with_precision
     from evolver_opt.study.objective import build_setup
 
     try:
-        config = with_precision(load_config(study_file), "fp32")  # no bfloat16 check to run
-        overrides = {"dev_per_split": dev_per_split, "test_per_split": test_per_split}
-        config = override_config(
-            config, {k: v for k, v in overrides.items() if v is not None}, source=study_file
+        config = load_study_file(  # fp32: no bfloat16 check to run
+            study_file, "fp32", dev_per_split=dev_per_split, test_per_split=test_per_split
         )
         setup = build_setup(config)
         rows = baseline_rows(setup, n_examples=examples, echo=click.echo)
@@ -60,7 +61,7 @@ def baselines(
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "title": f"{config.name} ({config.granularity}): tuned static baselines",
-        "command": "evolver-opt " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "command": invoked_command(),
         "rows": rows_as_json(rows),
     }
     path.write_text(json.dumps(payload, indent=1))

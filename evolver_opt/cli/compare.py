@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,8 +10,12 @@ import click
 
 from evolver_opt.cli._options import (
     dev_per_split_option,
+    n_trials_option,
     precision_option,
+    progress_option,
+    report_folder_option,
     storage_option,
+    study_file_argument,
     test_per_split_option,
     threads_option,
 )
@@ -24,27 +26,17 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@click.argument("study_file", type=click.Path(exists=True, dir_okay=False))
+@study_file_argument
 @click.option(
     "--samplers",
     default="evolver,cmaes,random,tpe,ng:NGOpt",
     show_default=True,
     help="Comma-separated, of: " + " | ".join(SAMPLER_NAMES),
 )
-@click.option(
-    "--n-trials",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Trials per study (default: the study's n_trials).",
-)
+@n_trials_option("Trials per study (default: the study's n_trials).")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True)
 @storage_option
-@click.option(
-    "--out",
-    default=None,
-    type=click.Path(file_okay=False),
-    help="Report folder (default: runs/compare-<name>).",
-)
+@report_folder_option("runs/compare-<name>")
 @click.option(
     "--granularity",
     type=click.Choice(["model", "layer", "tensor", "element"]),
@@ -61,7 +53,7 @@ if TYPE_CHECKING:
     "its training examples, cached next to it).",
 )
 @precision_option
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@progress_option
 @threads_option
 def compare(
     study_file: str,
@@ -80,11 +72,11 @@ def compare(
     """Compare samplers on STUDY_FILE; writes report.md, results.json and plots."""
     import optuna
 
+    from evolver_opt.cli._shared import invoked_command, load_study_file
     from evolver_opt.errors import EvolverError
     from evolver_opt.paths import runs_dir
     from evolver_opt.runtime.signals import Terminated
     from evolver_opt.study.compare import run_compare
-    from evolver_opt.study.config import load_config, override_config, with_precision
     from evolver_opt.study.objective import build_setup
     from evolver_opt.study.report import write_report
     from evolver_opt.study.runner import preflight
@@ -92,11 +84,13 @@ def compare(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     names = [s.strip() for s in samplers.split(",") if s.strip()]
     try:
-        config = with_precision(load_config(study_file), precision)
-        overrides = {"granularity": granularity, "dev_per_split": dev_per_split,
-                     "test_per_split": test_per_split}  # fmt: skip
-        config = override_config(config, {k: v for k, v in overrides.items() if v is not None},
-                                 source=study_file)  # fmt: skip
+        config = load_study_file(
+            study_file,
+            precision,
+            granularity=granularity,
+            dev_per_split=dev_per_split,
+            test_per_split=test_per_split,
+        )
         budget = n_trials or config.n_trials
         preflight(config, names, budget=budget, storage=storage, warn=click.echo)  # typos now
         setup = build_setup(config)
@@ -121,7 +115,7 @@ def compare(
     title = f"{config.name} ({config.granularity})"
     if config.dev_per_split:
         title = f"{config.name} ({config.granularity}, dev per split {config.dev_per_split})"
-    command = "evolver-opt " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = invoked_command()
     notes = baseline_notes(rows)
     from evolver_opt.runtime.storage import default_url
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from evolver_opt.cli._options import storage_option, threads_option
+from evolver_opt.cli._options import report_folder_option, storage_option, threads_option
 
 DEMO_SAMPLERS = ("evolver", "cmaes", "random")
 
@@ -27,12 +27,7 @@ DEMO_SAMPLERS = ("evolver", "cmaes", "random")
     help="Trials per sampler (default: 25; synthetic: 60).",
 )
 @storage_option
-@click.option(
-    "--out",
-    default=None,
-    type=click.Path(file_okay=False),
-    help="Report folder (default: runs/demo).",
-)
+@report_folder_option("runs/demo")
 @click.option(
     "--study",
     "study_file",

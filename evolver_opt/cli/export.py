@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import click
 
-from evolver_opt.cli._options import storage_option
+from evolver_opt.cli._options import stored_study_options
 
 
 @click.command()
-@storage_option
-@click.option("--study-name", required=True)
+@stored_study_options
 @click.option(
     "--trial", "trial_ref", default="best", show_default=True, help="A trial number or 'best'."
 )
@@ -17,23 +16,16 @@ from evolver_opt.cli._options import storage_option
 @click.option("--overwrite/--no-overwrite", default=False, show_default=True)
 def export(storage: str | None, study_name: str, trial_ref: str, out: str, overwrite: bool) -> None:
     """Export trial TRIAL of STUDY_NAME (merge recipe included) to OUT."""
-    import optuna
-
+    from evolver_opt.cli._shared import load_named_study
     from evolver_opt.errors import EvolverError
     from evolver_opt.merge import export_merged
-    from evolver_opt.runtime.storage import default_url, no_such_study, open_storage
     from evolver_opt.study.config import parse_config
     from evolver_opt.study.notes import ATTR_PROBLEM
     from evolver_opt.study.objective import build_engine, coefficients_of
     from evolver_opt.study.runner import ATTR_CONFIG
 
     try:
-        url = storage or default_url()
-        opened = open_storage(url)
-        try:
-            study = optuna.load_study(study_name=study_name, storage=opened)
-        except KeyError:
-            raise click.ClickException(no_such_study(study_name, url, opened)) from None
+        study = load_named_study(storage, study_name)
         stored = study.user_attrs.get(ATTR_CONFIG)
         if ATTR_PROBLEM in study.user_attrs:
             raise click.ClickException(

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from evolver_opt.cli._options import storage_option
+from evolver_opt.cli._options import stored_study_options
 
 
 class _DevSample(click.ParamType):
@@ -25,8 +25,7 @@ class _DevSample(click.ParamType):
 
 
 @click.command()
-@storage_option
-@click.option("--study-name", required=True)
+@stored_study_options
 @click.option(
     "--top-k",
     type=int,
@@ -48,20 +47,15 @@ def rerank(storage: str | None, study_name: str, top_k: int, dev_per_split: int 
     shown in its note."""
     import optuna
 
+    from evolver_opt.cli._shared import load_named_study
     from evolver_opt.errors import EvolverError
-    from evolver_opt.runtime.storage import default_url, no_such_study, open_storage
     from evolver_opt.study.notes import refresh_note
     from evolver_opt.study.rerank import check_top_k, rerank_setup
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         check_top_k(top_k)
-        url = storage or default_url()
-        opened = open_storage(url)
-        try:
-            study = optuna.load_study(study_name=study_name, storage=opened)
-        except KeyError:
-            raise click.ClickException(no_such_study(study_name, url, opened)) from None
+        study = load_named_study(storage, study_name)
         setup = rerank_setup(study, dev_per_split)
         report_rerank(study, setup, top_k)
         refresh_note(study)

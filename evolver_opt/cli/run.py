@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import click
 
-from evolver_opt.cli._options import precision_option, storage_option, threads_option
+from evolver_opt.cli._options import (
+    n_trials_option,
+    precision_option,
+    progress_option,
+    storage_option,
+    study_file_argument,
+    threads_option,
+)
 from evolver_opt.study.sampler_names import SAMPLER_NAMES
 
 
 @click.command()
-@click.argument("study_file", type=click.Path(exists=True, dir_okay=False))
+@study_file_argument
 @click.option(
     "--sampler",
     default="evolver",
     show_default=True,
     help=" | ".join(SAMPLER_NAMES),
 )
-@click.option(
-    "--n-trials",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Finished trials to reach (default: the study's n_trials).",
-)
+@n_trials_option("Finished trials to reach (default: the study's n_trials).")
 @storage_option
 @click.option(
     "--study-name", default=None, help="Default: <name>-<granularity>-<sampler>-seed<seed>."
@@ -52,7 +54,7 @@ from evolver_opt.study.sampler_names import SAMPLER_NAMES
     metavar="K",
     help="After the run, re-score the K best trials on the full dev splits (0: off).",
 )
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@progress_option
 @threads_option
 def run(
     study_file: str,
@@ -76,18 +78,18 @@ def run(
     """
     import optuna
 
+    from evolver_opt.cli._shared import load_study_file
     from evolver_opt.errors import EvolverError
     from evolver_opt.runtime.signals import Terminated
     from evolver_opt.runtime.storage import default_url, redact
-    from evolver_opt.study.config import load_config, with_precision
     from evolver_opt.study.element import make_objective
     from evolver_opt.study.memory import PeakRSS, record_peak
     from evolver_opt.study.objective import build_setup
-    from evolver_opt.study.runner import open_study, preflight, run_study
+    from evolver_opt.study.runner import open_setup_study, preflight, run_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        config = with_precision(load_config(study_file), precision)
+        config = load_study_file(study_file, precision)
         target = n_trials or config.n_trials
         # every name, option, device and storage error now, before minutes of zoo and setup
         (sampler,) = preflight(config, [sampler], budget=target, storage=storage, warn=click.echo)
@@ -98,16 +100,14 @@ def run(
         click.echo(f"setting up {config.name}: {config.granularity} granularity ...")
         setup = build_setup(config)
         click.echo(setup.precision.summary())
-        study = open_study(
-            setup.config,
-            setup.initial_points(),
-            sampler=sampler,
+        study = open_setup_study(
+            setup,
+            sampler,
             seed=seed,
             storage=storage,
+            budget=target,
             study_name=study_name,
             heartbeat_interval=heartbeat,
-            budget=target,
-            precision=setup.precision,
         )
         with PeakRSS() as peak:
             ran = run_study(

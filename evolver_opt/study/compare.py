@@ -27,7 +27,7 @@ from evolver_opt.study.element import (
 )
 from evolver_opt.study.memory import PeakRSS, record_peak
 from evolver_opt.study.objective import MergeSetup, evaluate_dev
-from evolver_opt.study.runner import finished_count, open_study, run_study
+from evolver_opt.study.runner import finished_count, open_setup_study, run_study
 
 STATIC_METHODS = ("average", "task_arithmetic", "ties", "dare")
 
@@ -147,15 +147,7 @@ def run_compare(
     for seed in range(seeds):  # seed-major: a compare cut short has every sampler's first seeds
         for sampler in resolved:
             objective = make_objective(setup, sampler)  # weight-space samplers: ElementObjective
-            study = open_study(
-                setup.config,
-                setup.initial_points(),
-                sampler=sampler,
-                seed=seed,
-                storage=storage,
-                budget=n_trials,
-                precision=setup.precision,
-            )
+            study = open_setup_study(setup, sampler, seed=seed, storage=storage, budget=n_trials)
             done = finished_count(study)
             if done >= n_trials:
                 echo(f"{study.study_name}: already finished ({done} trials); reporting it")

@@ -28,12 +28,14 @@ from optuna.trial import TrialState
 from evolver_opt.core.genome import PREFIX, Genome
 from evolver_opt.errors import StorageError
 from evolver_opt.paths import runs_dir
+from evolver_opt.study.attributes import (
+    ATTR_CONFIG,
+    ATTR_PRECISION,
+    ATTR_PROBLEM,
+    ATTR_RERANK,
+    ATTR_SAMPLER,
+)
 
-ATTR_CONFIG = "evolver_opt:config"  # as written by evolver_opt.study.runner.open_study
-ATTR_SAMPLER = "evolver_opt:sampler"
-ATTR_PROBLEM = "evolver_opt:problem"  # what a config-less study (synthetic demo) solves
-ATTR_PRECISION = "evolver_opt:precision"  # evolver_opt.study.precision_check
-ATTR_RERANK = "evolver_opt:rerank"  # evolver_opt.study.rerank
 ARTIFACT_PREFIX = "artifacts:"  # Optuna's study system-attribute prefix for artifact metadata
 MAX_NOTE_GROUPS = 24  # groups listed in the note's recipe table (the JSON artifact has all)
 

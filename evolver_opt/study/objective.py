@@ -11,22 +11,24 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import optuna
+import torch
 
+from evolver_opt.data import load_split
+from evolver_opt.data.pipeline import ensure_prepared
 from evolver_opt.errors import CheckpointError, ConfigError
+from evolver_opt.evaluation import Evaluator
+from evolver_opt.evaluation.precision import MIN_AGREEMENT, dtype_of
+from evolver_opt.evaluation.tokenizer import shared_tokenizer
 from evolver_opt.integrations.optuna_sampler import EvolverSampler, parent_value
+from evolver_opt.merge import MergeEngine, get_method
 from evolver_opt.runtime.storage import flush_params
 from evolver_opt.study.config import StudyConfig, check_device, engine_granularity
 from evolver_opt.study.precision_check import PrecisionCheck, check_precision
-
-if TYPE_CHECKING:  # torch-heavy: imported where a setup is built
-    import torch
-
-    from evolver_opt.evaluation import Evaluator
-    from evolver_opt.merge import MergeEngine
+from evolver_opt.zoo import base_checkpoint, build_zoo, resolve_base
 
 
 @dataclass
@@ -47,8 +49,6 @@ class MergeSetup:
 
     def named_initial_points(self) -> dict[str, dict[str, float]]:
         """Each expert alone, then the configured static merges (all as coefficients)."""
-        from evolver_opt.merge import get_method
-
         genome = self.engine.genome
         points = {name: genome.one_hot(name) for name in genome.models}
         for name in self.config.seed_merges:
@@ -73,11 +73,6 @@ def build_engine(
     """Load and check the experts and stack their task vectors (building the zoo if needed).
 
     The rows are float32; ``model_dtype`` (default float32) is the working model's."""
-    import torch
-
-    from evolver_opt.merge import MergeEngine
-    from evolver_opt.zoo import base_checkpoint, build_zoo, resolve_base
-
     experts = config.expert_specs(zoo_root)
     base = resolve_base(config.base) if config.base else base_checkpoint(config.zoo, zoo_root)  # type: ignore[arg-type]
     if (
@@ -115,10 +110,6 @@ def build_setup(
 
     ``precision_check=False`` takes the configured precision as it is, without scoring the
     start points in both (for a precision already decided, e.g. re-scoring a study's trials)."""
-    from evolver_opt.data.pipeline import ensure_prepared
-    from evolver_opt.evaluation.precision import dtype_of
-    from evolver_opt.evaluation.tokenizer import shared_tokenizer
-
     check_device(config.evaluation.device)  # before the data, the zoo and the models
     precision = config.precision  # "auto" decided (and $EVOLVER_OPT_PRECISION read) now
     data_dir = ensure_prepared(data_dir)
@@ -133,7 +124,9 @@ def build_setup(
     setup = MergeSetup(config, engine, evaluator, tokenizer, dev_keys, head_of)
     ev = config.evaluation
     if not precision_check:
-        setup.precision = PrecisionCheck(ev.precision, precision, "as decided before")
+        setup.precision = PrecisionCheck(
+            ev.precision, precision, "as decided before", MIN_AGREEMENT
+        )
         return setup
     points = {n: setup.coefficients(p) for n, p in setup.named_initial_points().items()}
     setup.precision = check_precision(
@@ -151,8 +144,6 @@ def with_dev_sample(
 ) -> MergeSetup:
     """``setup`` scoring another sample of the same dev splits (None: all of each), sharing
     its engine, tokenizer and precision (nothing is reloaded)."""
-    from evolver_opt.data.pipeline import ensure_prepared
-
     config = setup.config.model_copy(update={"dev_per_split": dev_per_split})
     evaluator, dev_keys, head_of = _dev_evaluator(
         config, setup.engine, setup.tokenizer, ensure_prepared(data_dir)
@@ -167,9 +158,6 @@ def _dev_evaluator(
 ) -> tuple[Evaluator, list[str], dict[str, str]]:
     """The evaluator of ``config``'s dev splits (its sample of each), their keys, and the
     expert whose head scores each split when heads are kept separate."""
-    from evolver_opt.data import load_split
-    from evolver_opt.evaluation import Evaluator
-
     splits = [
         load_split(domain, "dev", data_dir=data_dir).subset(config.dev_per_split)
         for domain in config.dev

@@ -9,7 +9,6 @@ the study (``evolver_opt:precision``) and shown in its note.
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,31 +16,7 @@ import torch
 
 from evolver_opt.evaluation import Evaluator
 from evolver_opt.evaluation.precision import MIN_AGREEMENT, agreement, hardware_bf16
-
-ATTR_PRECISION = "evolver_opt:precision"
-
-
-@dataclass(frozen=True)
-class PrecisionCheck:
-    """What a study's trials are scored in, and why."""
-
-    setting: str  # auto | fp32 | bf16, as configured
-    used: str  # fp32 | bf16
-    reason: str
-    agreement: dict[str, float] = field(default_factory=dict)  # start point -> agreement
-    threshold: float = MIN_AGREEMENT
-
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def summary(self) -> str:
-        if not self.agreement:
-            return f"precision {self.used} ({self.reason})"
-        low = min(self.agreement, key=self.agreement.__getitem__)
-        return (
-            f"precision {self.used} ({self.reason}); bf16/fp32 argmax agreement on the start "
-            f"points: min {self.agreement[low]:.4f} ({low}), threshold {self.threshold}"
-        )
+from evolver_opt.study.attributes import PrecisionCheck
 
 
 def _predictions(evaluator: Evaluator, keys: list[str]) -> list[torch.Tensor]:
@@ -64,7 +39,7 @@ def check_precision(
     threshold = MIN_AGREEMENT if threshold is None else threshold
     if used == "fp32":
         reason = "configured" if setting == "fp32" else "no bfloat16 matmul hardware found"
-        return PrecisionCheck(setting, "fp32", reason, threshold=threshold)
+        return PrecisionCheck(setting, "fp32", reason, threshold)
     low_precision = {}
     for name, coefficients in points.items():
         engine.apply(coefficients)
@@ -79,7 +54,7 @@ def check_precision(
     worst = min(scores.values())
     why = "configured" if setting == "bf16" else hardware_bf16(str(engine.device)) or "forced"
     if worst >= threshold:
-        return PrecisionCheck(setting, "bf16", why, scores, threshold)
+        return PrecisionCheck(setting, "bf16", why, threshold, scores)
     low = min(scores, key=scores.__getitem__)
     if setting == "bf16":
         warnings.warn(
@@ -87,13 +62,13 @@ def check_precision(
             f'(threshold {threshold}); kept because precision = "bf16" was asked for',
             stacklevel=2,
         )
-        return PrecisionCheck(setting, "bf16", "configured, below the agreement threshold",
-                              scores, threshold)  # fmt: skip
+        why = "configured, below the agreement threshold"
+        return PrecisionCheck(setting, "bf16", why, threshold, scores)
     warnings.warn(
         f"bfloat16 predictions agree with float32 on only {worst:.4f} of {low}'s dev examples "
         f"(threshold {threshold}): scoring in float32 instead",
         stacklevel=2,
     )
     engine.set_model_dtype(torch.float32)
-    return PrecisionCheck(setting, "fp32", f"bf16 agreement {worst:.4f} < {threshold}", scores,
-                          threshold)  # fmt: skip
+    why = f"bf16 agreement {worst:.4f} < {threshold}"
+    return PrecisionCheck(setting, "fp32", why, threshold, scores)

@@ -14,44 +14,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from evolver_opt.errors import ConfigError
+from evolver_opt.study.attributes import (
+    ATTR_CONFIG,
+    ATTR_PRECISION,
+    ATTR_RERANK,
+    ATTR_SAMPLER,
+    study_attrs,
+)
 from evolver_opt.study.config import StudyConfig, override_config, parse_config
 
 if TYPE_CHECKING:
     from evolver_opt.study.objective import MergeSetup
-
-ATTR_RERANK = "evolver_opt:rerank"
-_ATTR_CONFIG = "evolver_opt:config"  # as written by evolver_opt.study.runner.open_study
-_ATTR_SAMPLER = "evolver_opt:sampler"
-_ATTR_PRECISION = "evolver_opt:precision"
-
-
-class _RerankedTrial(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    trial: int = Field(ge=0)
-    study_dev: float
-    rerank_dev: float
-
-
-class StoredRerank(BaseModel):
-    """The JSON schema of ``evolver_opt:rerank`` (trials in study rank order)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-    k: int = Field(ge=1)
-    dev_per_split: int | None  # the larger sample (None: all of each dev split)
-    study_dev_per_split: int | None
-    metric: str
-    precision: str
-    trials: list[_RerankedTrial] = Field(min_length=1)
-    answer: int
-
-    @model_validator(mode="after")
-    def _answer_reranked(self) -> StoredRerank:
-        if self.answer not in {t.trial for t in self.trials}:
-            raise ValueError(f"answer {self.answer} is not one of the re-ranked trials")
-        return self
 
 
 @dataclass(frozen=True)
@@ -118,19 +93,13 @@ def check_larger(study_sample: int | None, sample: int | None, study_name: str) 
         )
 
 
-def _attrs(study: optuna.Study) -> dict[str, Any]:
-    from evolver_opt.study.runner import study_attrs  # (runner imports this module)
-
-    return study_attrs(study)
-
-
 def stored_config(study: optuna.Study, attrs: dict[str, Any] | None = None) -> StudyConfig:
     """The study's config as stored by ``open_study`` (a ``ConfigError`` when there is none);
     ``attrs``: its user attributes, if already read."""
-    stored = (_attrs(study) if attrs is None else attrs).get(_ATTR_CONFIG)
+    stored = (study_attrs(study) if attrs is None else attrs).get(ATTR_CONFIG)
     if stored is None:
         raise ConfigError(
-            f"study {study.study_name!r} was not made by evolver-opt (no {_ATTR_CONFIG})"
+            f"study {study.study_name!r} was not made by evolver-opt (no {ATTR_CONFIG})"
         )
     return parse_config(stored, source=f"study {study.study_name!r}")
 
@@ -145,9 +114,9 @@ def rerank_setup(
     Refused: a weight-space study, or a sample not larger than the study's."""
     from evolver_opt.study.objective import build_setup, with_dev_sample
 
-    attrs = _attrs(study)
+    attrs = study_attrs(study)
     config = stored_config(study, attrs)
-    sampler = (attrs.get(_ATTR_SAMPLER) or {}).get("name")
+    sampler = (attrs.get(ATTR_SAMPLER) or {}).get("name")
     check_rerankable(config, sampler, study.study_name)
     check_larger(config.dev_per_split, dev_per_split, study.study_name)
     if reuse is not None:
@@ -158,7 +127,7 @@ def rerank_setup(
         return with_dev_sample(reuse, dev_per_split)
     # what selection scored in: the recorded precision (studies from before it was recorded
     # ran in float32)
-    used = (attrs.get(_ATTR_PRECISION) or {}).get("used", "fp32")
+    used = (attrs.get(ATTR_PRECISION) or {}).get("used", "fp32")
     evaluation = {**config.evaluation.model_dump(mode="json"), "precision": used}
     larger = override_config(
         config,

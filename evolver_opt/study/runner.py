@@ -11,15 +11,23 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
-from pydantic import BaseModel, ConfigDict, StringConstraints, TypeAdapter, ValidationError
 
-from evolver_opt.errors import ConfigError, StateError
-from evolver_opt.integrations._lineage import preview
-from evolver_opt.runtime.storage import describe_bad_json, open_storage
+from evolver_opt.errors import ConfigError
+from evolver_opt.evaluation.precision import MIN_AGREEMENT
+from evolver_opt.runtime.storage import open_storage
+from evolver_opt.study.attributes import (
+    ATTR_CONFIG,
+    ATTR_HASH,
+    ATTR_IDENTITY,
+    ATTR_PRECISION,
+    ATTR_SAMPLER,
+    PrecisionCheck,
+    study_attrs,
+)
 from evolver_opt.study.config import (
     StudyConfig,
     check_device,
@@ -27,8 +35,6 @@ from evolver_opt.study.config import (
     identity_hash,
     with_precision,
 )
-from evolver_opt.study.precision_check import ATTR_PRECISION, PrecisionCheck
-from evolver_opt.study.rerank import ATTR_RERANK, StoredRerank
 from evolver_opt.study.sampler_names import COEFFICIENT_EVOLVERS
 from evolver_opt.study.samplers import (
     EVOLVER_PLUS,
@@ -37,11 +43,10 @@ from evolver_opt.study.samplers import (
     make_sampler,
 )
 
+if TYPE_CHECKING:
+    from evolver_opt.study.objective import MergeSetup
+
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-ATTR_CONFIG = "evolver_opt:config"
-ATTR_IDENTITY = "evolver_opt:identity"
-ATTR_HASH = "evolver_opt:config_hash"
-ATTR_SAMPLER = "evolver_opt:sampler"
 
 
 @dataclass(frozen=True)
@@ -117,7 +122,9 @@ def open_study(
         # weight-space samplers score in float32 (ElementObjective): say so in the identity
         setting = config.evaluation.precision
         config = with_precision(config, "fp32")
-        precision = PrecisionCheck(setting, "fp32", "weight-space samplers keep float32 weights")
+        precision = PrecisionCheck(
+            setting, "fp32", "weight-space samplers keep float32 weights", MIN_AGREEMENT
+        )
     choice = SamplerChoice(sampler, seed)
     name = study_name or default_study_name(config, sampler, seed)
     opened = open_storage(storage, heartbeat_interval=heartbeat_interval)
@@ -142,6 +149,17 @@ def open_study(
     if precision is not None:
         study.set_user_attr(ATTR_PRECISION, precision.as_json())
     return study
+
+
+def open_setup_study(setup: MergeSetup, sampler: str, **options: Any) -> optuna.Study:
+    """:func:`open_study` for a built setup: its config, start points and precision check."""
+    return open_study(
+        setup.config,
+        setup.initial_points(),
+        sampler=sampler,
+        precision=setup.precision,
+        **options,
+    )
 
 
 def claim_study(
@@ -243,44 +261,6 @@ def _wait_initialized(study: optuna.Study, timeout_s: float | None = None) -> bo
             return False
         time.sleep(0.2)
     return True
-
-
-class _StoredSampler(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    name: str
-    seed: int | None
-    options: dict[str, Any]
-
-
-_SCHEMAS: dict[str, TypeAdapter] = {
-    ATTR_HASH: TypeAdapter(Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]),
-    ATTR_IDENTITY: TypeAdapter(dict[str, Any]),
-    ATTR_CONFIG: TypeAdapter(dict[str, Any]),
-    ATTR_SAMPLER: TypeAdapter(_StoredSampler),
-    ATTR_PRECISION: TypeAdapter(PrecisionCheck),
-    ATTR_RERANK: TypeAdapter(StoredRerank),
-}
-
-
-def study_attrs(study: optuna.Study) -> dict[str, Any]:
-    """The study's user attributes, each ``evolver_opt:*`` one checked against its schema;
-    text that is not JSON or a value of the wrong shape is a :class:`StateError` naming it."""
-    try:
-        attrs = study.user_attrs
-    except ValueError as exc:  # json.JSONDecodeError: edited outside Optuna
-        raise describe_bad_json(study._storage, study._study_id, exc) from None
-    for key, schema in _SCHEMAS.items():
-        if key in attrs:
-            try:
-                schema.validate_python(attrs[key])
-            except ValidationError as exc:
-                problem = exc.errors()[0]
-                raise StateError(
-                    f"study {study.study_name!r}: user attribute {key} = {preview(attrs[key])} "
-                    f"is malformed ({'.'.join(map(str, problem['loc'])) or 'value'}: "
-                    f"{problem['msg']}); the study was changed outside evolver-opt"
-                ) from None
-    return attrs
 
 
 def _direction(name: str) -> optuna.study.StudyDirection:

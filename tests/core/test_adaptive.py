@@ -5,16 +5,19 @@ from __future__ import annotations
 import numpy as np
 import optuna
 import pytest
-from optuna.distributions import FloatDistribution
 
 from evolver_opt import EvolverSampler
-from evolver_opt.core.evolver import JDE_F_RANGE, JDE_TAU, Evolver, EvolverConfig, adapted
+from evolver_opt.core.config import JDE_F_RANGE, JDE_TAU, EvolverConfig
+from evolver_opt.core.evolver import Evolver
+from evolver_opt.core.operators import adapted
 from evolver_opt.core.population import KEY_LINEAGE, Lineage
 from evolver_opt.errors import ConfigError, StateError
 from evolver_opt.study.config import EvolverSettings
+from tests.core._helpers import assert_twins_agree, enqueued_study, run_sphere, sphere
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 JDE = EvolverConfig(adapt="jde")
+DIM = 6
 
 
 def test_without_adaptation_the_configs_rates_are_used():
@@ -39,10 +42,6 @@ def test_jde_inherits_or_redraws_each_rate_from_seed_and_index():
     assert kept and all(adapted(5, k, None, JDE) == (JDE.F, JDE.CR) for k in kept)  # a start
 
 
-def _sphere(x: np.ndarray) -> float:
-    return float(np.sum((x - 0.3) ** 2))
-
-
 def test_core_winner_keeps_its_rates_and_state_resumes_them_exactly():
     lower, upper = np.zeros(6), np.ones(6)
     opt = Evolver(lower, upper, initial_points=np.eye(6)[:4], seed=1, config=JDE)
@@ -50,30 +49,20 @@ def test_core_winner_keeps_its_rates_and_state_resumes_them_exactly():
     for _ in range(60):
         c = opt.ask()
         asked.append(c)
-        opt.tell(c.index, _sphere(c.x))
+        opt.tell(c.index, sphere(c.x))
     rates = opt.state_dict()["params"]
     assert any(r is not None and r != [0.5, 0.5] for r in rates), rates  # redrawn rates won
-    twin = Evolver.from_state_dict(opt.state_dict())
-    for _ in range(30):
-        a, b = opt.ask(), twin.ask()
-        np.testing.assert_array_equal(a.x, b.x)
-        opt.tell(a.index, _sphere(a.x))
-        twin.tell(b.index, _sphere(b.x))
-    assert opt.state_dict() == twin.state_dict()
+    assert_twins_agree(opt, Evolver.from_state_dict(opt.state_dict()), 30)
 
 
 def _study(sampler: EvolverSampler) -> optuna.Study:
-    study = optuna.create_study(sampler=sampler)
-    for i in range(4):
-        study.enqueue_trial({f"x{j}": float(i == j % 4) for j in range(6)})
-    return study
+    """The sphere study over six parameters."""
+    return enqueued_study(sampler, DIM)
 
 
 def _run(study: optuna.Study, n: int) -> None:
-    dist = {f"x{j}": FloatDistribution(0.0, 1.0) for j in range(6)}
-    for _ in range(n):
-        trial = study.ask(dist)
-        study.tell(trial, _sphere(np.array(list(trial.params.values()))))
+    """``n`` more trials of the six-parameter sphere."""
+    run_sphere(study, n, DIM)
 
 
 def test_sampler_stores_rates_inherits_them_from_the_parent_and_resumes_exactly():

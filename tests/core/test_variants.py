@@ -7,35 +7,27 @@ import math
 import numpy as np
 import optuna
 import pytest
-from optuna.distributions import FloatDistribution
 
 from evolver_opt import EvolverSampler
-from evolver_opt.core.evolver import (
-    KICK_SIGMA,
-    Evolver,
-    EvolverConfig,
-    initial_point,
-    make_offspring,
-    spread,
-)
+from evolver_opt.core.config import KICK_SIGMA, EvolverConfig
+from evolver_opt.core.evolver import Evolver
+from evolver_opt.core.operators import initial_point, make_offspring, spread
 from evolver_opt.core.population import Lineage, Record, replaced_parents
 from evolver_opt.errors import ConfigError
 from evolver_opt.study.config import EvolverSettings
 from evolver_opt.study.samplers import EVOLVER_PLUS, make_sampler
+from tests.core._helpers import assert_twins_agree, enqueued_study, run_sphere, sphere
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 PBEST = EvolverConfig(mutation="pbest")
-LOWER, UPPER = np.zeros(5), np.ones(5)
+DIM = 5
+LOWER, UPPER = np.zeros(DIM), np.ones(DIM)
 
 
 def _population(seed: int = 0, size: int = 8) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     xs = rng.random((size, 5))
     return xs, np.sum((xs - 0.3) ** 2, axis=1)
-
-
-def _sphere(x: np.ndarray) -> float:
-    return float(np.sum((x - 0.3) ** 2))
 
 
 def test_pbest_is_jades_formula_from_the_best_share_and_the_archive():
@@ -109,17 +101,11 @@ def test_core_archive_keeps_the_last_replaced_parents_and_resumes_exactly():
     for _ in range(80):
         c = opt.ask()
         before = opt.population[0][c.target].tolist()
-        if opt.tell(c.index, _sphere(c.x)) and c.role == "offspring":
+        if opt.tell(c.index, sphere(c.x)) and c.role == "offspring":
             replaced.append(before)
     state = opt.state_dict()
     assert len(replaced) > 4 and state["archive"] == replaced[-4:]
-    twin = Evolver.from_state_dict(state)
-    for _ in range(40):
-        a, b = opt.ask(), twin.ask()
-        np.testing.assert_array_equal(a.x, b.x)
-        opt.tell(a.index, _sphere(a.x))
-        twin.tell(b.index, _sphere(b.x))
-    assert opt.state_dict() == twin.state_dict()
+    assert_twins_agree(opt, Evolver.from_state_dict(state), 40)
 
 
 def test_archive_from_records_is_the_replaced_holders_in_trial_order():
@@ -136,17 +122,13 @@ def test_archive_from_records_is_the_replaced_holders_in_trial_order():
 
 
 def _study(sampler: EvolverSampler) -> optuna.Study:
-    study = optuna.create_study(sampler=sampler)
-    for i in range(4):
-        study.enqueue_trial({f"x{j}": float(i == j % 4) for j in range(5)})
-    return study
+    """The sphere study over five parameters."""
+    return enqueued_study(sampler, DIM)
 
 
 def _run(study: optuna.Study, n: int) -> None:
-    dist = {f"x{j}": FloatDistribution(0.0, 1.0) for j in range(5)}
-    for _ in range(n):
-        trial = study.ask(dist)
-        study.tell(trial, _sphere(np.array(list(trial.params.values()))))
+    """``n`` more trials of the five-parameter sphere."""
+    run_sphere(study, n, DIM)
 
 
 def test_the_sampler_makes_the_core_classes_offspring_and_resumes_exactly():

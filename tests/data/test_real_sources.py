@@ -64,13 +64,14 @@ def _bolt_counts(domain: str) -> dict[str, Counter]:
     return by_split
 
 
+def _split_sizes(counts: dict[str, Counter]) -> dict[str, int]:
+    """Rows in each split of :func:`_bolt_counts`."""
+    return {split: sum(c.values()) for split, c in counts.items()}
+
+
 def test_banking77(real):
     counts = _bolt_counts("banking77")
-    assert {s: sum(c.values()) for s, c in counts.items()} == {
-        "train": 9003,
-        "dev": 1000,
-        "test": 3080,
-    }
+    assert _split_sizes(counts) == {"train": 9003, "dev": 1000, "test": 3080}
     assert all(len(c) == 77 for c in counts.values())
     info = _check_prepared(real, "banking77", kept=13071, test=3079)  # one repeat within test
     assert info["dedup"]["within"] == 12 and info["dedup"]["conflicting"] == 0
@@ -78,11 +79,7 @@ def test_banking77(real):
 
 def test_stackoverflow(real):
     counts = _bolt_counts("stackoverflow")
-    assert {s: sum(c.values()) for s, c in counts.items()} == {
-        "train": 11996,
-        "dev": 1998,
-        "test": 5991,
-    }
+    assert _split_sizes(counts) == {"train": 11996, "dev": 1998, "test": 5991}
     assert len(sum(counts.values(), Counter())) == 20
     _check_prepared(real, "stackoverflow", kept=19980, test=5991)
 

@@ -84,18 +84,33 @@ def _coefficient_study(url: str) -> None:
     WorkerLoop(study, objective_for(), n_trials=25).run()
 
 
-def _open_coefficient(url: str) -> optuna.Study:
-    points = [{f"w{j}": float(j % 4 == i) for j in range(DIM)} for i in range(4)]
-    identity = {"problem": "fuzz", "dim": DIM}
+def _claim_fuzz(
+    url: str,
+    sampler: optuna.samplers.BaseSampler,
+    sampler_name: str,
+    identity: dict,
+    points: list[dict[str, float]],
+    **options,
+) -> optuna.Study:
+    """Create or resume the study ``fuzz`` on ``url``: ``identity`` is also its config, the
+    sampler is stored as ``sampler_name`` with seed 0, ``points`` are its start points."""
     return claim_study(
         "fuzz",
         open_storage(url, heartbeat_interval=None),
-        EvolverSampler(seed=0),
+        sampler,
         identity=identity,
-        sampler_json={"name": "evolver", "seed": 0, "options": {}},
+        sampler_json={"name": sampler_name, "seed": 0, "options": {}},
         config_json=identity,
         initial_points=points,
-        direction="minimize",
+        **options,
+    )
+
+
+def _open_coefficient(url: str) -> optuna.Study:
+    points = [{f"w{j}": float(j % 4 == i) for j in range(DIM)} for i in range(4)]
+    identity = {"problem": "fuzz", "dim": DIM}
+    return _claim_fuzz(
+        url, EvolverSampler(seed=0), "evolver", identity, points, direction="minimize"
     )
 
 
@@ -112,16 +127,9 @@ def _element_study(url: str) -> None:
 
 
 def _open_element(url: str) -> optuna.Study:
+    points = [{f"w{j}": float(i == j) for j in range(3)} for i in range(3)]
     identity = {"problem": "fuzz-element"}
-    return claim_study(
-        "fuzz",
-        open_storage(url, heartbeat_interval=None),
-        ElementEvolverSampler(seed=0),
-        identity=identity,
-        sampler_json={"name": "evolver-element", "seed": 0, "options": {}},
-        config_json=identity,
-        initial_points=[{f"w{j}": float(i == j) for j in range(3)} for i in range(3)],
-    )
+    return _claim_fuzz(url, ElementEvolverSampler(seed=0), "evolver-element", identity, points)
 
 
 WORLDS = {"coefficient": (_coefficient_study, _open_coefficient, objective_for()),

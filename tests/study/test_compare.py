@@ -3,24 +3,33 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import optuna
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from evolver_opt.cli import main
 from tests.study.tiny_world import write_study
 
 
-def test_compare_writes_report_json_and_plots(study_env, tmp_path):
+def _compare(study_env, tmp_path, *, seeds: int, n_trials: int) -> tuple[Result, Path]:
+    """``evolver-opt compare`` of evolver and random on the tiny model-level study: (result,
+    report folder), the command checked to have succeeded."""
     study_file = write_study(tmp_path / "s.toml", study_env["world"], granularity='"model"')
     out = tmp_path / "report"
     result = CliRunner().invoke(
         main,
-        ["compare", str(study_file), "--samplers", "evolver,random", "--seeds", "2", "--n-trials", "6",
-         "--storage", study_env["storage"], "--out", str(out), "--no-progress"],
+        ["compare", str(study_file), "--samplers", "evolver,random", "--seeds", str(seeds),
+         "--n-trials", str(n_trials), "--storage", study_env["storage"], "--out", str(out),
+         "--no-progress"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+    return result, out
+
+
+def test_compare_writes_report_json_and_plots(study_env, tmp_path):
+    result, out = _compare(study_env, tmp_path, seeds=2, n_trials=6)
     etas = [line for line in result.output.splitlines() if line.startswith("compare: ")]
     assert [e.split(" trials left")[0] for e in etas] == [f"compare: {n}" for n in (18, 12, 6)]
     for name in ("report.md", "results.json", "best_so_far.png", "best_so_far.html"):
@@ -100,14 +109,7 @@ def test_compare_writes_report_json_and_plots(study_env, tmp_path):
 
 
 def test_single_runs_are_compared_by_a_paired_bootstrap_over_test_examples(study_env, tmp_path):
-    study_file = write_study(tmp_path / "s.toml", study_env["world"], granularity='"model"')
-    out = tmp_path / "report"
-    result = CliRunner().invoke(
-        main,
-        ["compare", str(study_file), "--samplers", "evolver,random", "--seeds", "1", "--n-trials", "4",
-         "--storage", study_env["storage"], "--out", str(out), "--no-progress"],
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
+    result, out = _compare(study_env, tmp_path, seeds=1, n_trials=4)
     data = json.loads((out / "results.json").read_text())
     first = data["rows"][0]
     n_test = sum(len(first["test_correct"][t]) for t in first["test_in_domain"])  # in-domain only

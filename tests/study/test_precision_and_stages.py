@@ -13,6 +13,7 @@ import torch
 from evolver_opt import ConfigError
 from evolver_opt.evaluation import precision as precision_module
 from evolver_opt.study import precision_check
+from evolver_opt.study.attributes import ATTR_PRECISION
 from evolver_opt.study.config import load_config
 from evolver_opt.study.objective import MergeObjective, build_setup, evaluate_dev
 from evolver_opt.study.runner import open_study, run_study, study_attrs
@@ -81,7 +82,7 @@ def test_bf16_setup_checks_agreement_on_every_start_point(study_env, tmp_path):
         setup.config, setup.initial_points(), sampler="random", storage=study_env["storage"],
         precision=check,
     )  # fmt: skip
-    stored = study_attrs(study)[precision_check.ATTR_PRECISION]
+    stored = study_attrs(study)[ATTR_PRECISION]
     assert stored["used"] == "bf16" and stored["agreement"] == check.agreement
 
 
@@ -243,7 +244,7 @@ def test_cli_precision_option_is_recorded_on_the_study_and_its_note(study_env, t
     assert ran.exit_code == 0, ran.output
     assert "precision bf16 (configured)" in ran.output
     study = optuna.load_study(study_name="tiny-layer-random-seed0", storage=storage)
-    assert study.user_attrs[precision_check.ATTR_PRECISION]["used"] == "bf16"
+    assert study.user_attrs[ATTR_PRECISION]["used"] == "bf16"
     note = study_note(study)
     assert "**Precision**: bf16 (setting bf16: configured)" in note and "agreement" in note
     again = CliRunner().invoke(
@@ -281,7 +282,7 @@ def test_weight_space_samplers_score_in_float32_and_say_so(study_env, tmp_path):
     sampler = "evolver-merger:ties"
     study = open_study(setup.config, setup.initial_points(), sampler=sampler, seed=0,
                        storage=study_env["storage"], precision=setup.precision)  # fmt: skip
-    assert study.user_attrs[precision_check.ATTR_PRECISION]["used"] == "fp32"
+    assert study.user_attrs[ATTR_PRECISION]["used"] == "fp32"
     assert study.user_attrs["evolver_opt:config"]["evaluation"]["precision"] == "fp32"
     objective = make_objective(setup, sampler)
     dtypes = []

@@ -20,7 +20,7 @@ from evolver_opt.study.notes import study_note
 from evolver_opt.study.objective import build_setup, evaluate_dev
 from evolver_opt.study.rerank import ATTR_RERANK, rerank, rerank_setup, top_trials
 from evolver_opt.study.runner import ATTR_CONFIG, open_study, run_study, study_attrs
-from tests.study.tiny_world import DOMAINS, write_study
+from tests.study.tiny_world import DOMAINS, invoke_run, write_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -229,20 +229,7 @@ def test_cli_run_rerank_then_rerank_command(study_env, tmp_path, monkeypatch):
 
 def test_cli_run_rerank_is_skipped_on_the_full_dev_set(study_env, tmp_path):
     study_file = write_study(tmp_path / "s.toml", study_env["world"], granularity='"model"')
-    ran = CliRunner().invoke(
-        main,
-        [
-            "run",
-            str(study_file),
-            "--storage",
-            study_env["storage"],
-            "--n-trials",
-            "4",
-            "--rerank",
-            "2",
-            "--no-progress",
-        ],
-    )
+    ran = invoke_run(study_file, study_env["storage"], "--n-trials", "4", "--rerank", "2")
     assert ran.exit_code == 0, ran.output
     assert "--rerank 2 skipped: the study already scores the full dev splits" in ran.output
     (summary,) = optuna.get_all_study_summaries(storage=study_env["storage"])

@@ -11,7 +11,7 @@ from evolver_opt.cli import main
 from evolver_opt.study.config import load_config
 from evolver_opt.study.objective import MergeObjective, build_setup, evaluate_dev
 from evolver_opt.study.runner import open_study, run_study
-from tests.study.tiny_world import write_study
+from tests.study.tiny_world import invoke_run, write_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -76,12 +76,10 @@ def test_resume_with_another_config_is_refused_naming_the_difference(study_env, 
 
 def test_cli_run_then_resume_adds_only_missing_trials(study_env, tmp_path):
     study_file = write_study(tmp_path / "s.toml", study_env["world"], granularity='"model"')
-    runner = CliRunner()
-    args = ["run", str(study_file), "--storage", study_env["storage"], "--no-progress"]
-    first = runner.invoke(main, [*args, "--n-trials", "6"])
+    first = invoke_run(study_file, study_env["storage"], "--n-trials", "6")
     assert first.exit_code == 0, first.output
     assert "ran 6 trials" in first.output
-    second = runner.invoke(main, [*args, "--n-trials", "9"])
+    second = invoke_run(study_file, study_env["storage"], "--n-trials", "9")
     assert second.exit_code == 0, second.output
     assert "ran 3 trials" in second.output
     (summary,) = optuna.get_all_study_summaries(storage=study_env["storage"])
@@ -95,20 +93,9 @@ def test_cli_export_reloads_with_identical_outputs_and_studies_lists(study_env, 
     from transformers import AutoModelForSequenceClassification
 
     study_file = write_study(tmp_path / "s.toml", study_env["world"], granularity='"tensor"')
-    runner = CliRunner()
-    ran = runner.invoke(
-        main,
-        [
-            "run",
-            str(study_file),
-            "--storage",
-            study_env["storage"],
-            "--n-trials",
-            "6",
-            "--no-progress",
-        ],
-    )
+    ran = invoke_run(study_file, study_env["storage"], "--n-trials", "6")
     assert ran.exit_code == 0, ran.output
+    runner = CliRunner()
     out = tmp_path / "merged"
     name = "tiny-tensor-evolver-seed0"
     result = runner.invoke(
@@ -149,19 +136,10 @@ def test_cli_run_on_journal_and_postgresql(backend, study_env, tmp_path, request
     else:
         storage, name = f"journal:{tmp_path / 'journal.log'}", "tiny-journal"
     study_file = write_study(tmp_path / "s.toml", study_env["world"], granularity='"model"')
-    args = [
-        "run",
-        str(study_file),
-        "--storage",
-        storage,
-        "--study-name",
-        name,
-        "--n-trials",
-        "6",
-        "--no-progress",
-    ]
     try:
-        result = CliRunner().invoke(main, [*args, "--n-jobs", "2"])
+        result = invoke_run(
+            study_file, storage, "--study-name", name, "--n-trials", "6", "--n-jobs", "2"
+        )
         assert result.exit_code == 0, result.output
         from evolver_opt import open_storage
 
@@ -199,10 +177,9 @@ def test_stock_optuna_switch_runs_on_rdbstorage_and_study_optimize(
 
     monkeypatch.setattr(optuna.Study, "optimize", counted)
     study_file = write_study(tmp_path / "s.toml", study_env["world"], granularity='"model"')
-    args = ["run", str(study_file), "--storage", study_env["storage"], "--no-progress"]
-    first = CliRunner().invoke(main, [*args, "--n-trials", "6"])
+    first = invoke_run(study_file, study_env["storage"], "--n-trials", "6")
     assert first.exit_code == 0, first.output
-    second = CliRunner().invoke(main, [*args, "--n-trials", "9"])
+    second = invoke_run(study_file, study_env["storage"], "--n-trials", "9")
     assert second.exit_code == 0, second.output
     assert optimized == [6, 3]
     (summary,) = optuna.get_all_study_summaries(storage=study_env["storage"])

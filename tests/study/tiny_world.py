@@ -5,9 +5,13 @@ The fixtures ``tiny_world`` and ``study_env`` (tests/conftest.py) build it once 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tests.data.tiny_data import write_tiny_data
 from tests.evaluation.tiny import tiny_bert, tiny_tokenizer
+
+if TYPE_CHECKING:
+    from click.testing import Result
 
 DOMAINS = ("vader-tweets", "vader-movies", "vader-amazon")
 
@@ -60,3 +64,13 @@ def write_study(path: Path, world: dict, **overrides) -> Path:
     body = "\n".join(f"{k} = {v}" for k, v in fields.items())
     path.write_text(f"[study]\n{body}\n\n[study.evaluation]\nbatch_size = 16\nmax_length = 32\n")
     return path
+
+
+def invoke_run(study_file: Path, storage: str, *args: str) -> Result:
+    """``evolver-opt run STUDY_FILE --storage STORAGE --no-progress ARGS...`` in click's runner."""
+    from click.testing import CliRunner
+
+    from evolver_opt.cli import main
+
+    command = ["run", str(study_file), "--storage", storage, "--no-progress", *args]
+    return CliRunner().invoke(main, command)
