@@ -12,17 +12,38 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import optuna
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from evolver_opt.core import population as core
 from evolver_opt.core.config import EvolverConfig
 from evolver_opt.core.operators import adapted, initial_point, make_offspring
-from evolver_opt.core.population import KEY_LINEAGE, KEY_POPULATION, Lineage, Record, as_int
+from evolver_opt.core.population import (
+    KEY_LINEAGE,
+    KEY_POPULATION,
+    Lineage,
+    Record,
+    as_int,
+    preview,
+)
 from evolver_opt.errors import ConfigError, StateError
-from evolver_opt.integrations._lineage import FINISHED, preview
 from evolver_opt.integrations._space import NumericSpace
 from evolver_opt.runtime.lazy_params import has_params
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def offspring_info(trial: optuna.trial.BaseTrial | FrozenTrial) -> Lineage | None:
+    """The lineage of ``trial`` (role, target slot, parent value) if EvolverSampler drew it.
+
+    The objective uses ``parent_value`` for exact racing: an offspring only has to beat it.
+    """
+    if isinstance(trial, FrozenTrial):
+        attrs = trial.system_attrs
+    else:
+        attrs = trial.study._storage.get_trial_system_attrs(trial._trial_id)  # type: ignore[attr-defined]
+    return Lineage.from_attrs(attrs)
 
 
 def record_of(trial: FrozenTrial, sign: float, tie_break: str | None = None) -> Record:

@@ -40,8 +40,12 @@ from evolver_opt.integrations._base import (
     per_study,
     resolve_seed,
 )
-from evolver_opt.integrations._lineage import offspring_info
-from evolver_opt.integrations._population import PopulationView, StudyCache, record_of
+from evolver_opt.integrations._population import (
+    PopulationView,
+    StudyCache,
+    offspring_info,
+    record_of,
+)
 from evolver_opt.integrations._space import NumericSpace, name_salt, random_value
 
 __all__ = [
