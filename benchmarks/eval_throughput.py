@@ -145,7 +145,8 @@ def trials_per_hour(
     if dev_per_split:
         config = override_config(config, {"dev_per_split": dev_per_split}, source="--dev-per-split")
     settings = {
-        "before": {"racing": False, "evaluation": {**config.evaluation.model_dump(), "precision": "fp32"}},
+        "before": {"racing": False, "evaluation": {**config.evaluation.model_dump(), "precision": "fp32"},
+                   "pruner": {"name": "none"}},
         "after": {"racing": True, "evaluation": {**config.evaluation.model_dump(), "precision": "auto"},
                   "pruner": {"name": "median", "options": {"n_startup_trials": 3}}},
     }  # fmt: skip
