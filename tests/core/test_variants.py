@@ -119,6 +119,50 @@ def test_archive_from_records_is_the_replaced_holders_in_trial_order():
     out = replaced_parents(records[::-1], [0, 1], 2, limit=5)  # the order given never matters
     assert [r.number for r in out] == [0, 1, 2]
     assert [r.number for r in replaced_parents(records, [0, 1], 2, limit=2)] == [1, 2]
+    assert [r.number for r in replaced_parents(records, [0, 1], 2, limit=1)] == [2]
+    assert replaced_parents(records, [0, 1], 2, limit=0) == []
+
+
+def test_archive_skips_records_outside_the_population_and_keeps_scanning():
+    def rec(number, slot, value):
+        lineage = Lineage(index=number, role="offspring", slot=slot, trial=number,
+                          parent_trial=0)  # fmt: skip
+        return Record(number, True, value, lineage if number >= 2 else None, number < 2)
+
+    # trial 2 names a slot past the population, trial 3 has no value: both are skipped, and
+    # the later records still replace holders (a skip is not the end of the scan)
+    records = [rec(0, 0, 5.0), rec(1, 1, 4.0), rec(2, 2, 0.1), rec(3, 0, None), rec(4, 0, 1.0),
+               rec(5, 1, 0.5)]  # fmt: skip
+    assert [r.number for r in replaced_parents(records, [0, 1], 2, limit=5)] == [0, 1]
+
+
+def test_spread_is_the_mean_std_relative_to_the_bounds():
+    xs = np.array([[0.0, 1.0, 3.0], [0.2, 1.0, 3.0]])  # std 0.1, 0, 0 per coordinate
+    lower, upper = np.array([0.0, 0.0, 3.0]), np.array([2.0, 4.0, 3.0])  # widths 2, 4, 0
+    assert spread(xs, lower, upper) == pytest.approx((0.1 / 2 + 0.0 + 0.0) / 3)
+    # a coordinate of zero width is measured against 1 (unbounded ones too)
+    xs[:, 2] = [2.0, 4.0]
+    assert spread(xs, lower, upper) == pytest.approx((0.1 / 2 + 0.0 + 1.0 / 1.0) / 3)
+    assert spread(np.empty((0, 3)), lower, upper) == 0.0
+
+
+def test_pbest_draws_from_the_best_scored_and_copes_with_no_score():
+    from evolver_opt.core.operators import _pbest
+
+    xs = np.arange(24, dtype=float).reshape(8, 3)
+    values = np.array([5.0, 1.0, np.nan, 0.5, 9.0, 1.0, np.inf, 7.0])
+    seen = set()
+    for seed in range(200):  # top max(2, ceil(0.2 * 8)) = 2 of the finite values: 3, then 1
+        _, (pbest, r1, r2) = _pbest(0, xs, values, np.random.default_rng(seed), 0.2, 0.5, None)
+        seen.add(pbest)
+        assert r1 != 0 and r2 not in (0, r1)
+    assert seen == {1, 3}
+    ties = np.full(8, 2.0)  # equal values: the stable order keeps the lowest indices first
+    unscored = np.full(8, np.nan)  # nothing scored yet: every individual is a candidate
+    for vals in (ties, unscored):
+        picks = {_pbest(0, xs, vals, np.random.default_rng(s), 0.2, 0.5, None)[1][0]
+                 for s in range(200)}  # fmt: skip
+        assert picks == {0, 1}
 
 
 def _study(sampler: EvolverSampler) -> optuna.Study:
