@@ -46,8 +46,8 @@ def baselines(
     from evolver_opt.errors import EvolverError
     from evolver_opt.paths import runs_dir
     from evolver_opt.study.baselines import baseline_rows, describe
-    from evolver_opt.study.compare import rows_as_json
     from evolver_opt.study.objective import build_setup
+    from evolver_opt.study.rows import rows_as_json
 
     try:
         config = load_study_file(  # fp32: no bfloat16 check to run

@@ -22,7 +22,7 @@ from evolver_opt.cli._options import (
 from evolver_opt.study.sampler_names import SAMPLER_NAMES
 
 if TYPE_CHECKING:
-    from evolver_opt.study.compare import Row
+    from evolver_opt.study.rows import Row
 
 
 @click.command()

@@ -20,9 +20,9 @@ import torch
 
 from evolver_opt.data import require_selectable
 from evolver_opt.merge import get_method
-from evolver_opt.study.compare import Row, TestReporter
 from evolver_opt.study.merge_stats import StoredStats, ensure_stats, spec_for
 from evolver_opt.study.objective import MergeSetup, evaluate_dev
+from evolver_opt.study.rows import Row, TestReporter
 
 TA_LAMBDAS = tuple(round(0.1 * k, 1) for k in range(1, 11))
 DENSITIES = (0.1, 0.2, 0.4, 0.6, 0.8)

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import optuna
 import torch
 
-from evolver_opt.data.reporting import load_test_split
-from evolver_opt.evaluation import Evaluator, metrics
 from evolver_opt.merge import get_method
+from evolver_opt.study.baselines import baseline_rows
 from evolver_opt.study.element import (
     ElementObjective,
     answer_curve,
@@ -27,100 +25,10 @@ from evolver_opt.study.element import (
 )
 from evolver_opt.study.memory import PeakRSS, record_peak
 from evolver_opt.study.objective import MergeSetup, evaluate_dev
+from evolver_opt.study.rows import Row, TestReporter
 from evolver_opt.study.runner import finished_count, open_setup_study, run_study
 
 STATIC_METHODS = ("average", "task_arithmetic", "ties", "dare")
-
-
-@dataclass
-class Row:
-    """One line of the compare report."""
-
-    kind: str  # "sampler", "static" or "expert"
-    name: str
-    seed: int | None
-    best_dev: float
-    test_in: float | None
-    test_out: float | None
-    test: dict[str, float] = field(default_factory=dict)
-    trials: int = 0
-    wall_s: float = 0.0  # seconds inside the study's finished trials (their durations, summed)
-    study_name: str | None = None
-    curve: list[float] = field(default_factory=list)  # best-so-far dev by trial
-    examples: list[int] = field(default_factory=list)  # cumulative dev examples evaluated
-    peak_rss_mb: float | None = None  # the study's peak resident memory (study/memory.py)
-    test_in_domain: list[str] = field(default_factory=list)  # the test keys test_in averages
-    # Per test split, each example's correctness ("1"/"0", the split's order): the paired
-    # bootstrap of single runs (study/statistics.py). Kept when the metric is accuracy.
-    test_correct: dict[str, str] = field(default_factory=dict)
-    # The answer's dev score re-scored in float32 (the study scored in bfloat16), else None.
-    best_dev_fp32: float | None = None
-    pruned: int = 0  # trials stopped by the study's pruner (staged dev scoring)
-    race_lost: int = 0  # Evolver offspring stopped by exact racing against their parent
-    examples_saved: float = 0.0  # fraction of the trials' dev forward passes not run
-    # Static rows tuned on dev (study/baselines.py): the chosen parameters, and every grid
-    # point's parameters and dev score.
-    params: dict[str, Any] = field(default_factory=dict)
-    grid: list[dict[str, Any]] = field(default_factory=list)
-
-
-class TestReporter:
-    """Scores the working model, as it is now, on the study's test splits (reporting only)."""
-
-    def __init__(self, setup: MergeSetup) -> None:
-
-        config = setup.config
-        self.setup = setup
-        self.in_domain = list(config.test_in_domain)
-        self.out_of_domain = list(config.test_out_of_domain)
-        splits = [
-            load_test_split(d).subset(config.test_per_split)
-            for d in dict.fromkeys(self.in_domain + self.out_of_domain)
-        ]
-        ev = config.evaluation
-        self.evaluator = Evaluator(
-            setup.engine.model, setup.tokenizer, splits, batch_size=ev.batch_size, device=ev.device,
-            max_length=ev.max_length,
-        )  # fmt: skip
-
-    def __call__(self) -> dict[str, float]:
-        return self.score()[0]
-
-    def score(self) -> tuple[dict[str, float], dict[str, str]]:
-        """Scores by task key, and (metric accuracy) each example's correctness as "1"/"0"."""
-        scores, correct = {}, {}
-        for key in self.evaluator.splits:
-            domain = key.split("/")[0]
-            if not self.setup.engine.heads_merged:
-                self.setup.engine.use_head(
-                    domain
-                    if domain in self.setup.engine.model_names
-                    else self.setup.engine.model_names[0]
-                )
-            scores[domain], hits = self._score_split(key)
-            if self.setup.config.metric == "accuracy":
-                correct[domain] = "".join("1" if h else "0" for h in hits)
-        return scores, correct
-
-    def _score_split(self, key: str) -> tuple[float, np.ndarray]:
-        """One pass over a test split: the metric and per-example correctness, in split order.
-
-        The same batches, precision and predictions as ``Evaluator.evaluate`` (a full pass, no
-        racing), so the score is the one it gives; the correctness costs no second pass."""
-
-        ev = self.evaluator
-        split = ev.splits[key]
-        pred, labels = ev.predictions(key).numpy(), np.asarray(split.labels)
-        hits = pred == labels
-        if self.setup.config.metric == "accuracy":
-            return int(hits.sum()) / len(split) if len(split) else 0.0, hits
-        return metrics.macro_f1(pred.tolist(), labels.tolist(), split.num_labels), hits
-
-    def summarize(self, scores: dict[str, float]) -> tuple[float | None, float | None]:
-        def mean(domains: list[str]) -> float | None:
-            return float(np.mean([scores[d] for d in domains])) if domains else None
-
-        return mean(self.in_domain), mean(self.out_of_domain)
 
 
 def run_compare(
@@ -177,8 +85,6 @@ def run_compare(
                 setup.engine.apply(setup.engine.one_hot(name))
             rows.append(_reference_row(kind, name, setup, reporter))
     if tuned_baselines:
-        from evolver_opt.study.baselines import baseline_rows
-
         echo("tuned baselines: grids on dev, Fisher and RegMean (then test)")
         rows += baseline_rows(setup, reporter, echo=echo)
     return rows
@@ -274,7 +180,3 @@ def _reference_row(kind: str, name: str, setup: MergeSetup, reporter: TestReport
         test_in_domain=list(reporter.in_domain),
         test_correct=correct,
     )
-
-
-def rows_as_json(rows: Sequence[Row]) -> list[dict[str, Any]]:
-    return [asdict(r) for r in rows]

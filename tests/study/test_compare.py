@@ -133,9 +133,9 @@ def test_the_test_reporter_scores_as_the_evaluator_and_keeps_examples_in_split_o
     import torch
 
     from evolver_opt.evaluation import Evaluator
-    from evolver_opt.study.compare import TestReporter
     from evolver_opt.study.config import load_config
     from evolver_opt.study.objective import build_setup
+    from evolver_opt.study.rows import TestReporter
 
     setup = build_setup(load_config(write_study(tmp_path / "s.toml", study_env["world"])))
     setup.engine.apply(setup.engine.one_hot("vader-movies"))

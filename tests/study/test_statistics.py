@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from evolver_opt.study.compare import Row
 from evolver_opt.study.report import markdown, ranking
+from evolver_opt.study.rows import Row
 from evolver_opt.study.statistics import (
     gap_closed,
     paired_bootstrap,
