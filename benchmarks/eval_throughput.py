@@ -332,7 +332,7 @@ def main() -> None:
             f"{race['accepted']} offspring accepted; examples evaluated {race['examples_seen']}"
             f"/{race['examples_total']} -> {race['fraction_saved']:.1%} of forward passes saved"
         )
-    else:
+    elif args.pairs:
         print("racing: skipped (build the zoo first: evolver-opt zoo build STUDY.toml)")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
