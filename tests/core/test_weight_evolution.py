@@ -96,3 +96,46 @@ def test_malformed_lineage_is_a_clear_state_error():
         ElementLineage.from_attr({"index": 1, "role": "offspring", "trial": 2, "slot": 0})
     with pytest.raises(StateError, match="role 'mutant'"):
         ElementLineage.from_attr({"index": 1, "role": "mutant", "trial": 2})
+
+
+def _element_offspring(**changes) -> ElementLineage:
+    fields = {"index": 3, "role": "offspring", "trial": 10, "slot": 1, "reference": 0,
+              "parent_trial": 4, "reference_trial": 2, "base": (0, 1, 2), "F": 0.5, "CR": 0.5,
+              "mask_seed": 7}  # fmt: skip
+    return ElementLineage(**(fields | changes))
+
+
+def test_element_lineage_check_accepts_what_its_trial_can_hold():
+    lineage = _element_offspring()
+    assert lineage.check(10) is lineage  # its own trial
+    assert _element_offspring(trial=8).check(10)  # a retry keeps an earlier trial's lineage
+    assert _element_offspring(F=1.0, CR=0.0, index=10 + 1024).check(10)  # the edges
+    assert _element_offspring(CR=1.0, mask_seed=0, index=0).check(10)
+    init = ElementLineage(index=-1, role="init", trial=0, slot=0)
+    assert init.check(0) is init
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"index": -1}, "index -1"),
+        ({"index": 10 + 1025}, "index 1035"),
+        ({"trial": 11}, "trial 11"),
+        ({"trial": -1}, "trial -1"),
+        ({"slot": -1}, "slot -1"),
+        ({"reference": -2}, "reference -2"),
+        ({"parent_trial": 10}, "earlier trials"),
+        ({"reference_trial": 12}, "earlier trials"),
+        ({"base": (0, 10)}, "earlier trials"),
+        ({"base": (-1,)}, "earlier trials"),
+        ({"F": 0.0}, "F 0.0"),
+        ({"F": 1.5}, "F 1.5"),
+        ({"CR": -0.1}, "CR -0.1"),
+        ({"CR": 1.1}, "CR 1.1"),
+        ({"mask_seed": -1}, "mask_seed -1"),
+        ({"mask_seed": 2**62}, f"mask_seed {2**62}"),
+    ],
+)
+def test_element_lineage_check_names_what_cannot_belong_to_the_trial(changes, named):
+    with pytest.raises(StateError, match=f"trial 10: .*{named}"):
+        _element_offspring(**changes).check(10)
