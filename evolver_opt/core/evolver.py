@@ -215,9 +215,10 @@ class Evolver:
     def add_point(self, x: Sequence[float] | np.ndarray, value: float) -> bool:
         """Tell a point that was not asked (e.g. evaluated elsewhere): it fills an individual
         that has no value and is not being evaluated, else replaces the worst one if better."""
-        x = into_bounds(np.asarray(x, dtype=float), self._lower, self._upper, "clip")
-        if x.shape != (self.dim,):
+        x = np.asarray(x, dtype=float)
+        if x.shape != (self.dim,):  # before clipping: a wrong shape would broadcast or fail
             raise ConfigError(f"point has shape {x.shape}; expected ({self.dim},)")
+        x = into_bounds(x, self._lower, self._upper, "clip")
         self._n_told += 1
         value = float(value)
         if not math.isfinite(value):

@@ -305,3 +305,31 @@ def test_reference_identical_to_target_is_avoided():
         )
         assert child.references == (2,)
         assert not np.array_equal(child.x, xs[1])
+
+
+def test_add_point_clips_skips_busy_slots_and_is_not_asked_again():
+    opt = Evolver(np.zeros(2), np.ones(2), population_size=3, seed=0)
+    first = opt.ask()  # slot 0 is being evaluated
+    assert first.role == "init" and first.target == 0
+    assert opt.add_point([1.5, -0.5], 2.0)  # clipped into the bounds, into free slot 1
+    xs, values = opt.population
+    np.testing.assert_array_equal(xs[1], [1.0, 0.0])
+    assert values == [None, 2.0, None]
+    assert opt.add_point([0.5, 0.5], float("nan")) is False  # a lost point changes nothing
+    assert opt.population[1] == [None, 2.0, None]
+    second = opt.ask()  # slot 1 holds the added point: the next initial point is slot 2
+    assert (second.role, second.target) == ("init", 2)
+    with pytest.raises(ConfigError, match=r"point has shape \(3,\); expected \(2,\)"):
+        opt.add_point([0.1, 0.2, 0.3], 1.0)
+
+
+def test_add_point_replaces_the_worst_and_resets_its_rates():
+    opt = Evolver(np.zeros(2), np.ones(2), population_size=2, seed=0,
+                  config=EvolverConfig(adapt="jde"))  # fmt: skip
+    assert opt.add_point([0.1, 0.1], 3.0) and opt.add_point([0.2, 0.2], 2.0)
+    opt._params[0] = (0.9, 0.1)  # as a jDE winner would carry
+    assert opt.add_point([0.4, 0.4], 1.0)  # replaces the worst (3.0, slot 0)
+    xs, values = opt.population
+    assert values == [1.0, 2.0]
+    np.testing.assert_array_equal(xs[0], [0.4, 0.4])
+    assert opt.state_dict()["params"][0] is None  # starts again from the config's rates
