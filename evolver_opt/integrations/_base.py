@@ -29,6 +29,8 @@ class FloatSpaceSampler(BaseSampler):
     """Relative search space: the study's (non-single) float parameters. Other parameters go to
     ``independent_sampler``, with one warning per sampler."""
 
+    _draws_floats = False  # True: ``_sample_float`` draws every float parameter outside the space
+
     def __init__(self, independent_sampler: BaseSampler, warn_independent_sampling: bool) -> None:
         self._independent = independent_sampler
         self._warn_independent = warn_independent_sampling
@@ -89,8 +91,6 @@ class FloatSpaceSampler(BaseSampler):
                 study, trial, param_name, param_distribution
             )
         return self._sample_elsewhere(study, trial, param_name, param_distribution)
-
-    _draws_floats = False  # True: ``_sample_float`` draws every float parameter outside the space
 
     def _sample_float(
         self, study: Study, trial: FrozenTrial, name: str, distribution: FloatDistribution

@@ -126,6 +126,8 @@ class EvolverSampler(SeededSampler, FloatSpaceSampler):
         study.optimize(objective, n_trials=100)
     """
 
+    _draws_floats = True  # a float outside the vector gets a draw keyed on (seed, k, name)
+
     def __init__(
         self,
         *,
@@ -192,8 +194,6 @@ class EvolverSampler(SeededSampler, FloatSpaceSampler):
                 params[name] if name in params else self._named_draw(lineage, name, distribution)
             )
         return out
-
-    _draws_floats = True  # a float outside the vector gets a draw keyed on (seed, k, name)
 
     def _sample_float(
         self, study: Study, trial: FrozenTrial, name: str, distribution: FloatDistribution
