@@ -34,7 +34,8 @@ from evolver_opt.study.sampler_names import SAMPLER_NAMES
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="Worker threads in this process.",
+    help="Worker threads in this process; they share one working model and take turns to "
+    "merge and score (for evaluations in parallel, run several processes).",
 )
 @click.option(
     "--heartbeat",

@@ -121,8 +121,9 @@ class ElementObjective:
     # -- the trial ----------------------------------------------------------------------
     def __call__(self, trial: optuna.Trial) -> float:
         # the population's rows are float32, and every copy between them and the working model
-        # must be exact: a weight-space study is scored in float32 (open_study records so)
-        with self.setup.engine.model_precision(torch.float32):
+        # must be exact: a weight-space study is scored in float32 (open_study records so).
+        # The lock: threads (``n_jobs > 1``) share the working model, the rows and its dtype.
+        with self.setup.lock, self.setup.engine.model_precision(torch.float32):
             return self._score(trial)
 
     def _score(self, trial: optuna.Trial) -> float:

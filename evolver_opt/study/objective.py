@@ -8,8 +8,9 @@ writes the merge into the one working model and evaluates it.
 from __future__ import annotations
 
 import math
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,9 @@ class MergeSetup:
     dev_keys: list[str]
     head_of: dict[str, str]  # split key -> expert whose head scores it (heads kept separate)
     precision: PrecisionCheck | None = None  # what trials are scored in, and why
+    # held while a trial writes the one working model and scores it: threads of one process
+    # (``run --n-jobs K``) take turns, so each value is its own parameters' score
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @property
     def param_names(self) -> list[str]:
@@ -149,7 +153,14 @@ def with_dev_sample(
         config, setup.engine, setup.tokenizer, ensure_prepared(data_dir)
     )
     return MergeSetup(
-        config, setup.engine, evaluator, setup.tokenizer, dev_keys, head_of, setup.precision
+        config,
+        setup.engine,
+        evaluator,
+        setup.tokenizer,
+        dev_keys,
+        head_of,
+        setup.precision,
+        lock=setup.lock,  # the same working model
     )
 
 
@@ -216,6 +227,9 @@ class MergeObjective:
     When the trial is an Evolver offspring, the parent's dev score is known and racing is on,
     evaluation stops as soon as the offspring cannot beat it; the lost race is recorded in user
     attributes and the trial is PRUNED (a lost offspring).
+
+    Threads share the one working model: the merge and its scoring hold ``setup.lock``, so with
+    ``n_jobs > 1`` only the sampler and the storage work of trials overlap.
     """
 
     def __init__(self, setup: MergeSetup) -> None:
@@ -228,16 +242,13 @@ class MergeObjective:
             name: trial.suggest_float(name, self.lower, self.upper) for name in setup.param_names
         }
         flush_params(trial)  # in the database before evaluating: a crash leaves them for a retry
-        start = time.perf_counter()
-        setup.engine.apply(setup.coefficients(params))
-        merge_s = time.perf_counter() - start
-        return score_on_dev(
-            trial,
-            setup,
-            threshold=self._race_threshold(trial),
-            merge_s=merge_s,
-            staged=_prunable(trial, setup.config),
-        )
+        threshold = self._race_threshold(trial)
+        staged = _prunable(trial, setup.config)
+        with setup.lock:  # no other thread writes the working model until this score is read
+            start = time.perf_counter()
+            setup.engine.apply(setup.coefficients(params))
+            merge_s = time.perf_counter() - start
+            return score_on_dev(trial, setup, threshold=threshold, merge_s=merge_s, staged=staged)
 
     def _race_threshold(self, trial: optuna.Trial) -> float | None:
         if not self.setup.config.racing or self.setup.config.metric != "accuracy":
