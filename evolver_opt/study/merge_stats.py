@@ -9,6 +9,11 @@ expert removes them with its folder). An expert folder that cannot be written ke
 ``cache_dir()/merge-stats/`` instead. ``key`` hashes the kind, the sample (size, fingerprint),
 max length, batch size, the tokenizer, the merged tensors' names and the expert's own files
 (name, size, modification time), so a second call with the same settings loads the file.
+
+A cached file is checked before it is used: its stored key (another expert's file copied under
+this name is refused), its tensor names, shapes and dtypes, finiteness, and non-negative Fisher
+values and Gram diagonals. A file that fails is recomputed with one :class:`StatsCacheWarning`
+naming it; files are written under a unique temporary name, then renamed.
 """
 
 from __future__ import annotations
@@ -16,14 +21,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+import uuid
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load, save_file
 
 from evolver_opt.errors import ConfigError
 from evolver_opt.merge.methods.fisher import expert_fisher
@@ -33,6 +41,12 @@ from evolver_opt.paths import cache_dir
 STATS_DIR = "merge-stats"
 FORMAT = 1
 KINDS = ("fisher", "regmean")
+DTYPES = {"fisher": torch.float32, "regmean": torch.float64}  # as compute_stats makes them
+_UNREADABLE = (SafetensorError, OSError, ValueError, RuntimeError, UnicodeDecodeError)
+
+
+class StatsCacheWarning(UserWarning):
+    """A cached statistics file was unusable and is being recomputed."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +142,81 @@ def stats_path(setup: Any, kind: str, i: int, key: dict[str, Any]) -> Path:
     return stats_folder(setup.engine.checkpoints.models[i].path) / f"{kind}-{digest}.safetensors"
 
 
+def expected_shapes(engine: Any, kind: str) -> dict[str, tuple[int, ...]]:
+    """The shape of each statistics tensor of this merge: Fisher, the flat length of each
+    merged tensor; RegMean, ``(d, d)`` for a linear layer with ``d`` inputs."""
+    if kind == "regmean":
+        return {
+            name: (int(module.weight.shape[0 if transposed else 1]),) * 2
+            for name, (module, transposed) in linear_layers(engine).items()
+        }
+    return {name: (e - s,) for name, (s, e) in _spans(engine).items()}
+
+
+def names_problem(names: set[str], kind: str, shapes: Mapping[str, Any]) -> str | None:
+    """Why a file holding tensors ``names`` is not this merge's statistics, or None.
+
+    RegMean may lack a linear layer no input reached; Fisher has every merged tensor."""
+    extra = sorted(names - set(shapes))
+    missing = [] if kind == "regmean" else sorted(set(shapes) - names)
+    if not extra and not missing:
+        return None
+    found = [f"unknown {extra[:3]}"] * bool(extra) + [f"missing {missing[:3]}"] * bool(missing)
+    return f"it holds other tensors than this merge's ({'; '.join(found)})"
+
+
+def tensor_problem(
+    name: str, tensor: torch.Tensor, kind: str, shape: tuple[int, ...]
+) -> str | None:
+    """Why ``tensor`` is not a valid statistics tensor ``name`` of ``kind``, or None."""
+    if tuple(tensor.shape) != shape:
+        return f"tensor {name!r} has shape {list(tensor.shape)}, expected {list(shape)}"
+    if tensor.dtype != DTYPES[kind]:
+        return f"tensor {name!r} is {tensor.dtype}, expected {DTYPES[kind]}"
+    if not bool(torch.isfinite(tensor).all()):
+        return f"tensor {name!r} holds NaN or inf"
+    signed = tensor if kind == "fisher" else torch.diagonal(tensor)
+    if bool((signed < 0).any()):
+        what = "values" if kind == "fisher" else "diagonal entries"
+        return f"tensor {name!r} has negative {what} (a {kind} statistic is non-negative)"
+    return None
+
+
+def stats_problem(
+    tensors: Iterator[tuple[str, torch.Tensor]] | Mapping[str, torch.Tensor],
+    kind: str,
+    shapes: Mapping[str, tuple[int, ...]],
+) -> str | None:
+    """Why the statistics ``tensors`` (a mapping, or name-tensor pairs read one at a time)
+    are not this merge's, or None when every tensor is valid."""
+    pairs = tensors.items() if isinstance(tensors, Mapping) else tensors
+    for name, tensor in pairs:
+        problem = tensor_problem(name, tensor, kind, shapes[name])
+        if problem is not None:
+            return problem
+    return None
+
+
+def file_problem(
+    path: Path, key: dict[str, Any], kind: str, shapes: Mapping[str, tuple[int, ...]]
+) -> str | None:
+    """Why the cached file ``path`` cannot serve as the statistics ``key``, or None.
+
+    Tensors are read one at a time (a file is up to hundreds of MB)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            stored = (f.metadata() or {}).get("key")
+            if stored != json.dumps(key, sort_keys=True):
+                return "its stored key is not this expert's (another expert's or settings' file)"
+            names = set(f.keys())
+            problem = names_problem(names, kind, shapes)
+            if problem is not None:
+                return problem
+            return stats_problem(((n, f.get_tensor(n)) for n in sorted(names)), kind, shapes)
+    except _UNREADABLE as exc:
+        return f"it cannot be read ({type(exc).__name__}: {exc})"
+
+
 def compute_stats(kind: str, engine: Any, i: int, batches: list[dict]) -> dict[str, torch.Tensor]:
     """Expert ``i``'s statistics by tensor name (Fisher: per merged tensor; RegMean: the Gram
     matrix per merged linear layer)."""
@@ -148,30 +237,55 @@ def ensure_stats(
     if kind not in KINDS:
         raise ConfigError(f"unknown statistics {kind!r}; expected one of {KINDS}")
     engine = setup.engine
+    shapes = expected_shapes(engine, kind)
     paths = []
     for i, name in enumerate(engine.model_names):
         split = training_sample(name, spec.n_examples)
         key = stats_key(setup, kind, i, split, spec)
         path = stats_path(setup, kind, i, key)
         if path.is_file():
-            echo(f"{kind} statistics of {name}: loading {path}")
-        else:
-            echo(f"{kind} statistics of {name}: computing on {len(split)} training examples")
-            size = 1 if kind == "fisher" else spec.batch_size  # Fisher: unpadded, one at a time
-            batches = training_batches(setup, split, size, spec.max_length)
-            with engine.model_precision(torch.float32):
-                stats = compute_stats(kind, engine, i, batches)
-            _save(stats, path, key)
+            problem = file_problem(path, key, kind, shapes)
+            if problem is None:
+                echo(f"{kind} statistics of {name}: loading {path}")
+                paths.append(path)
+                continue
+            warnings.warn(
+                f"{kind} statistics of {name}: the cached file {path} is unusable ({problem}); "
+                "recomputing it",
+                StatsCacheWarning,
+                stacklevel=2,
+            )
+        echo(f"{kind} statistics of {name}: computing on {len(split)} training examples")
+        size = 1 if kind == "fisher" else spec.batch_size  # Fisher: unpadded, one at a time
+        batches = training_batches(setup, split, size, spec.max_length)
+        with engine.model_precision(torch.float32):
+            stats = compute_stats(kind, engine, i, batches)
+        _save(stats, path, key)
         paths.append(path)
     return paths
 
 
+def _make_folder(folder: Path) -> None:
+    """Create the statistics folder, or say clearly why it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the merge statistics folder {folder} ({exc.strerror or exc}); "
+            "remove or rename what is in the way, or make its parent writable"
+        ) from None
+
+
 def _save(stats: dict[str, torch.Tensor], path: Path, key: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    """Write ``stats`` to ``path`` atomically: a unique temporary file beside it, renamed."""
+    _make_folder(path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     cpu = {n: t.detach().cpu().contiguous() for n, t in stats.items()}
-    save_file(cpu, str(tmp), metadata={"key": json.dumps(key, sort_keys=True)})
-    os.replace(tmp, path)
+    try:
+        save_file(cpu, str(tmp), metadata={"key": json.dumps(key, sort_keys=True)})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class StoredStats(Sequence):
@@ -181,16 +295,13 @@ class StoredStats(Sequence):
 
     def __init__(self, engine: Any, kind: str, paths: Sequence[Path]) -> None:
         self.engine, self.kind, self.paths = engine, kind, list(paths)
+        self.shapes = expected_shapes(engine, kind)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> Any:  # type: ignore[override]
-        stats = load_file(str(self.paths[i]), device=str(self.engine.device))
-        expected = set(_tensor_names(self.engine, self.kind))
-        fits = set(stats) <= expected if self.kind == "regmean" else set(stats) == expected
-        if not fits:  # RegMean: a linear layer no input reached has no Gram matrix
-            raise ConfigError(f"{self.paths[i]} holds other tensors than this merge's; delete it")
+        stats = self._load(Path(self.paths[i]))
         if self.kind == "regmean":
             return stats
         engine = self.engine
@@ -198,6 +309,22 @@ class StoredStats(Sequence):
         for name, (s, e) in _spans(engine).items():
             flat[s:e].copy_(stats[name].reshape(-1))
         return flat
+
+    def _load(self, path: Path) -> dict[str, torch.Tensor]:
+        """The checked tensors of ``path`` (changed since ``ensure_stats`` checked it: refused)."""
+        try:  # read into memory, not mapped: a file cut later cannot crash a live tensor
+            stats = load(path.read_bytes())
+        except _UNREADABLE as exc:
+            problem: str | None = f"it cannot be read ({type(exc).__name__}: {exc})"
+        else:
+            problem = names_problem(set(stats), self.kind, self.shapes)
+            problem = problem or stats_problem(stats, self.kind, self.shapes)
+        if problem is not None:
+            raise ConfigError(
+                f"{self.kind} statistics file {path} is unusable: {problem}; delete it and run "
+                "again to recompute it"
+            )
+        return {n: t.to(self.engine.device) for n, t in stats.items()}
 
 
 class SlotStats(Sequence):
