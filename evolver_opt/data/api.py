@@ -110,14 +110,35 @@ def _check_domain(domain: str, data_dir: Path) -> None:
         raise ConfigError(f"unknown domain {domain!r}; expected one of {sorted(known)}")
 
 
+def manifest_path(data_dir: Path) -> Path:
+    return data_dir / store.MANIFEST
+
+
+def _recorded(info: Any, name: str, manifest: Path) -> dict[str, Any]:
+    """The sha256 and size the manifest records for split ``name`` of one domain (``info``)."""
+    try:
+        sha256, size = info["sha256"][name], info["sizes"][name]
+    except (KeyError, TypeError):
+        raise ConfigError(
+            f"data manifest {manifest} records no sha256 or size of split {name!r}; "
+            f"{store.REPREPARE}"
+        ) from None
+    if not isinstance(sha256, str) or not isinstance(size, int):
+        raise ConfigError(
+            f"data manifest {manifest}: split {name!r} has sha256 {sha256!r} and size "
+            f"{size!r}; expected a hex string and an integer; {store.REPREPARE}"
+        )
+    return {"sha256": sha256, "size": size}
+
+
 def read_split(domain: str, name: str, data_dir: Path | None = None) -> Split:
     """Read any split from disk (internal: callers go through the guarded functions)."""
     data_dir = ensure_prepared(data_dir)
     _check_domain(domain, data_dir)
     manifest = store.read_manifest(data_dir)
     path = store.split_path(data_dir, domain, name)
-    texts, names = store.read_jsonl(path)
     info = manifest["domains"][domain]
+    texts, names = store.read_jsonl(path, **_recorded(info, name, manifest_path(data_dir)))
     index = {label: i for i, label in enumerate(info["labels"])}
     unknown = sorted(set(names) - set(index))
     if unknown:
