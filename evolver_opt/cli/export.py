@@ -37,7 +37,7 @@ def export(storage: str | None, study_name: str, trial_ref: str, out: str, overw
                 f"study {study_name!r} was not made by evolver-opt (no {ATTR_CONFIG})"
             )
         config = parse_config(stored, source=f"study {study_name!r}")
-        trial = _pick_trial(study, trial_ref)
+        trial = _pick_trial(study, config, trial_ref)
         engine = build_engine(config)
         recipe = {
             "study": study_name,
@@ -53,16 +53,8 @@ def export(storage: str | None, study_name: str, trial_ref: str, out: str, overw
     click.echo(f"exported trial {trial.number} (dev {trial.value:.4f}) to {path}")
 
 
-def _pick_trial(study, ref: str):
-    import optuna
+def _pick_trial(study, config, ref: str):
+    """The trial to export (:func:`evolver_opt.study.export_choice.exportable_trial`)."""
+    from evolver_opt.study.export_choice import exportable_trial
 
-    if ref == "best":
-        return study.best_trial
-    if not ref.isdigit() or int(ref) >= len(study.trials):
-        raise click.ClickException(
-            f"--trial {ref!r}: expected 'best' or a trial number below {len(study.trials)}"
-        )
-    trial = study.trials[int(ref)]
-    if trial.state != optuna.trial.TrialState.COMPLETE:
-        raise click.ClickException(f"trial {trial.number} is {trial.state.name}, not COMPLETE")
-    return trial
+    return exportable_trial(study, config, ref)
