@@ -30,8 +30,10 @@ from evolver_opt.cli._options import (
     "--out",
     default=None,
     type=click.Path(dir_okay=False),
-    help="JSON file of the rows (default: runs/baselines-<name>.json).",
+    help="JSON file of the rows (default: runs/baselines-<name>.json); an existing file is "
+    "refused unless --overwrite.",
 )
+@click.option("--overwrite/--no-overwrite", default=False, show_default=True)
 @threads_option
 def baselines(
     study_file: str,
@@ -39,16 +41,19 @@ def baselines(
     test_per_split: int | None,
     examples: int,
     out: str | None,
+    overwrite: bool,
 ) -> None:
     """Tune the static merges of STUDY_FILE on dev and score them on test, with Fisher and
     RegMean; writes the rows in compare's results.json format. All in float32."""
     from evolver_opt.cli._shared import invoked_command, load_study_file
     from evolver_opt.errors import EvolverError
-    from evolver_opt.paths import runs_dir
+    from evolver_opt.paths import runs_dir, write_text_atomic
     from evolver_opt.study.baselines import baseline_rows, describe
     from evolver_opt.study.objective import build_setup
     from evolver_opt.study.rows import rows_as_json
 
+    if out is not None:
+        _check_out(Path(out), overwrite)  # before minutes of merging
     try:
         config = load_study_file(  # fp32: no bfloat16 check to run
             study_file, "fp32", dev_per_split=dev_per_split, test_per_split=test_per_split
@@ -64,8 +69,16 @@ def baselines(
         "command": invoked_command(),
         "rows": rows_as_json(rows),
     }
-    path.write_text(json.dumps(payload, indent=1))
+    write_text_atomic(path, json.dumps(payload, indent=1))
     for row in rows:
         test = "-" if row.test_in is None else f"{row.test_in:.4f}"
         click.echo(f"{describe(row)}; test in-domain {test}")
     click.echo(f"wrote {path}")
+
+
+def _check_out(path: Path, overwrite: bool) -> None:
+    """Refuse an ``--out`` that exists, unless ``--overwrite``."""
+    if path.exists() and not overwrite:
+        raise click.UsageError(
+            f"--out {path} exists; pass --overwrite to replace it (or choose another file)"
+        )

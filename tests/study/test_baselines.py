@@ -176,3 +176,40 @@ def test_compare_adds_the_tuned_baselines_behind_a_flag(world, tmp_path, study_e
     report = (out / "report.md").read_text()
     assert "| static | ties(dev grid) |" in report and "- dare(dev grid): density=" in report
     assert [len(r["grid"]) for r in rows if r["name"] in NAMES] == [2, 2, 2, 0, 0]
+
+
+def test_baselines_out_refuses_an_existing_file_before_any_work(world, tmp_path, monkeypatch):
+    """Issue 27, item 6: ``--out study.toml`` replaced the study file with JSON."""
+    study_file = write_study(tmp_path / "s.toml", world)
+    before = study_file.read_text()
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the setup was built before --out was checked")
+
+    monkeypatch.setattr("evolver_opt.study.objective.build_setup", no_work)
+    result = CliRunner().invoke(main, ["baselines", str(study_file), "--out", str(study_file)])
+    assert result.exit_code == 2 and "exists; pass --overwrite" in result.output, result.output
+    assert study_file.read_text() == before
+
+
+def test_baselines_out_is_written_atomically_and_overwritten_when_asked(
+    world, tmp_path, monkeypatch
+):
+    study_file = write_study(tmp_path / "s.toml", world)
+    out = tmp_path / "rows.json"
+    out.write_text("old")
+    monkeypatch.setattr(baselines, "baseline_rows", lambda setup, **kw: [])
+    written = []
+    real_replace = __import__("os").replace
+
+    def spy(src, dst):
+        written.append((Path(src).parent, Path(dst)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr("os.replace", spy)
+    args = ["baselines", str(study_file), "--out", str(out), "--overwrite"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["rows"] == []
+    assert (tmp_path, out) in written  # a temporary file beside it, renamed over it
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".rows")) == []
