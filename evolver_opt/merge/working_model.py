@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -48,7 +49,9 @@ def build_working_model(
     """An empty model of the fine-tuned models' architecture (weights come later)."""
     import transformers
 
-    config = ckpts.models[0].config
+    # its own copy: use_head rewrites the working model's labels, which must not become the
+    # first expert's (its CheckpointSet config is where use_head reads that expert's labels)
+    config = copy.deepcopy(ckpts.models[0].config)
     cls = auto_class
     if isinstance(cls, str):
         cls = getattr(transformers, cls, None)
