@@ -1,6 +1,13 @@
-"""``evolver-opt export``: write a study trial's merge as a normal Hugging Face model."""
+"""``evolver-opt export``: write a study trial's merge as a normal Hugging Face model.
+
+With separate task heads the default is every head: one folder per task, each loading with
+``AutoModelForSequenceClassification.from_pretrained(folder)`` alone, sharing one body file
+(``evolver_opt.merge.export.HEADS_LAYOUT``). Every export carries a model card (``README.md``).
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import click
 
@@ -13,12 +20,41 @@ from evolver_opt.cli._options import stored_study_options
     "--trial", "trial_ref", default="best", show_default=True, help="A trial number or 'best'."
 )
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option(
+    "--head", default=None,
+    help="With separate task heads: 'all' (default: one folder per task, sharing the body "
+    "file) or one task's name (one folder with that head). Merged heads: ignored.",
+)  # fmt: skip
+@click.option(
+    "--mergekit-yaml/--no-mergekit-yaml", default=False, show_default=True,
+    help="Also write mergekit_config.yml, a mergekit configuration reproducing the merge "
+    "(refused, with the reason, for merges mergekit cannot express).",
+)  # fmt: skip
+@click.option(
+    "--test-scores/--no-test-scores", default=False, show_default=True,
+    help="Score the merge on the study's test splits for the model card (reporting only).",
+)  # fmt: skip
 @click.option("--overwrite/--no-overwrite", default=False, show_default=True)
-def export(storage: str | None, study_name: str, trial_ref: str, out: str, overwrite: bool) -> None:
-    """Export trial TRIAL of STUDY_NAME (merge recipe included) to OUT."""
+@click.pass_context
+def export(
+    ctx: click.Context,
+    storage: str | None,
+    study_name: str,
+    trial_ref: str,
+    out: str,
+    head: str | None,
+    mergekit_yaml: bool,
+    test_scores: bool,
+    overwrite: bool,
+) -> None:
+    """Export trial TRIAL of STUDY_NAME (merge recipe and model card included) to OUT."""
+    from evolver_opt.cli._command import command_line
     from evolver_opt.cli._shared import load_named_study
     from evolver_opt.errors import EvolverError
     from evolver_opt.merge import export_merged
+    from evolver_opt.merge.export import ALL_HEADS
+    from evolver_opt.merge.mergekit import refusal_reason
+    from evolver_opt.study.attributes import ATTR_SAMPLER
     from evolver_opt.study.config import parse_config
     from evolver_opt.study.notes import ATTR_PROBLEM
     from evolver_opt.study.objective import build_engine, coefficients_of
@@ -37,20 +73,69 @@ def export(storage: str | None, study_name: str, trial_ref: str, out: str, overw
                 f"study {study_name!r} was not made by evolver-opt (no {ATTR_CONFIG})"
             )
         config = parse_config(stored, source=f"study {study_name!r}")
+        if mergekit_yaml and config.granularity == "element":
+            raise click.ClickException(f"--mergekit-yaml: {refusal_reason('element')}")
         trial = _pick_trial(study, config, trial_ref)
         engine = build_engine(config)
+        if head is not None and head != ALL_HEADS and head not in engine.model_names:
+            raise click.BadParameter(
+                f"{head!r} is not a task of this study; expected 'all' or one of "
+                f"{engine.model_names}",
+                param_hint="--head",
+            )
+        coefficients = coefficients_of(config, engine, trial.params)
+        # RECONSTRUCTED (issue-27 session): this file's uncommitted edits were lost by
+        # accident; the lines from here to _pick_trial are a best-effort rebuild, not the
+        # original. Please check them against your own copy and remove this note.
+        head = None if engine.heads_merged else (head or ALL_HEADS)
         recipe = {
             "study": study_name,
             "trial": trial.number,
+            "sampler": study.user_attrs.get(ATTR_SAMPLER),
             "dev_score": trial.value,
+            "dev_scores": _dev_scores(trial.user_attrs),
+            "metric": config.metric,
             "params": trial.params,
+            "command": command_line(ctx),
         }
+        if test_scores:
+            engine.apply(coefficients)
+            recipe["test_scores"] = _test_scores(config, engine)
         path = export_merged(
-            engine, out, coefficients_of(config, engine, trial.params), recipe, overwrite=overwrite
-        )
+            engine, out, coefficients, recipe, head=head, overwrite=overwrite,
+            mergekit=mergekit_yaml,
+        )  # fmt: skip
     except EvolverError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"exported trial {trial.number} (dev {trial.value:.4f}) to {path}")
+    layout = "one folder" if head != ALL_HEADS else "one folder per task"
+    click.echo(f"exported trial {trial.number} (dev {trial.value:.4f}) to {path} ({layout})")
+
+
+def _dev_scores(attrs: dict[str, Any]) -> dict[str, float]:
+    """Task -> dev score, from a trial's ``dev:<task>/dev`` user attributes."""
+    return {
+        key.removeprefix("dev:").removesuffix("/dev"): float(value)
+        for key, value in attrs.items()
+        if key.startswith("dev:") and isinstance(value, (int, float))
+    }
+
+
+def _test_scores(config: Any, engine: Any) -> dict[str, float]:
+    """The merge's score on each of the study's test splits (reporting only, never a choice)."""
+    from types import SimpleNamespace
+
+    from evolver_opt.evaluation.tokenizer import shared_tokenizer
+    from evolver_opt.study.rows import TestReporter
+
+    experts = [(e.name, e.path) for e in config.expert_specs()]
+    tokenizer = shared_tokenizer([*experts, ("base", engine.checkpoints.base.path)])
+    active = engine.active_head
+    try:
+        setup = SimpleNamespace(config=config, engine=engine, tokenizer=tokenizer)
+        return TestReporter(setup)()  # type: ignore[arg-type]
+    finally:
+        if active is not None:
+            engine.use_head(active)
 
 
 def _pick_trial(study, config, ref: str):

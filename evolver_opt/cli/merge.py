@@ -38,14 +38,25 @@ def _weights(ctx: click.Context, param: click.Parameter, value: str | None) -> l
 )  # fmt: skip
 @click.option("--seed", type=int, help="Seed of the DARE drop masks.")
 @click.option("--heads", type=click.Choice(["auto", "merge", "separate"]), default="auto")
-@click.option("--head", default=None, help="With separate heads: the task whose head to export.")
+@click.option(
+    "--head", default=None,
+    help="With separate heads: 'all' (default: one folder per task, sharing the body file) or "
+    "the task whose head to export.",
+)  # fmt: skip
+@click.option(
+    "--mergekit-yaml", type=click.Path(dir_okay=False), default=None,
+    help="Also write a mergekit configuration that reproduces this merge to PATH (refused, with "
+    "the reason, for methods mergekit cannot express).",
+)  # fmt: skip
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--allow-pickle/--no-allow-pickle", default=False, help="Read .bin pickle weights.")
 @click.option("--trust-remote-code/--no-trust-remote-code", default=False)
 @click.option("--overwrite/--no-overwrite", default=False)
 @click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.pass_context
 def merge(
+    ctx: click.Context,
     base: str,
     models: tuple[str, ...],
     method: str,
@@ -55,6 +66,7 @@ def merge(
     seed: int | None,
     heads: str,
     head: str | None,
+    mergekit_yaml: str | None,
     dtype: str,
     device: str,
     allow_pickle: bool,
@@ -62,11 +74,14 @@ def merge(
     overwrite: bool,
     out: str,
 ) -> None:
-    """Merge fine-tuned models of one base with a static method and export the result."""
+    """Merge fine-tuned models of one base with a static method and export the result (with a
+    model card, README.md)."""
     import torch
 
+    from evolver_opt.cli._command import command_line
     from evolver_opt.errors import EvolverError
     from evolver_opt.merge import MergeEngine, export_merged, get_method
+    from evolver_opt.merge.export import ALL_HEADS
     from evolver_opt.zoo import resolve_base
 
     if method in DATA_METHODS:
@@ -88,9 +103,55 @@ def merge(
             resolve_base(base), list(models), heads=heads, allow_pickle=allow_pickle,
             trust_remote_code=trust_remote_code, device=device, dtype=getattr(torch, dtype),
         )  # fmt: skip
+        if not engine.heads_merged:
+            head = _check_head(engine, head, ALL_HEADS)
+        mergekit = (
+            _mergekit_text(engine, chosen, kwargs, head, ALL_HEADS) if mergekit_yaml else None
+        )
         result = chosen.merge(engine, **kwargs)
-        path = export_merged(engine, out, result, head=head, overwrite=overwrite)
+        recipe = {"command": command_line(ctx)}
+        path = export_merged(engine, out, result, recipe, head=head, overwrite=overwrite)
     except EvolverError as exc:
         raise click.ClickException(str(exc)) from exc
-    heads_note = "merged" if engine.heads_merged else f"separate (exported: {engine.active_head})"
+    if mergekit_yaml and mergekit is not None:
+        Path(mergekit_yaml).write_text(mergekit)
+    if engine.heads_merged:
+        heads_note = "merged"
+    elif head == ALL_HEADS:
+        heads_note = f"separate: one folder per task ({', '.join(engine.model_names)})"
+    else:
+        heads_note = f"separate (exported: {head})"
     click.echo(f"{method} merge of {engine.n_models} models -> {path} (heads {heads_note})")
+    if mergekit_yaml:
+        click.echo(f"mergekit configuration -> {mergekit_yaml}")
+
+
+def _check_head(engine, head: str | None, all_heads: str) -> str:
+    """The --head of a merge with separate heads: 'all' (default) or one task's name."""
+    if head is None or head == all_heads:
+        return all_heads
+    if head not in engine.model_names:
+        raise click.BadParameter(
+            f"{head!r} is not one of the models {engine.model_names} (or 'all')",
+            param_hint="--head",
+        )
+    return head
+
+
+def _mergekit_text(engine, chosen, kwargs: dict, head: str | None, all_heads: str) -> str:
+    """The mergekit YAML of the merge about to run; refused before any merging."""
+    from evolver_opt.errors import EvolverError
+    from evolver_opt.merge.mergekit import mergekit_config, to_yaml
+
+    kwargs = chosen.check_params(kwargs)
+    coefficients = chosen.coefficients(engine, **kwargs) if chosen.linear else None
+    one = engine.model_names[0] if head == all_heads else head
+    try:
+        config = mergekit_config(engine, chosen.name, kwargs, coefficients, head=one)
+    except EvolverError as exc:
+        raise click.UsageError(f"--mergekit-yaml: {exc}") from None
+    if head == all_heads and engine.n_models > 1:
+        raise click.UsageError(
+            "--mergekit-yaml with separate heads writes one task's merge: pass --head TASK"
+        )
+    return to_yaml(config, note=f"reproduces evolver-opt merge --method {chosen.name}")
