@@ -125,6 +125,8 @@ class PrunerSettings(_Frozen):
 
     @model_validator(mode="after")
     def _builds(self) -> PrunerSettings:
+        for key, value in self.options.items():
+            _check_pruner_option(self.name, key, value)
         self.make()  # a bad option fails at load, naming it
         return self
 
@@ -155,10 +157,55 @@ class PrunerSettings(_Frozen):
             raise ValueError(f"pruner {self.name!r} with options {self.options}: {exc}") from None
 
 
+# Each pruner's options: name -> (integer?, lowest, highest). Counts and steps are capped at a
+# million (a study never has more trials or dev examples); min_delta is a score difference.
+_MEDIAN_OPTIONS: dict[str, tuple[bool, float, float]] = {
+    "n_startup_trials": (True, 0, 10**6),
+    "n_warmup_steps": (True, 0, 10**6),
+    "interval_steps": (True, 1, 10**6),
+    "n_min_trials": (True, 1, 10**6),
+}
+PRUNER_OPTIONS: dict[str, dict[str, tuple[bool, float, float]]] = {
+    "none": {},
+    "median": _MEDIAN_OPTIONS,
+    "successive_halving": {
+        "min_resource": (True, 1, 10**6),
+        "reduction_factor": (True, 2, 10**6),
+        "min_early_stopping_rate": (True, 0, 10**6),
+        "bootstrap_count": (True, 0, 10**6),
+    },
+    "patient": {**_MEDIAN_OPTIONS, "patience": (True, 0, 10**6), "min_delta": (False, 0.0, 1.0)},
+}
+
+
+def _check_pruner_option(pruner: str, key: str, value: Any) -> None:
+    """Raise ``ValueError`` unless ``key = value`` is a known option of ``pruner`` in range
+    (finite; an integer where the pruner counts)."""
+    known = PRUNER_OPTIONS[pruner]
+    if key not in known:
+        allowed = sorted(known) or "none (no pruner)"
+        raise ValueError(f"pruner {pruner!r}: unknown option {key!r}; expected one of {allowed}")
+    integer, low, high = known[key]
+    if isinstance(value, bool) or not math.isfinite(value):
+        raise ValueError(f"pruner {pruner!r}: option {key} = {value!r} is not a finite number")
+    if integer and not isinstance(value, int):
+        raise ValueError(f"pruner {pruner!r}: option {key} = {value!r} must be an integer")
+    if not low <= value <= high:
+        raise ValueError(
+            f"pruner {pruner!r}: option {key} = {value!r} is out of range; expected "
+            f"{low} <= {key} <= {high}"
+        )
+
+
+MAX_POPULATION = 10_000
+
+
 class EvolverSettings(_Frozen):
     """Keyword arguments of ``EvolverSampler`` (see its docstring)."""
 
-    population_size: int | None = Field(None, ge=2)
+    # Each slot costs at least one trial before evolution starts, and the samplers keep a
+    # (slots x coefficients) array per trial asked: beyond this a study never leaves its start.
+    population_size: int | None = Field(None, ge=2, le=MAX_POPULATION)
     mutation: Literal["interpolate", "de", "pbest"] = "interpolate"
     F: float = Field(0.5, gt=0, le=2)
     CR: float = Field(0.5, ge=0, le=1)
@@ -312,8 +359,12 @@ def load_config(path: str | Path) -> StudyConfig:
         data = tomllib.loads(path.read_text())
     except OSError as exc:
         raise ConfigError(f"cannot read study file {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"{path}: arrays or tables nested too deeply to read; a study file needs a few levels"
+        ) from None
     if "study" not in data:
         raise ConfigError(f"{path}: no [study] table (found tables: {sorted(data) or 'none'})")
     table = dict(data["study"])

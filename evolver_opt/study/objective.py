@@ -120,6 +120,7 @@ def build_setup(
     engine = build_engine(
         config, data_dir=data_dir, zoo_root=zoo_root, model_dtype=dtype_of(precision)
     )
+    check_max_length(config, engine.model)
     experts = config.expert_specs(zoo_root)
     tokenizer = shared_tokenizer(
         [*((e.name, e.path) for e in experts), ("base", engine.checkpoints.base.path)]
@@ -141,6 +142,32 @@ def build_setup(
             update={"evaluation": ev.model_copy(update={"precision": setup.precision.used})}
         )
     return setup
+
+
+# Models whose learned positions start after the padding index (fairseq's convention).
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text")
+
+
+def token_positions(model_config: Any) -> int | None:
+    """How many token positions the model has learned (None: no fixed limit)."""
+    positions = getattr(model_config, "max_position_embeddings", None)
+    if not isinstance(positions, int) or isinstance(positions, bool):
+        return None
+    if getattr(model_config, "model_type", None) in _OFFSET_POSITIONS:
+        positions -= int(getattr(model_config, "pad_token_id", 1) or 0) + 1
+    return positions
+
+
+def check_max_length(config: StudyConfig, model: Any) -> None:
+    """Refuse an ``evaluation.max_length`` beyond the model's token positions."""
+    positions = token_positions(getattr(model, "config", None))
+    wanted = config.evaluation.max_length
+    if positions is not None and wanted > positions:
+        raise ConfigError(
+            f"[study.evaluation] max_length = {wanted} exceeds the {positions} token positions "
+            f"of the base model {config.base_name!r} (max_position_embeddings); use "
+            f"max_length <= {positions}"
+        )
 
 
 def with_dev_sample(

@@ -122,6 +122,12 @@ def _element_sampler(
     mode = parse_element_sampler(name)
     if mode is None:
         return None
+    _refuse_ignored_settings(name, options)
+    if not 0 < options.get("F", 0.5) <= 1:
+        raise ConfigError(
+            f"sampler {name!r} interpolates weights, so evolver.F must be in (0, 1]; "
+            f"got F = {options['F']!r}"
+        )
     if options.get("mutation", "interpolate") != "interpolate":
         raise ConfigError(
             f"sampler {name!r} evolves weights by interpolation only; "
@@ -131,7 +137,29 @@ def _element_sampler(
         raise ConfigError(
             f"sampler {name!r} has no self-adaptive F and CR; got evolver.adapt={options['adapt']!r}"
         )
-    keys = ("F", "CR", "p_random", "n_generations")
     return ElementEvolverSampler(
-        mode=mode.mode, seed=seed, **{k: options[k] for k in keys if k in options}
+        mode=mode.mode, seed=seed, **{k: options[k] for k in ELEMENT_KEYS if k in options}
     )
+
+
+# The [study.evolver] settings the weight-space samplers read; mutation and adapt are checked
+# (interpolation only, no self-adaptation), every other one must stay at its default.
+ELEMENT_KEYS = ("F", "CR", "p_random", "n_generations")
+
+
+def _refuse_ignored_settings(name: str, options: dict) -> None:
+    """Raise naming each ``[study.evolver]`` setting that sampler ``name`` would ignore."""
+    from evolver_opt.study.config import EvolverSettings
+
+    defaults = EvolverSettings().model_dump()
+    checked = {*ELEMENT_KEYS, "mutation", "adapt"}
+    ignored = {
+        k: v for k, v in options.items() if k not in checked and v != defaults.get(k, object())
+    }
+    if ignored:
+        listed = ", ".join(f"{k} = {v!r}" for k, v in sorted(ignored.items()))
+        raise ConfigError(
+            f"sampler {name!r} does not use [study.evolver] {listed} (its population is the "
+            f"start points; it reads only {', '.join(ELEMENT_KEYS)}); remove "
+            f"{'them' if len(ignored) > 1 else 'it'} or use a coefficient sampler"
+        )

@@ -210,7 +210,7 @@ def test_racing_works_with_separate_heads_and_counts_examples(study_env, tmp_pat
 def test_bad_pruner_settings_fail_at_load(tiny_world, tmp_path):
     base = write_study(tmp_path / "s.toml", tiny_world).read_text()
     for table, message in (
-        ('name = "median"\noptions = {bogus = 1}', "unexpected keyword argument 'bogus'"),
+        ('name = "median"\noptions = {bogus = 1}', "unknown option 'bogus'"),
         ('name = "median"\nstages = [0.5, 0.25, 1.0]', "increasing"),
         ('name = "median"\nstages = [0.5]', "ending with 1.0"),
         ('name = "hyperband"', "'none', 'median', 'successive_halving' or 'patient'"),
