@@ -53,7 +53,6 @@ def export(
     from evolver_opt.errors import EvolverError
     from evolver_opt.merge import export_merged
     from evolver_opt.merge.export import ALL_HEADS
-    from evolver_opt.merge.mergekit import refusal_reason
     from evolver_opt.study.attributes import ATTR_SAMPLER
     from evolver_opt.study.config import parse_config
     from evolver_opt.study.notes import ATTR_PROBLEM
@@ -73,9 +72,7 @@ def export(
                 f"study {study_name!r} was not made by evolver-opt (no {ATTR_CONFIG})"
             )
         config = parse_config(stored, source=f"study {study_name!r}")
-        if mergekit_yaml and config.granularity == "element":
-            raise click.ClickException(f"--mergekit-yaml: {refusal_reason('element')}")
-        trial = _pick_trial(study, config, trial_ref)
+        trial = _pick_trial(study, config, trial_ref)  # weight-space studies are refused here
         engine = build_engine(config)
         if head is not None and head != ALL_HEADS and head not in engine.model_names:
             raise click.BadParameter(
@@ -83,18 +80,15 @@ def export(
                 f"{engine.model_names}",
                 param_hint="--head",
             )
-        coefficients = coefficients_of(config, engine, trial.params)
-        # RECONSTRUCTED (issue-27 session): this file's uncommitted edits were lost by
-        # accident; the lines from here to _pick_trial are a best-effort rebuild, not the
-        # original. Please check them against your own copy and remove this note.
         head = None if engine.heads_merged else (head or ALL_HEADS)
-        recipe = {
+        coefficients = coefficients_of(config, engine, trial.params)
+        recipe: dict[str, Any] = {
             "study": study_name,
             "trial": trial.number,
             "sampler": study.user_attrs.get(ATTR_SAMPLER),
             "dev_score": trial.value,
-            "dev_scores": _dev_scores(trial.user_attrs),
             "metric": config.metric,
+            "dev_scores": _dev_scores(trial.user_attrs),
             "params": trial.params,
             "command": command_line(ctx),
         }
@@ -107,32 +101,34 @@ def export(
         )  # fmt: skip
     except EvolverError as exc:
         raise click.ClickException(str(exc)) from None
-    layout = "one folder" if head != ALL_HEADS else "one folder per task"
-    click.echo(f"exported trial {trial.number} (dev {trial.value:.4f}) to {path} ({layout})")
+    what = f"{engine.n_models} task folders" if head == ALL_HEADS else "one folder"
+    click.echo(f"exported trial {trial.number} (dev {trial.value:.4f}) to {path} ({what})")
 
 
 def _dev_scores(attrs: dict[str, Any]) -> dict[str, float]:
     """Task -> dev score, from a trial's ``dev:<task>/dev`` user attributes."""
     return {
-        key.removeprefix("dev:").removesuffix("/dev"): float(value)
+        key.removeprefix("dev:").split("/")[0]: float(value)
         for key, value in attrs.items()
         if key.startswith("dev:") and isinstance(value, (int, float))
     }
 
 
 def _test_scores(config: Any, engine: Any) -> dict[str, float]:
-    """The merge's score on each of the study's test splits (reporting only, never a choice)."""
-    from types import SimpleNamespace
-
+    """The working model's score on each of the study's test splits, each task with its own
+    head (reporting only, never a choice); the engine's active head is put back."""
+    from evolver_opt.data.pipeline import ensure_prepared
     from evolver_opt.evaluation.tokenizer import shared_tokenizer
+    from evolver_opt.study.objective import MergeSetup
     from evolver_opt.study.rows import TestReporter
 
-    experts = [(e.name, e.path) for e in config.expert_specs()]
+    ensure_prepared()
+    experts = [(m.name, m.path) for m in engine.checkpoints.models]
     tokenizer = shared_tokenizer([*experts, ("base", engine.checkpoints.base.path)])
+    setup = MergeSetup(config, engine, None, tokenizer, [], {})  # type: ignore[arg-type]
     active = engine.active_head
     try:
-        setup = SimpleNamespace(config=config, engine=engine, tokenizer=tokenizer)
-        return TestReporter(setup)()  # type: ignore[arg-type]
+        return TestReporter(setup)()
     finally:
         if active is not None:
             engine.use_head(active)
