@@ -65,6 +65,10 @@ class StoredSampler(BaseModel):
     options: dict[str, Any]
 
 
+MAX_TOP_K = 10**6  # re-ranking re-scores each trial: more is no study's budget
+MAX_SAMPLE = 10**9  # examples per dev split: more than any data set holds
+
+
 class RerankedTrial(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     trial: int = Field(ge=0)
@@ -76,9 +80,10 @@ class StoredRerank(BaseModel):
     """The JSON schema of ``evolver_opt:rerank`` (trials in study rank order)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    k: int = Field(ge=1)
-    dev_per_split: int | None  # the larger sample (None: all of each dev split)
-    study_dev_per_split: int | None
+    k: int = Field(ge=1, le=MAX_TOP_K)
+    # the larger sample (None: all of each dev split), and the study's own
+    dev_per_split: Annotated[int, Field(ge=1, le=MAX_SAMPLE)] | None
+    study_dev_per_split: Annotated[int, Field(ge=1, le=MAX_SAMPLE)] | None
     metric: str
     precision: str
     trials: list[RerankedTrial] = Field(min_length=1)

@@ -61,8 +61,36 @@ def record_peak(study: Any, peak: PeakRSS) -> float | None:
     """The study's peak RSS: this run's, or an earlier run's (or another worker's) if higher,
     kept in the study user attribute ``peak_rss_mb`` (a resume that found the study finished
     measures almost nothing)."""
-    stored = study.user_attrs.get(ATTR_PEAK_RSS) or {}
-    if stored.get("mib") is not None and (peak.mib is None or stored["mib"] >= peak.mib):
-        return stored["mib"]
+    stored = stored_peak(study)
+    if stored is not None and (peak.mib is None or stored >= peak.mib):
+        return stored
     study.set_user_attr(ATTR_PEAK_RSS, {"mib": peak.mib, "scope": peak.scope})
     return peak.mib
+
+
+def stored_peak(study: Any) -> float | None:
+    """The peak recorded on ``study`` (MiB), or None: none recorded, or a value of another
+    shape (``{"mib": "lots"}``), which is ignored with a warning and replaced by this run's."""
+    import math
+    import warnings
+
+    stored = study.user_attrs.get(ATTR_PEAK_RSS)
+    if stored is None:
+        return None
+    mib = stored.get("mib") if isinstance(stored, dict) else None
+    if mib is None and isinstance(stored, dict) and set(stored) <= {"mib", "scope"}:
+        return None  # a run that measured nothing
+    if (
+        isinstance(mib, bool)
+        or not isinstance(mib, (int, float))
+        or not math.isfinite(mib)
+        or mib < 0
+    ):
+        warnings.warn(
+            f"study {study.study_name!r}: user attribute {ATTR_PEAK_RSS} = {str(stored)[:80]!r} "
+            'is not {"mib": a non-negative number, "scope": ...}; ignored and replaced',
+            UserWarning,
+            stacklevel=3,
+        )
+        return None
+    return float(mib)

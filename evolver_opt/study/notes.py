@@ -17,6 +17,7 @@ import contextlib
 import json
 import re
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import optuna
 from optuna.trial import TrialState
 
 from evolver_opt.core.genome import PREFIX, Genome
+from evolver_opt.core.population import preview
 from evolver_opt.errors import StorageError
 from evolver_opt.paths import runs_dir
 from evolver_opt.study.attributes import (
@@ -172,22 +174,38 @@ def _precision_line(check: dict[str, Any] | None) -> str:
     return line
 
 
-def _rerank_lines(rerank: dict[str, Any] | None) -> list[str]:
-    """The note's section on the top-k re-ranking (``evolver-opt rerank``), if one was run."""
+def _rerank_lines(study: optuna.Study, rerank: dict[str, Any] | None) -> list[str]:
+    """The note's section on the top-k re-ranking (``evolver-opt rerank``), if one was run;
+    marked stale (no answer offered) once newer trials rank in the study's top k."""
     if not rerank:
         return []
+    from evolver_opt.study.rerank import unranked_newcomers
+
+    newcomers = unranked_newcomers(study, rerank)
     rows = {t["trial"]: t for t in rerank["trials"]}
     answer = rows[rerank["answer"]]
     sample = rerank["dev_per_split"]
+    scored = (
+        f"The top {rerank['k']} trials by study dev ({rerank['study_dev_per_split']}"
+        f" examples per split) were re-scored on {'all' if sample is None else sample} examples"
+        f" per dev split ({rerank['precision']})"
+    )
+    if newcomers:
+        title = f"### Re-ranked answer (stale): #{answer['trial']}, dev {answer['rerank_dev']:.4f}"
+        advice = (
+            f"; since then trial(s) {', '.join(f'#{n}' for n in newcomers)} finished in the"
+            f" study's top {rerank['k']} and were never re-scored, so this answer may not be the"
+            f" best: run `evolver-opt rerank --study-name {study.study_name} --top-k"
+            f" {rerank['k']}` again."
+        )
+    else:
+        title = f"### Re-ranked answer: #{answer['trial']}, dev {answer['rerank_dev']:.4f}"
+        advice = f"; export it with `--trial {answer['trial']}`."
     lines = [
         "",
-        f"### Re-ranked answer: #{answer['trial']}, dev {answer['rerank_dev']:.4f}",
+        title,
         "",
-        (
-            f"The top {rerank['k']} trials by study dev ({rerank['study_dev_per_split']}"
-            f" examples per split) re-scored on {'all' if sample is None else sample} examples"
-            f" per dev split ({rerank['precision']}); export it with `--trial {answer['trial']}`."
-        ),
+        scored + advice,
         "",
         "| trial | study dev | re-scored dev |",
         "|---|---|---|",
@@ -262,11 +280,55 @@ def study_note(study: optuna.Study, *, artifacts: Sequence[str] = ()) -> str:
                 "",
             ]
         lines += ["Coefficients (expert x group):", ""] + _recipe_table(recipe)
-    lines += _rerank_lines(study.user_attrs.get(ATTR_RERANK))
+    lines += _rerank_lines(study, study.user_attrs.get(ATTR_RERANK))
     if artifacts:
         lines += ["", "### Artifacts", "", *[f"- `{a}`" for a in artifacts]]
     lines += ["", "_Written by evolver-opt; rewritten after each run or compare._"]
     return "\n".join(lines) + "\n"
+
+
+# Optuna's artifact ids are uuid4 strings; the metadata attribute's key ends with the same id.
+_ARTIFACT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def stored_artifacts(study: optuna.Study) -> dict[str, dict[str, str]]:
+    """The study's artifact metadata by attribute key, each ``{"artifact_id", "filename"}``
+    checked: an entry that is not JSON, names no file, or whose id is not the uuid its key
+    ends with (a path such as ``../../victim.txt``) is left out with a warning, never used."""
+    out = {}
+    for key, value in study._storage.get_study_system_attrs(study._study_id).items():
+        if not key.startswith(ARTIFACT_PREFIX) or not isinstance(value, str):
+            continue  # a deleted artifact's attribute holds JSON null
+        problem = _artifact_problem(key, value)
+        if problem is None:
+            meta = json.loads(value)
+            out[key] = {"artifact_id": meta["artifact_id"], "filename": meta["filename"]}
+        else:
+            warnings.warn(
+                f"study {study.study_name!r}: study system attribute {key} = {preview(value)} "
+                f"is ignored ({problem}); the study was changed outside Optuna",
+                UserWarning,
+                stacklevel=2,
+            )
+    return out
+
+
+def _artifact_problem(key: str, value: str) -> str | None:
+    """Why artifact metadata ``key = value`` cannot be trusted, or None."""
+    try:
+        meta = json.loads(value)
+    except ValueError:
+        return "not JSON"
+    if not isinstance(meta, dict):
+        return "not an object"
+    artifact_id, filename = meta.get("artifact_id"), meta.get("filename")
+    if not isinstance(artifact_id, str) or not _ARTIFACT_ID.fullmatch(artifact_id):
+        return "its artifact_id is not an Optuna artifact id"
+    if key != ARTIFACT_PREFIX + artifact_id:
+        return "its artifact_id is not the one its key names"
+    if not isinstance(filename, str) or not filename:
+        return "it names no file"
+    return None
 
 
 def _remove_artifacts_named(study: optuna.Study, store: Any, filenames: set[str]) -> None:
@@ -274,11 +336,8 @@ def _remove_artifacts_named(study: optuna.Study, store: Any, filenames: set[str]
     from optuna.artifacts.exceptions import ArtifactNotFound
 
     storage, study_id = study._storage, study._study_id
-    for key, value in storage.get_study_system_attrs(study_id).items():
-        if not key.startswith(ARTIFACT_PREFIX) or not isinstance(value, str):
-            continue
-        meta = json.loads(value)
-        if isinstance(meta, dict) and meta.get("filename") in filenames:
+    for key, meta in stored_artifacts(study).items():
+        if meta["filename"] in filenames:
             with contextlib.suppress(ArtifactNotFound):  # a file already gone is fine
                 store.remove(meta["artifact_id"])
             storage.set_study_system_attr(study_id, key, json.dumps(None))
@@ -322,12 +381,7 @@ def refresh_note(study: optuna.Study) -> None:
     """Rewrite ``study``'s note, listing the artifacts it already has (none uploaded)."""
     import optuna_dashboard
 
-    names = []
-    for key, value in study._storage.get_study_system_attrs(study._study_id).items():
-        if key.startswith(ARTIFACT_PREFIX) and isinstance(value, str):
-            meta = json.loads(value)
-            if isinstance(meta, dict) and meta.get("filename"):
-                names.append(meta["filename"])
+    names = [meta["filename"] for meta in stored_artifacts(study).values()]
     optuna_dashboard.save_note(study, study_note(study, artifacts=names))
 
 

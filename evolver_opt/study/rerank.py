@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from evolver_opt.errors import ConfigError
+from evolver_opt.errors import ConfigError, StateError
 from evolver_opt.study.attributes import (
     ATTR_CONFIG,
     ATTR_PRECISION,
     ATTR_RERANK,
     ATTR_SAMPLER,
+    MAX_TOP_K,
     study_attrs,
 )
 from evolver_opt.study.config import StudyConfig, override_config, parse_config
@@ -58,8 +59,10 @@ class RerankResult:
 
 
 def check_top_k(k: int) -> None:
-    if k < 1:
-        raise ConfigError(f"top-k must be at least 1 trial to re-rank, got {k}")
+    if not 1 <= k <= MAX_TOP_K:
+        raise ConfigError(
+            f"top-k must be at least 1 (at most {MAX_TOP_K}) trial to re-rank, got {k}"
+        )
 
 
 def check_rerankable(config: StudyConfig, sampler: str | None, study_name: str) -> None:
@@ -180,6 +183,29 @@ def rerank(study: optuna.Study, setup: MergeSetup, k: int) -> RerankResult:
     )
     study.set_user_attr(ATTR_RERANK, out.as_json())
     return out
+
+
+def unranked_newcomers(study: optuna.Study, stored: dict[str, Any]) -> list[int]:
+    """Trials now in the study's top k (by study dev) that the stored re-ranking ``stored``
+    (``evolver_opt:rerank``, schema-checked) did not re-score: its answer is stale when any.
+
+    A re-ranking that names a trial the study does not hold as COMPLETE, or with another study
+    dev, is a ``StateError`` naming the attribute (the study was changed outside evolver-opt)."""
+    complete = {
+        t.number: t.value
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    }
+    for row in stored["trials"]:
+        if complete.get(row["trial"]) != row["study_dev"]:
+            held = "no COMPLETE trial" if row["trial"] not in complete else "another study dev"
+            raise StateError(
+                f"study {study.study_name!r}: user attribute {ATTR_RERANK} names trial "
+                f"{row['trial']} with study dev {row['study_dev']!r}, but the study has {held} "
+                "of that number; the study was changed outside evolver-opt (run evolver-opt "
+                "rerank again to replace it)"
+            )
+    reranked = {row["trial"] for row in stored["trials"]}
+    return [t.number for t in top_trials(study, stored["k"]) if t.number not in reranked]
 
 
 def rerank_table(result: RerankResult) -> str:

@@ -1,5 +1,6 @@
-"""Storage attributes fuzz: random and adversarial values in every ``evolver:*`` and
-``evolver_opt:*`` attribute, then a resume.
+"""Storage attributes fuzz: random and adversarial values in every attribute the project
+reads (``evolver:*``, ``evolver_opt:*``, ``peak_rss_mb`` and Optuna's ``artifacts:*``), then a
+resume and the end of a run (peak memory, note, artifacts).
 
 For each (attribute, value): nothing is executed (pickles that would run a shell command are
 among the values), the resume either stops with one :class:`EvolverError` that names the
@@ -14,7 +15,9 @@ import json
 import os
 import pickle
 import random
+import shutil
 import sqlite3
+import warnings
 from pathlib import Path
 
 import optuna
@@ -24,6 +27,15 @@ import sqlalchemy
 from evolver_opt import EvolverError, EvolverSampler, open_storage
 from evolver_opt.integrations.element_sampler import ElementEvolverSampler
 from evolver_opt.runtime.worker import WorkerLoop
+from evolver_opt.study.attributes import (
+    ATTR_PRECISION,
+    ATTR_PROBLEM,
+    ATTR_RERANK,
+    PrecisionCheck,
+)
+from evolver_opt.study.memory import record_peak
+from evolver_opt.study.notes import annotate_study, refresh_note
+from evolver_opt.study.rerank import top_trials
 from evolver_opt.study.runner import claim_study
 from tests.reliability._synthetic_worker import DIM, objective_for
 
@@ -34,7 +46,11 @@ FALLBACKS = {
     "evolver:search_space": "a checkpoint only: ignored with a warning, recomputed from trials",
     "evolver_opt:config": "informational (notes, reports): the hash decides a resume",
     "evolver_opt:identity": "informational (the differences listed on refusal): the hash decides",
+    "evolver_opt:problem": "informational (the note's problem line)",
+    "peak_rss_mb": "informational (reports): ignored with a warning, replaced by this run's",
+    "artifacts:*": "ignored with a warning (never used to delete); the note lists the others",
 }
+ARTIFACTS = "artifacts:*"  # the attribute Optuna keeps per uploaded artifact, keyed by its id
 
 
 class _Exploit:
@@ -79,9 +95,31 @@ def _payloads(marker: Path, seed: int) -> list[str]:
 
 def _coefficient_study(url: str) -> None:
     """An evolver-opt study over the synthetic problem: 25 trials (a search-space checkpoint,
-    lineage, population, config, identity, sampler, hash)."""
+    lineage, population, config, identity, sampler, hash), then what the end of a run and
+    ``rerank`` add (peak memory, precision, problem, a re-ranking, the note's artifacts)."""
     study = _open_coefficient(url)
     WorkerLoop(study, objective_for(), n_trials=25).run()
+    study.set_user_attr(ATTR_PRECISION, PrecisionCheck("auto", "fp32", "fuzz", 0.99).as_json())
+    study.set_user_attr(ATTR_PROBLEM, "fuzz")
+    top = top_trials(study, 3)
+    rerank = {
+        "k": 3, "dev_per_split": None, "study_dev_per_split": 8, "metric": "accuracy",
+        "precision": "fp32", "answer": top[-1].number,
+        "trials": [{"trial": t.number, "study_dev": t.value, "rerank_dev": 0.5} for t in top],
+    }  # fmt: skip
+    study.set_user_attr(ATTR_RERANK, rerank)
+    _end_of_run(study, Path(url.removeprefix("sqlite:///")))
+
+
+class _Peak:
+    mib, scope = 123.0, "block"
+
+
+def _end_of_run(study: optuna.Study, db: Path) -> None:
+    """What ``run`` does after its trials: peak memory, the note and its artifacts."""
+    record_peak(study, _Peak())
+    annotate_study(study, artifacts=db.with_name(db.stem + "-artifacts"))
+    refresh_note(study)
 
 
 def _claim_fuzz(
@@ -144,6 +182,11 @@ TARGETS = [
     ("coefficient", "study_system_attributes", "evolver:population"),
     ("coefficient", "study_system_attributes", "evolver:search_space"),
     ("coefficient", "trial_system_attributes", "evolver:lineage"),
+    ("coefficient", "study_user_attributes", "evolver_opt:precision"),
+    ("coefficient", "study_user_attributes", "evolver_opt:problem"),
+    ("coefficient", "study_user_attributes", "evolver_opt:rerank"),
+    ("coefficient", "study_user_attributes", "peak_rss_mb"),
+    ("coefficient", "study_system_attributes", ARTIFACTS),
     ("element", "study_system_attributes", "evolver:element_study"),
     ("element", "trial_system_attributes", "evolver:element"),
 ]
@@ -159,10 +202,49 @@ def templates(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
+def _artifacts_of(db: Path) -> Path:
+    """The artifact folder beside a SQLite file (``evolver_opt.study.notes.artifact_dir``)."""
+    return db.with_name(db.stem + "-artifacts")
+
+
 def _copy_database(source: Path, target: Path) -> None:
     """A consistent copy of a SQLite database in WAL mode (the file alone may miss commits)."""
     with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
         src.backup(dst)
+
+
+def _resolve(path: Path, table: str, key: str) -> str:
+    """``key``, or for ``artifacts:*`` the key of the study's first live artifact."""
+    if key != ARTIFACTS:
+        return key
+    with sqlite3.connect(path) as conn:
+        (found,) = conn.execute(
+            f"SELECT key FROM {table} WHERE key LIKE 'artifacts:%' AND value_json != 'null' "
+            "ORDER BY key LIMIT 1"
+        ).fetchone()
+    return found
+
+
+def _special(key: str, original: object, victim: Path) -> list[str]:
+    """Values of the right shape that point somewhere they must not (issue 27, item 10)."""
+    if key == ARTIFACTS and isinstance(original, dict):
+        traversal = os.path.relpath(victim, Path.cwd())
+        return [
+            json.dumps({**original, "artifact_id": "../../victim.txt"}),
+            json.dumps({**original, "artifact_id": traversal}),
+            json.dumps({**original, "artifact_id": str(victim)}),
+            json.dumps({**original, "filename": 7}),
+        ]
+    if key == "evolver_opt:rerank" and isinstance(original, dict):
+        ghost = {"trial": 99_999, "study_dev": 0.5, "rerank_dev": 0.9}
+        first = original["trials"][0]
+        return [
+            json.dumps({**original, "trials": [*original["trials"], ghost], "answer": 99_999}),
+            json.dumps({**original, "trials": [{**first, "study_dev": -7.0}]}),
+        ]
+    if key == "peak_rss_mb":
+        return [json.dumps("lots"), json.dumps({"mib": "lots"}), json.dumps({"mib": -1})]
+    return []
 
 
 def _stored(path: Path, table: str, key: str) -> object:
@@ -225,17 +307,27 @@ def test_tampered_attribute_is_refused_or_falls_back_and_loses_nothing(
 ):
     _build, reopen, objective = WORLDS[world]
     outcomes = []
+    pattern, key = key, _resolve(templates[world], table, key)
     original = _stored(templates[world], table, key)
+    victim = tmp_path / "victim.txt"
     payloads = _payloads(tmp_path / "pwned", seed=len(key)) + _wrong_values(original)
+    payloads += _special(pattern, original, victim)
     for n, text in enumerate(payloads):
         path = tmp_path / f"case{n}.db"
         _copy_database(templates[world], path)
+        if _artifacts_of(templates[world]).is_dir():
+            shutil.copytree(_artifacts_of(templates[world]), _artifacts_of(path))
+        victim.write_text("keep me")
         url = f"sqlite:///{path}"
         assert _tamper(url, table, key, text) == 1, f"{key} is not stored in the {world} study"
         before = _finished(url)
         try:
-            study = reopen(url)
-            WorkerLoop(study, objective, n_trials=len(before) + 3).run()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                study = reopen(url)
+                WorkerLoop(study, objective, n_trials=len(before) + 3).run()
+                if world == "coefficient":
+                    _end_of_run(study, path)
             outcome = "ran"
         except EvolverError as exc:
             outcome = "refused"
@@ -247,10 +339,11 @@ def test_tampered_attribute_is_refused_or_falls_back_and_loses_nothing(
                 f"{key}={text[:40]!r}: {type(exc).__name__} instead of a clear error: {exc}"
             )
         assert not (tmp_path / "pwned").exists(), f"{key}={text[:40]!r} executed code"
+        assert victim.exists(), f"{key}={text[:40]!r} deleted a file outside the artifact store"
         after = {r[0]: r for r in _finished(url)}
         assert all(after.get(r[0]) == r for r in before), f"{key}={text[:40]!r} lost a trial"
         if outcome == "ran":
-            assert key in FALLBACKS, f"{key}={text[:40]!r} was used without a word"
+            assert pattern in FALLBACKS, f"{key}={text[:40]!r} was used without a word"
         outcomes.append(outcome)
-    if key not in FALLBACKS:
+    if pattern not in FALLBACKS:
         assert set(outcomes) == {"refused"}

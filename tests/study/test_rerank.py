@@ -234,3 +234,35 @@ def test_cli_run_rerank_is_skipped_on_the_full_dev_set(study_env, tmp_path):
     assert "--rerank 2 skipped: the study already scores the full dev splits" in ran.output
     (summary,) = optuna.get_all_study_summaries(storage=study_env["storage"])
     assert ATTR_RERANK not in summary.user_attrs
+
+
+def test_a_rerank_answer_is_marked_stale_once_newer_trials_enter_the_top_k(sampled_study):
+    """Issue 27, item 7: after a resume, the note offered the old answer beside a new best
+    that was never re-scored."""
+    study, _ = sampled_study
+    setup = rerank_setup(study, None)
+    result = rerank(study, setup, 3)
+    note = study_note(study)
+    assert f"export it with `--trial {result.answer}`" in note and "stale" not in note
+    best = study.best_trial
+    study.add_trial(
+        optuna.trial.create_trial(params=best.params, distributions=best.distributions, value=1.0)
+    )  # a resumed run's new best, never re-scored
+    newest = study.trials[-1].number
+    note = study_note(study)
+    assert f"### Re-ranked answer (stale): #{result.answer}" in note
+    assert f"trial(s) #{newest} finished in the study's top 3" in note
+    assert "evolver-opt rerank --study-name sampled --top-k 3" in note
+    assert "export it with" not in note
+    rerank(study, setup, 3)  # re-ranked again: current
+    assert "stale" not in study_note(study)
+
+
+def test_a_rerank_naming_a_trial_the_study_lacks_is_refused_naming_it(sampled_study):
+    study, _ = sampled_study
+    rerank(study, rerank_setup(study, None), 2)
+    stored = dict(study.user_attrs[ATTR_RERANK])
+    ghost = {"trial": 999, "study_dev": 0.5, "rerank_dev": 1.0}
+    study.set_user_attr(ATTR_RERANK, {**stored, "trials": [*stored["trials"], ghost]})
+    with pytest.raises(StateError, match=f"{ATTR_RERANK} names trial 999"):
+        study_note(study)
