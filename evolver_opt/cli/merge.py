@@ -1,4 +1,9 @@
-"""``evolver-opt merge``: a static merge of N fine-tuned models into one exported directory."""
+"""``evolver-opt merge``: a static merge of N fine-tuned models into one exported directory.
+
+``--method`` takes every registered method (``evolver_opt.merge.methods``); one that needs data
+(Fisher, RegMean, ...) takes ``--examples N`` of each expert's own training data, or its
+statistics on them cached beside the expert, as ``baselines`` does.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,7 @@ from pathlib import Path
 
 import click
 
-CLI_METHODS = ("average", "task_arithmetic", "ties", "dare")
-DATA_METHODS = ("fisher", "regmean")
+from evolver_opt.cli._merge_data import MethodOption
 
 
 def _weights(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float] | None:
@@ -29,7 +33,7 @@ def _weights(ctx: click.Context, param: click.Parameter, value: str | None) -> l
     "--model", "models", required=True, multiple=True,
     type=click.Path(exists=True, file_okay=False), help="A fine-tuned model directory (repeat).",
 )  # fmt: skip
-@click.option("--method", required=True, help=f"One of {', '.join(CLI_METHODS)}.")
+@click.option("--method", required=True, cls=MethodOption, help="A registered merge method.")
 @click.option("--weights", callback=_weights, help="Per-model weights, e.g. 0.3,0.3,0.4.")
 @click.option("--lambda", "lambda_", type=float, help="Task-vector scale (task_arithmetic, ...).")
 @click.option(
@@ -37,6 +41,19 @@ def _weights(ctx: click.Context, param: click.Parameter, value: str | None) -> l
     help="Kept fraction of each task vector (ties, dare; default 0.2).",
 )  # fmt: skip
 @click.option("--seed", type=int, help="Seed of the DARE drop masks.")
+@click.option(
+    "--param", "params", multiple=True, metavar="KEY=VALUE",
+    help="Any other parameter of the method (repeat), VALUE as JSON: e.g. --param alpha=0.9.",
+)  # fmt: skip
+@click.option(
+    "--examples", type=click.IntRange(min=1), default=None,
+    help="Methods that need data: N examples of each expert's own training split (the expert's "
+    "domain: its zoo card.json, or its folder's name); statistics are cached beside it.",
+)  # fmt: skip
+@click.option(
+    "--max-length", type=click.IntRange(min=1), default=128, show_default=True,
+    help="With --examples: tokens per example.",
+)  # fmt: skip
 @click.option("--heads", type=click.Choice(["auto", "merge", "separate"]), default="auto")
 @click.option(
     "--head", default=None,
@@ -64,6 +81,9 @@ def merge(
     lambda_: float | None,
     density: float | None,
     seed: int | None,
+    params: tuple[str, ...],
+    examples: int | None,
+    max_length: int,
     heads: str,
     head: str | None,
     mergekit_yaml: str | None,
@@ -79,37 +99,59 @@ def merge(
     import torch
 
     from evolver_opt.cli._command import command_line
+    from evolver_opt.cli._merge_data import (
+        data_arguments,
+        data_kind,
+        data_parameters,
+        expert_names,
+        offered_methods,
+        parse_params,
+    )
     from evolver_opt.errors import EvolverError
     from evolver_opt.merge import MergeEngine, export_merged, get_method
     from evolver_opt.merge.export import ALL_HEADS
     from evolver_opt.zoo import resolve_base
 
-    if method in DATA_METHODS:
-        raise click.UsageError(
-            f"--method {method} needs examples per model; use the Python API "
-            f"(get_method({method!r}).merge(engine, examples=...)). CLI methods: {CLI_METHODS}"
-        )
     if Path(out).exists() and not overwrite:  # before any loading or merging
         raise click.UsageError(f"--out {out} exists; pass --overwrite to replace it")
     given = {"weights": weights, "lambda_": lambda_, "density": density, "seed": seed}
     kwargs = {k: v for k, v in given.items() if v is not None}
+    kwargs.update(parse_params(params))
     try:
         chosen = get_method(method)
-        extra = [k for k in kwargs if k not in chosen.params]
+        if method not in offered_methods():
+            raise click.UsageError(f"--method {method} is not offered on the command line")
+        kind = data_kind(chosen)
+        if kind is not None and examples is None:
+            raise click.UsageError(
+                f"--method {method} needs examples per model ({kind} of each expert's own "
+                "training data): pass --examples N"
+            )
+        if kind is None and examples is not None:
+            raise click.UsageError(f"--method {method} needs no data; it does not take --examples")
+        data_params = data_parameters(chosen)
+        extra = [k for k in kwargs if k not in chosen.params or k in data_params]
         if extra:
-            flags = ", ".join("--" + k.rstrip("_") for k in extra)
+            flags = ", ".join("--" + k.rstrip("_") if k in given else f"--param {k}" for k in extra)
             raise click.UsageError(f"--method {method} does not take {flags}")
+        names = expert_names(models, method) if kind is not None else None
         engine = MergeEngine.from_dirs(
             resolve_base(base), list(models), heads=heads, allow_pickle=allow_pickle,
             trust_remote_code=trust_remote_code, device=device, dtype=getattr(torch, dtype),
+            model_names=names,
         )  # fmt: skip
         if not engine.heads_merged:
             head = _check_head(engine, head, ALL_HEADS)
         mergekit = (
             _mergekit_text(engine, chosen, kwargs, head, ALL_HEADS) if mergekit_yaml else None
         )
-        result = chosen.merge(engine, **kwargs)
-        recipe = {"command": command_line(ctx)}
+        recipe: dict = {"command": command_line(ctx)}
+        data: dict = {}
+        if kind is not None:
+            data, recipe["data"] = data_arguments(engine, chosen, examples, max_length, 64)
+        result = chosen.merge(engine, **kwargs, **data)
+        if recipe.get("data"):
+            result.params = {**result.params, **recipe["data"]}
         path = export_merged(engine, out, result, recipe, head=head, overwrite=overwrite)
     except EvolverError as exc:
         raise click.ClickException(str(exc)) from exc
