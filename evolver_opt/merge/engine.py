@@ -10,7 +10,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,10 @@ class MergeEngine:
             self._load_heads()
         self._kernel = GroupMatVec(self.stacked, self.output, layout.group_spans)
         self._outputs = {self.model_dtype: (self.output, self._kernel)}
+        # study forms: other rows the coefficients can weigh (name -> (N + 1, P) rows), with a
+        # kernel per (form, working dtype); the experts' rows are the form None
+        self.forms: dict[str, torch.Tensor] = {}
+        self._form_kernels: dict[tuple[str, torch.dtype], GroupMatVec] = {}
         self.version = 0
         self.state: dict[str, Any] = {}
         self.apply(np.zeros(self.genome.shape))
@@ -198,18 +202,54 @@ class MergeEngine:
         """How :meth:`apply` sums: ``triton`` (one fused launch) or a torch mode (``mv``, ...)."""
         return self._kernel.mode
 
+    # -- study forms --------------------------------------------------------------------
+    def add_form(self, name: str, parts: Iterable[tuple[TensorSlot, torch.Tensor]]) -> None:
+        """Keep rows ``base + part_i`` (a method's per-task parts, :meth:`MergeMethod.task_parts`)
+        as form ``name``: ``apply(c, form=name)`` then writes ``base + sum_i c[i, g] part_i``.
+        Memory: another ``(N + 1) x P`` rows in the engine's dtype."""
+        rows = torch.empty_like(self.stacked)
+        rows[0].copy_(self.stacked[0])
+        seen = 0
+        with torch.no_grad():
+            for slot, slot_parts in parts:
+                start, end = self.layout.span(slot.name)
+                base = slot.base.float().reshape(-1)
+                for i in range(self.n_models):
+                    rows[i + 1, start:end].copy_(base + slot_parts[i].reshape(-1))
+                seen += end - start
+        if seen != self.layout.numel:
+            raise ConfigError(f"form {name!r} gave parts for {seen} of {self.layout.numel} weights")
+        if not torch.isfinite(rows).all():
+            raise ConfigError(f"form {name!r} has non-finite weights")
+        self.forms[name] = rows
+        self._form_kernels = {k: v for k, v in self._form_kernels.items() if k[0] != name}
+        self.mark_written({"form_built": name})  # building may have used the working model
+
+    def _kernel_for(self, form: str | None) -> GroupMatVec:
+        if form is None:
+            return self._kernel
+        if form not in self.forms:
+            raise ConfigError(f"form {form!r} was not added; forms: {sorted(self.forms)}")
+        key = (form, self.model_dtype)
+        if key not in self._form_kernels:
+            spans = self.layout.group_spans
+            self._form_kernels[key] = GroupMatVec(self.forms[form], self.output, spans)
+        return self._form_kernels[key]
+
     # -- the hot path -------------------------------------------------------------------
-    def apply(self, coefficients: Coefficients) -> None:
-        """Write ``theta_base + sum_i c[i, g] * tau_i`` into the working model, in place."""
+    def apply(self, coefficients: Coefficients, form: str | None = None) -> None:
+        """Write ``theta_base + sum_i c[i, g] * tau_i`` into the working model, in place
+        (``form``: the parts of an added form instead of the task vectors ``tau_i``)."""
         if isinstance(coefficients, torch.Tensor):
             coefficients = coefficients.detach().cpu().double().numpy()
         c = self.genome.matrix(coefficients)
         rows = np.empty((self.n_groups, self.n_models + 1))
         rows[:, 0] = 1.0 - c.sum(axis=0)
         rows[:, 1:] = c.T
+        kernel = self._kernel_for(form)
         with torch.no_grad():
-            self._kernel(rows)
-        self.mark_written({"coefficients": c.tolist()})
+            kernel(rows)
+        self.mark_written({"coefficients": c.tolist(), **({"form": form} if form else {})})
 
     def mark_written(self, state: dict[str, Any]) -> None:
         """Record what the working model now holds (methods that write directly call this)."""
@@ -249,7 +289,7 @@ class MergeEngine:
         if self.active_head is not None:
             self.use_head(self.active_head)
         if "coefficients" in self.state:
-            self.apply(self.state["coefficients"])
+            self.apply(self.state["coefficients"], self.state.get("form"))
         else:
             self.output.copy_(old)
 

@@ -21,6 +21,12 @@ _BLOCK = re.compile(r"^(.*?\.\d+)\.")
 _EMBED = re.compile(r"(^|\.)(embed\w*|embeddings|wte|wpe|shared|word_embeddings)(\.|$)")
 
 
+def block_of(name: str) -> str | None:
+    """The transformer block a tensor belongs to (``bert.encoder.layer.3``), or None."""
+    block = _BLOCK.match(name)
+    return block.group(1) if block else None
+
+
 def _layer_group(name: str, is_head: bool) -> str:
     if is_head:
         return "head"

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
+import torch
 
 from evolver_opt.errors import ConfigError
 
 if TYPE_CHECKING:
-    from evolver_opt.merge.engine import MergeEngine
+    from evolver_opt.merge.engine import MergeEngine, TensorSlot
+
+Data = Literal["statistics", "examples"] | None
 
 
 @dataclass
@@ -41,12 +44,39 @@ class MergeResult:
 
 class MergeMethod:
     """Base class. Subclasses set ``name``, ``url``, ``params`` and implement one of
-    :meth:`coefficients` (linear methods) or :meth:`write` (everything else)."""
+    :meth:`coefficients` (linear methods), :meth:`task_parts` (methods whose merge is a sum of
+    per-task parts: the write is derived, and the method can be a study's ``form``) or
+    :meth:`write` (everything else).
+
+    The class attributes below are the method's capabilities; every list of methods in the
+    project (the CLI's, ``baselines``' grids, ``compare``'s rows, the mergers, the forms and
+    start points of a study) is read from the registry through them, never written by hand.
+    """
 
     name: ClassVar[str] = ""
     url: ClassVar[str] = ""
     params: ClassVar[tuple[str, ...]] = ()
     linear: ClassVar[bool] = False  # True: the result is a coefficient array
+    # What data the method needs: None (data-free), "statistics" (each expert's statistics on
+    # its own training sample, cached beside it, passed as ``statistics_argument``) or
+    # "examples" (each expert's training batches, passed as ``examples``).
+    data: ClassVar[Data] = None
+    statistics_argument: ClassVar[str | None] = None
+    # The dev grid ``baselines`` tunes it on (empty: its defaults, scored once).
+    grid: ClassVar[tuple[dict[str, Any], ...]] = ()
+    reference: ClassVar[bool] = False  # an untuned reference row of every ``compare``
+    merger: ClassVar[bool] = True  # usable as ``evolver-merger:<name>`` over a population
+
+    @classmethod
+    def has_parts(cls) -> bool:
+        """True when the merge is a sum of per-task parts (:meth:`task_parts`): the method is
+        then a study ``form`` and its own answer one point of the coefficient space."""
+        return cls.task_parts is not MergeMethod.task_parts
+
+    def task_parts(self, engine: MergeEngine, **kwargs: Any) -> Iterator[tuple[TensorSlot, Any]]:
+        """Per merged tensor, the ``(n_models, *shape)`` float32 parts whose sum is the
+        method's merged task vector at scale 1 (``merge = base + lambda * parts.sum(0)``)."""
+        raise ConfigError(f"method {self.name!r} is not a sum of per-task parts")
 
     def coefficients(self, engine: MergeEngine, **kwargs: Any) -> np.ndarray:
         """The merge as an ``(n_models, n_groups)`` coefficient array, where expressible."""
@@ -56,8 +86,15 @@ class MergeMethod:
         )
 
     def write(self, engine: MergeEngine, **kwargs: Any) -> None:
-        """Write the merge into the engine's working model (non-linear methods)."""
-        engine.apply(self.coefficients(engine, **kwargs))
+        """Write the merge into the engine's working model (non-linear methods); a method with
+        parts writes ``base + lambda * sum_i part_i`` tensor by tensor."""
+        if not self.has_parts():
+            engine.apply(self.coefficients(engine, **kwargs))
+            return
+        scale = check_scale(kwargs.pop("lambda_", 1.0))
+        with torch.no_grad():
+            for slot, parts in self.task_parts(engine, **kwargs):
+                slot.out.copy_(slot.base.float() + scale * parts.sum(dim=0))
 
     def merge(self, engine: MergeEngine, **kwargs: Any) -> MergeResult:
         """Run the method on ``engine`` (the working model then holds it); return the result."""
@@ -79,11 +116,16 @@ class MergeMethod:
     def defaults(self) -> dict[str, Any]:
         """The declared parameters' default values (from ``write`` or ``coefficients``)."""
         impl = self.coefficients if self.linear else self.write
-        return {
-            name: p.default
+        out = {}
+        if self.has_parts() and type(self).write is MergeMethod.write:  # the derived write
+            impl = self.task_parts
+            out = {"lambda_": 1.0} if "lambda_" in self.params else {}
+        out.update(
+            (name, p.default)
             for name, p in inspect.signature(impl).parameters.items()
             if name in self.params and p.default is not inspect.Parameter.empty
-        }
+        )
+        return out
 
     def check_params(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Map ``lambda`` to ``lambda_`` and refuse undeclared parameters."""
@@ -120,6 +162,27 @@ def model_weights(weights: Sequence[float] | None, n: int, *, normalize: bool) -
             raise ConfigError(f"weights must be >= 0 with a positive sum, got {w.tolist()}")
         w = w / total
     return w
+
+
+def check_scale(scale: float) -> float:
+    """A finite task-vector scale (``lambda``)."""
+    if not np.isfinite(float(scale)):
+        raise ConfigError(f"lambda={scale} must be a finite number")
+    return float(scale)
+
+
+def task_vectors(slot: TensorSlot, weights: Sequence[float] | None = None) -> torch.Tensor:
+    """The slot's task vectors ``(n_models, *shape)`` in float32, times ``weights``."""
+    base = slot.base.float()
+    taus = torch.stack([m.float() - base for m in slot.models])
+    if weights is not None:
+        taus *= torch.as_tensor(list(weights), dtype=taus.dtype).view(-1, *[1] * base.dim())
+    return taus
+
+
+def is_matrix(slot: TensorSlot) -> bool:
+    """A 2-D tensor the spectral methods factorize (everything else: the mean task vector)."""
+    return len(slot.shape) == 2 and min(slot.shape) > 1
 
 
 def check_density(density: float) -> float:

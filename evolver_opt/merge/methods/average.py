@@ -19,6 +19,7 @@ class Average(MergeMethod):
     name = "average"
     url = "https://arxiv.org/abs/2203.05482"
     linear = True
+    reference = True
     params = ("weights",)
 
     def coefficients(

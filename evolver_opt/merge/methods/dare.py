@@ -8,16 +8,19 @@ task vector and scale kept entries by ``1 / density``. Here exactly
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from evolver_opt.merge.methods._base import MergeMethod, check_density, keep_count, model_weights
+from evolver_opt.merge.methods.ties import SPARSE_GRID
 
 if TYPE_CHECKING:
-    from evolver_opt.merge.engine import MergeEngine
+    from evolver_opt.merge.engine import MergeEngine, TensorSlot
+
+DARE_SEED = 0
 
 
 def _generator(seed: int, model: int, tensor: int) -> torch.Generator:
@@ -44,6 +47,26 @@ class Dare(MergeMethod):
     name = "dare"
     url = "https://arxiv.org/abs/2311.03099"
     params = ("density", "lambda_", "weights", "seed")
+    reference = True
+    grid = tuple({**p, "seed": DARE_SEED} for p in SPARSE_GRID)
+
+    def task_parts(
+        self,
+        engine: MergeEngine,
+        density: float = 0.2,
+        weights: Sequence[float] | None = None,
+        seed: int = 0,
+    ) -> Iterator[tuple[TensorSlot, torch.Tensor]]:
+        density = check_density(density)
+        w = model_weights(weights, engine.n_models, normalize=False).tolist()
+        with torch.no_grad():
+            for j, slot in enumerate(engine.slots()):
+                base = slot.base.float()
+                parts = torch.stack([
+                    drop_and_rescale(m.float() - base, density, _generator(seed, i, j)) * wi
+                    for i, (m, wi) in enumerate(zip(slot.models, w))
+                ])  # fmt: skip
+                yield slot, parts
 
     def write(
         self,

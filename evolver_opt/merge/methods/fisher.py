@@ -71,6 +71,8 @@ class Fisher(MergeMethod):
     name = "fisher"
     url = "https://arxiv.org/abs/2111.09832"
     params = ("examples", "weights", "floor", "fishers")
+    data = "statistics"
+    statistics_argument = "fishers"
 
     def write(
         self,

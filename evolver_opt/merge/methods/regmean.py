@@ -13,7 +13,7 @@ back as ``grams``, one ``{weight name: G_i}`` per model.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,11 +21,11 @@ import torch
 from torch import nn
 
 from evolver_opt.errors import ConfigError
-from evolver_opt.merge.methods._base import MergeMethod, model_weights
+from evolver_opt.merge.methods._base import MergeMethod, model_weights, task_vectors
 from evolver_opt.merge.methods._examples import Examples, load_model, model_inputs, per_model
 
 if TYPE_CHECKING:
-    from evolver_opt.merge.engine import MergeEngine
+    from evolver_opt.merge.engine import MergeEngine, TensorSlot
 
 
 def linear_layers(engine: MergeEngine) -> dict[str, tuple[nn.Module, bool]]:
@@ -54,6 +54,33 @@ def expert_grams(engine: MergeEngine, i: int, batches: Sequence) -> dict[str, to
     return _grams(engine, linear_layers(engine), batches)
 
 
+def regression_parts(
+    taus: torch.Tensor, grams: Sequence[torch.Tensor], alpha: float, transposed: bool
+) -> torch.Tensor:
+    """Each model's part ``(sum_j G~_j)^-1 G~_i tau_i^T`` of a linear layer's RegMean merge
+    (float32, in the stored orientation; summed they give the merged task vector)."""
+    scaled = [_scaled_gram(g.to(taus.device, torch.float64), alpha) for g in grams]
+    total = sum(scaled)
+    if not torch.diagonal(total).gt(0).any():
+        return taus / len(taus)  # never saw an input: the average
+    ridge = 1e-8 * torch.diagonal(total).mean() * torch.eye(len(total), dtype=total.dtype)
+    inv = torch.linalg.inv(total + ridge.to(total.device))
+    parts = torch.empty_like(taus)
+    for i, (g, tau) in enumerate(zip(scaled, taus.double())):
+        tau_t = tau if transposed else tau.t()
+        part = inv @ (g @ tau_t)
+        parts[i] = (part if transposed else part.t()).to(taus.dtype)
+    return parts
+
+
+def gram_matrices(
+    engine: MergeEngine, layers: dict[str, tuple[nn.Module, bool]], batches: Sequence
+) -> dict[str, torch.Tensor]:
+    """Sum of ``x^T x`` (float64) over the inputs ``x`` of each of ``layers``, the working
+    model as it is now."""
+    return _grams(engine, layers, batches)
+
+
 class RegMean(MergeMethod):
     """RegMean over ``examples`` (model name -> batches), or over precomputed ``grams`` (one
     :func:`expert_grams` per model); ``alpha`` scales off-diagonals."""
@@ -61,6 +88,30 @@ class RegMean(MergeMethod):
     name = "regmean"
     url = "https://arxiv.org/abs/2212.09849"
     params = ("examples", "weights", "alpha", "grams")
+    data = "statistics"
+    statistics_argument = "grams"
+
+    def task_parts(
+        self,
+        engine: MergeEngine,
+        examples: Examples | None = None,
+        alpha: float = 0.9,
+        grams: Sequence[Mapping[str, torch.Tensor]] | None = None,
+    ) -> Iterator[tuple[TensorSlot, torch.Tensor]]:
+        """Per-model parts of the (unweighted) merge: linear layers' regression parts, the
+        mean task vector elsewhere (a study ``form``; :meth:`write` stays the exact solve)."""
+        if grams is None:
+            lists = per_model(engine, examples)
+            grams = [expert_grams(engine, i, lists[i]) for i in range(engine.n_models)]
+        layers = linear_layers(engine)
+        with torch.no_grad():
+            for slot in engine.slots():
+                taus = task_vectors(slot)
+                found = [g.get(slot.name) for g in grams] if slot.name in layers else []
+                if found and all(g is not None for g in found):
+                    yield slot, regression_parts(taus, found, float(alpha), layers[slot.name][1])
+                else:
+                    yield slot, taus / len(taus)
 
     def write(
         self,

@@ -20,6 +20,8 @@ class TaskArithmetic(MergeMethod):
     name = "task_arithmetic"
     url = "https://arxiv.org/abs/2212.04089"
     linear = True
+    reference = True
+    grid = tuple({"lambda": round(0.1 * k, 1)} for k in range(1, 11))
     params = ("weights", "lambda_")
 
     def coefficients(

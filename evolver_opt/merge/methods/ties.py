@@ -8,15 +8,27 @@ Yadav et al. 2023, "TIES-Merging: Resolving Interference When Merging Models", s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import torch
 
-from evolver_opt.merge.methods._base import MergeMethod, check_density, keep_count, model_weights
+from evolver_opt.merge.methods._base import (
+    MergeMethod,
+    check_density,
+    keep_count,
+    model_weights,
+    task_vectors,
+)
 
 if TYPE_CHECKING:
-    from evolver_opt.merge.engine import MergeEngine
+    from evolver_opt.merge.engine import MergeEngine, TensorSlot
+
+SPARSE_GRID = tuple(
+    {"density": d, "lambda": lam}
+    for d in (0.1, 0.2, 0.4, 0.6, 0.8)
+    for lam in (0.6, 0.8, 1.0, 1.2, 1.5)
+)
 
 
 def trim_magnitude(tau: torch.Tensor, density: float) -> torch.Tensor:
@@ -41,12 +53,32 @@ def ties_merge(taus: torch.Tensor, density: float) -> torch.Tensor:
     return total / count
 
 
+def ties_parts(taus: torch.Tensor, density: float) -> torch.Tensor:
+    """Each model's share of :func:`ties_merge`: its trimmed, sign-agreeing entries over the
+    count of agreeing models (the shares sum to the merge)."""
+    trimmed = torch.stack([trim_magnitude(t, density) for t in taus])
+    elected = torch.sign(trimmed.sum(dim=0))
+    agree = (torch.sign(trimmed) == elected) & (trimmed != 0)
+    return trimmed * agree / agree.sum(dim=0).clamp(min=1)
+
+
 class Ties(MergeMethod):
     """``base + lambda * ties(w_i * tau_i)``; density is the kept fraction per tensor."""
 
     name = "ties"
     url = "https://arxiv.org/abs/2306.01708"
     params = ("density", "lambda_", "weights")
+    reference = True
+    grid = SPARSE_GRID
+
+    def task_parts(
+        self, engine: MergeEngine, density: float = 0.2, weights: Sequence[float] | None = None
+    ) -> Iterator[tuple[TensorSlot, torch.Tensor]]:
+        density = check_density(density)
+        w = model_weights(weights, engine.n_models, normalize=False).tolist()
+        with torch.no_grad():
+            for slot in engine.slots():
+                yield slot, ties_parts(task_vectors(slot, w), density)
 
     def write(
         self,
