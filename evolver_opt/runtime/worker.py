@@ -23,6 +23,11 @@ trial``. Here, what each fault does:
 * **Disk full** (or a file-size limit, or a failing disk): a write the database refuses stops
   the loop at once with a :class:`StorageError` saying so (free space beside a SQLite file,
   the process's file-size limit); committed trials are untouched and the next run resumes.
+* **A worker killed (SIGKILL) mid-trial.** Its trial stays RUNNING. The next worker on the
+  same machine fails it and re-queues it at once (the trial records its worker's process,
+  :mod:`evolver_opt.runtime.owner`); a worker elsewhere does so once the heartbeat has been
+  silent for the grace period. Either way this happens before the budget is counted, so a
+  dead worker's trial never counts as done.
 * **Every trial fails.** After ``max_consecutive_failures`` FAIL trials in a row the loop stops
   with a :class:`ConfigError`.
 
@@ -34,6 +39,7 @@ process.
 
 from __future__ import annotations
 
+import logging
 import threading
 import warnings
 from collections.abc import Callable
@@ -45,12 +51,14 @@ from optuna.trial import FrozenTrial, TrialState
 from evolver_opt.errors import ConfigError
 from evolver_opt.runtime.heartbeat import guard_trial, heartbeat
 from evolver_opt.runtime.outcome import run_objective
-from evolver_opt.runtime.requeue import abandon, requeue
+from evolver_opt.runtime.owner import ATTR_OWNER, orphaned_trials, owner_record
+from evolver_opt.runtime.requeue import abandon, fail_and_requeue, requeue
 from evolver_opt.runtime.rescue import tell_or_rescue
 from evolver_opt.runtime.signals import sigterm_deferred, sigterm_raises
 from evolver_opt.runtime.storage import DatabaseFileWatch
 from evolver_opt.runtime.storage_guard import StorageGuard
 
+_logger = logging.getLogger(__name__)
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
 
 
@@ -68,6 +76,8 @@ class WorkerLoop:
     url: str = ""  # for messages, without its password
     on_trial: Callable[[FrozenTrial], None] | None = None
     ran: int = 0
+    # RUNNING trials of other workers when the budget was last counted (they count toward it)
+    others_running: list[int] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
     _in_flight: dict[int, optuna.Trial] = field(default_factory=dict)
@@ -100,7 +110,27 @@ class WorkerLoop:
                 raise
         if self._error is not None:
             raise self._error
+        self._say_what_to_wait_for()
         return self.ran
+
+    def _say_what_to_wait_for(self) -> None:
+        """Name the RUNNING trials of other workers that the budget counted (a live worker's,
+        or one elsewhere that died and whose heartbeat grace period has not run out yet)."""
+        if not self.others_running or self._stop.is_set():
+            return
+        interval = getattr(self.study._storage, "get_heartbeat_interval", lambda: None)()
+        grace = (
+            f"its heartbeat has been silent for {2 * interval} s (twice --heartbeat)"
+            if interval
+            else "its worker stops"
+        )
+        _logger.warning(
+            "the budget of %d trials counts trial(s) %s, RUNNING in other workers; if such a "
+            "worker died, its trial is failed and retried by the next run once %s",
+            self.n_trials,
+            ", ".join(map(str, self.others_running)),
+            grace,
+        )
 
     def _run_threads(self) -> None:
         threads = [
@@ -131,11 +161,21 @@ class WorkerLoop:
         # count and ask together: threads of one process never overshoot
         with self._lock, sigterm_deferred():
             self._file.check()  # the SQLite file deleted or replaced: stop here
-            if self._stop.is_set() or self._counted() >= self.n_trials:
+            if self._stop.is_set():
                 return None
+            # before counting: a trial whose worker is gone is failed and re-queued, never
+            # counted as done (its retry counts in its place)
             self._guard.call("fail stale trials", self._fail_stale)
+            if self._counted() >= self.n_trials:
+                return None
             trial = self._guard.call("ask for a trial", self.study.ask)
             self._in_flight[trial._trial_id] = trial
+            self._guard.call(
+                "record the trial's worker",
+                lambda: self.study._storage.set_trial_system_attr(
+                    trial._trial_id, ATTR_OWNER, owner_record(trial.number)
+                ),
+            )
             return trial
 
     def _counted(self) -> int:
@@ -145,9 +185,22 @@ class WorkerLoop:
         )
         counted = sum(t.state in COUNTED for t in trials)
         replacing = sum(1 for t in trials if "failed_trial" in t.system_attrs)
+        ours = {t.number for t in self._in_flight.values()}
+        self.others_running = [
+            t.number for t in trials if t.state == TrialState.RUNNING and t.number not in ours
+        ]
         return counted - replacing
 
     def _fail_stale(self) -> None:
+        """Fail (and re-queue) the trials whose worker is gone: on this machine at once (its
+        process is dead), elsewhere once the heartbeat has been silent for the grace period."""
+        for orphan in orphaned_trials(self.study):
+            pid = orphan.system_attrs[ATTR_OWNER]["pid"]
+            fail_and_requeue(
+                self.study,
+                orphan._trial_id,
+                f"its worker (process {pid} on this machine) is gone",
+            )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(self.study)

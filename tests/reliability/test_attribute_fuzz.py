@@ -49,6 +49,7 @@ FALLBACKS = {
     "evolver_opt:problem": "informational (the note's problem line)",
     "peak_rss_mb": "informational (reports): ignored with a warning, replaced by this run's",
     "artifacts:*": "ignored with a warning (never used to delete); the note lists the others",
+    "evolver_opt:owner": "not trusted unless whole and of its own trial: the heartbeat decides",
 }
 ARTIFACTS = "artifacts:*"  # the attribute Optuna keeps per uploaded artifact, keyed by its id
 
@@ -182,6 +183,7 @@ TARGETS = [
     ("coefficient", "study_system_attributes", "evolver:population"),
     ("coefficient", "study_system_attributes", "evolver:search_space"),
     ("coefficient", "trial_system_attributes", "evolver:lineage"),
+    ("coefficient", "trial_system_attributes", "evolver_opt:owner"),
     ("coefficient", "study_user_attributes", "evolver_opt:precision"),
     ("coefficient", "study_user_attributes", "evolver_opt:problem"),
     ("coefficient", "study_user_attributes", "evolver_opt:rerank"),

@@ -118,3 +118,33 @@ def test_crash_between_tell_and_ask_resumes_like_an_uninterrupted_run(tmp_path, 
     a, b = trials_of(straight, "s"), trials_of(crashed, "s")
     assert [t.state for t in b] == [TrialState.COMPLETE] * 16
     assert _params(a) == _params(b)
+
+
+def test_sigkill_then_an_immediate_rerun_fails_the_dead_workers_trial_at_once(
+    slow_study, study_env, tmp_path
+):
+    """Issue 27, item 4: rerun right after SIGKILL, well inside the heartbeat's grace period
+    (default heartbeat 10 s): the killed trial was counted as done and stayed RUNNING for good.
+    On the same machine its worker's process is known to be gone, so it is failed and retried
+    at once, before the budget is counted."""
+    url, name = study_env["storage"], "killed-now"
+    proc = start_cli(*run_args(slow_study, url, name, UNREACHED))
+    stale = stop_mid_trial(proc, url, name)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {t.number: t for t in trials_of(url, name)}
+    assert before[stale].state == TrialState.RUNNING
+    budget = len(before)  # the killed trial would complete the budget if it counted
+    result = CliRunner().invoke(main, run_args(slow_study, url, name, budget))
+    assert result.exit_code == 0, result.output
+    assert "ran 0 trials" not in result.output
+    after = trials_of(url, name)
+    assert after[stale].state == TrialState.FAIL
+    assert "is gone" in after[stale].system_attrs["fail_reason"]
+    (retry,) = [t for t in after if t.system_attrs.get("failed_trial") == stale]
+    assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert retry.params == before[stale].params
+    assert TrialState.RUNNING not in [t.state for t in after]
+    for number, t in before.items():  # no finished trial lost or changed
+        if t.state.is_finished():
+            assert after[number].state == t.state and after[number].values == t.values
