@@ -55,8 +55,9 @@ def export(
     from evolver_opt.merge.export import ALL_HEADS
     from evolver_opt.study.attributes import ATTR_SAMPLER
     from evolver_opt.study.config import parse_config
+    from evolver_opt.study.forms import form_method
     from evolver_opt.study.notes import ATTR_PROBLEM
-    from evolver_opt.study.objective import build_engine, coefficients_of
+    from evolver_opt.study.objective import build_engine, build_setup, coefficients_of
     from evolver_opt.study.runner import ATTR_CONFIG
 
     try:
@@ -73,7 +74,11 @@ def export(
             )
         config = parse_config(stored, source=f"study {study_name!r}")
         trial = _pick_trial(study, config, trial_ref)  # weight-space studies are refused here
-        engine = build_engine(config)
+        form = form_method(config.form)
+        if form is None:
+            engine = build_engine(config)
+        else:  # the coefficients weigh a method's parts: build them as a study does
+            engine = build_setup(config, precision_check=False).engine
         if head is not None and head != ALL_HEADS and head not in engine.model_names:
             raise click.BadParameter(
                 f"{head!r} is not a task of this study; expected 'all' or one of "
@@ -92,11 +97,14 @@ def export(
             "params": trial.params,
             "command": command_line(ctx),
         }
+        if form is not None:
+            recipe["form"] = form
+        engine.apply(coefficients, form=form)
         if test_scores:
-            engine.apply(coefficients)
             recipe["test_scores"] = _test_scores(config, engine)
         path = export_merged(
-            engine, out, coefficients, recipe, head=head, overwrite=overwrite,
+            engine, out, coefficients if form is None else None, recipe, head=head,
+            overwrite=overwrite,
             mergekit=mergekit_yaml,
         )  # fmt: skip
     except EvolverError as exc:

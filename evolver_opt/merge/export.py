@@ -134,7 +134,7 @@ def _recipe_doc(
         "heads_merged": engine.heads_merged,
         "head": None if engine.heads_merged else engine.active_head,
         "dtype": str(engine.model_dtype).removeprefix("torch."),
-        "method": method.method if method else "coefficients",
+        "method": method.method if method else _coefficient_method(engine),
         "method_params": method.params if method else {},
         "coefficients": engine.state.get("coefficients"),
         "architecture": arch,
@@ -153,6 +153,14 @@ _AUTO_CLASSES = (
     ("ForCausalLM", "AutoModelForCausalLM", "text-generation"),
     ("ForConditionalGeneration", "AutoModelForSeq2SeqLM", "text2text-generation"),
 )
+
+
+def _coefficient_method(engine: MergeEngine) -> str:
+    """What the coefficients the working model holds weigh: the task vectors or a form's parts."""
+    from evolver_opt.merge.mergekit import COEFFICIENTS, FORM_PREFIX
+
+    form = engine.state.get("form")
+    return COEFFICIENTS if form is None else FORM_PREFIX + str(form)
 
 
 def _mergekit_yamls(

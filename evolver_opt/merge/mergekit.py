@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from evolver_opt.merge.engine import MergeEngine
 
 MERGEKIT_FILE = "mergekit_config.yml"
+FORM_PREFIX = "form:"  # a study's coefficients over a method's parts (study/forms.py)
 COEFFICIENTS = "coefficients"  # the method name of a searched (study) coefficient merge
 _SUM_TOLERANCE = 1e-9
 _REASONS = {
@@ -53,10 +54,13 @@ def refusal_reason(method: str) -> str:
     """Why ``method`` has no mergekit form (methods that have one: coefficient merges, ties)."""
     if method in _REASONS:
         return _REASONS[method]
+    if method.startswith(FORM_PREFIX):
+        return (
+            f"its coefficients weigh {method[len(FORM_PREFIX) :]!r}'s per-task parts (a study "
+            "form), which mergekit has no method for"
+        )
     if method in list_methods():
-        needs = [
-            a for a in ("needs_examples", "statistics") if getattr(get_method(method), a, None)
-        ]
+        needs = [a for a in ("data",) if getattr(get_method(method), a, None)]
         data = " and needs statistics of the experts' data (examples)" if needs else ""
         return (
             f"it is neither a linear combination of the models' weights nor TIES{data}; "

@@ -1,12 +1,14 @@
-"""Tuned static baselines (FusionBench's table): grids chosen on dev, Fisher and RegMean.
+"""Tuned static baselines (FusionBench's table): grids chosen on dev, the data methods.
 
-Task arithmetic picks its lambda (scaling every task vector), TIES and DARE their density and
-lambda, from a grid; each point is scored by ``evaluate_dev`` (the setup's dev splits, nothing
-else) and the best one (the first of equal ones, in grid order) is the answer. Fisher merging
-and RegMean use each expert's statistics on a fixed sample of its own training split
-(:mod:`evolver_opt.study.merge_stats`, cached next to the expert); with separate heads each
-expert's statistics use its own head and only the body is merged. Everything is merged and
-scored in float32. The test splits are read only after every choice is made, for the report.
+Every registered method with a dev grid (its ``grid`` capability: task arithmetic's lambda,
+TIES' and DARE's density and lambda, the scale of TSV-M, Iso-C, Iso-CTS and WUDI) is merged
+at each grid point and scored by ``evaluate_dev`` (the setup's dev splits, nothing else); the
+best point (the first of equal ones, in grid order) is the answer. The data methods (Fisher,
+RegMean: each expert's statistics on a fixed sample of its own training split, cached next
+to the expert by :mod:`evolver_opt.study.merge_stats`; RegMean++: that sample's batches) are
+merged once; with separate heads each expert's data runs through its own head and only the
+body is merged. Everything is merged and scored in float32. The test splits are read only
+after every choice is made, for the report.
 """
 
 from __future__ import annotations
@@ -20,26 +22,33 @@ import torch
 
 from evolver_opt.data import require_selectable
 from evolver_opt.merge import get_method
-from evolver_opt.study.merge_stats import StoredStats, ensure_stats, spec_for
+from evolver_opt.merge.methods import list_methods, method_class
+from evolver_opt.study.forms import method_data
+from evolver_opt.study.merge_stats import spec_for
 from evolver_opt.study.objective import MergeSetup, evaluate_dev
 from evolver_opt.study.rows import Row, TestReporter
 
-TA_LAMBDAS = tuple(round(0.1 * k, 1) for k in range(1, 11))
-DENSITIES = (0.1, 0.2, 0.4, 0.6, 0.8)
-SPARSE_LAMBDAS = (0.6, 0.8, 1.0, 1.2, 1.5)
-DARE_SEED = 0
-DATA_METHODS = ("fisher", "regmean")
+TA_LAMBDAS = tuple(p["lambda"] for p in method_class("task_arithmetic").grid)
+# the historical rows first (their order in earlier reports), then the rest by name
+_FIRST = ("task_arithmetic", "ties", "dare", "fisher", "regmean")
+DATA_METHODS = tuple(list_methods(lambda cls: cls.data is not None))
 Grid = Sequence[Mapping[str, Any]]
 
 
+def _ordered(names: Sequence[str]) -> list[str]:
+    return sorted(names, key=lambda n: (_FIRST.index(n) if n in _FIRST else len(_FIRST), n))
+
+
 def default_grids() -> dict[str, list[dict[str, Any]]]:
-    """Method -> its grid of parameters (``lambda`` scales all task vectors; DARE seed 0)."""
-    sparse = [{"density": d, "lambda": lam} for d in DENSITIES for lam in SPARSE_LAMBDAS]
-    return {
-        "task_arithmetic": [{"lambda": lam} for lam in TA_LAMBDAS],
-        "ties": sparse,
-        "dare": [{**p, "seed": DARE_SEED} for p in sparse],
-    }
+    """Method -> its dev grid, for every registered method that declares one (``lambda``
+    scales the merged task vector; DARE's masks use seed 0)."""
+    tuned = list_methods(lambda cls: bool(cls.grid) and cls.data is None)
+    return {m: [dict(p) for p in method_class(m).grid] for m in _ordered(tuned)}
+
+
+def data_methods_list() -> list[str]:
+    """The methods that need the experts' data, merged once each (no grid)."""
+    return _ordered(DATA_METHODS)
 
 
 @dataclass
@@ -85,21 +94,22 @@ def search_grid(
 def data_baseline(
     setup: MergeSetup, method: str, n_examples: int = 256, echo: Callable[[str], Any] = print
 ) -> Baseline:
-    """Fisher or RegMean from each expert's cached training statistics, scored on dev."""
+    """A data method (Fisher, RegMean, RegMean++) from each expert's training sample (cached
+    statistics, or the sample's batches), scored on dev."""
     check_dev_only(setup)
     start = time.perf_counter()
     spec = spec_for(setup, n_examples)
-    paths = ensure_stats(setup, method, spec, echo)
-    arg = "fishers" if method == "fisher" else "grams"
-    stats = {arg: StoredStats(setup.engine, method, paths)}
+    stats = method_data(setup, method, n_examples, echo)
     merger = get_method(method)
     result = merger.merge(setup.engine, **stats)
     dev = float(evaluate_dev(setup).score)
     params = {k: v for k, v in result.params.items() if v is not None}
     params.update(examples_per_expert=spec.n_examples, max_length=spec.max_length)
-    if method == "regmean":
+    if method != "fisher":  # Fisher takes one example at a time
         params["batch_size"] = spec.batch_size
-    params["statistics"] = [str(p) for p in paths]
+    cls = method_class(method)
+    if cls.statistics_argument:
+        params["statistics"] = [str(p) for p in stats[cls.statistics_argument].paths]
     echo(f"{method}: dev {dev:.4f}")
     return Baseline(
         method, method, params, dev, lambda: merger.merge(setup.engine, **stats),
@@ -111,12 +121,13 @@ def select_baselines(
     setup: MergeSetup,
     *,
     grids: Mapping[str, Grid] | None = None,
-    data_methods: Sequence[str] = DATA_METHODS,
+    data_methods: Sequence[str] | None = None,
     n_examples: int = 256,
     echo: Callable[[str], Any] = print,
 ) -> list[Baseline]:
     """Every tuned baseline, chosen on dev only (in float32)."""
     grids = default_grids() if grids is None else grids
+    data_methods = data_methods_list() if data_methods is None else data_methods
     with setup.engine.model_precision(torch.float32):
         chosen = [search_grid(setup, m, g, echo) for m, g in grids.items()]
         chosen += [data_baseline(setup, m, n_examples, echo) for m in data_methods]
@@ -128,7 +139,7 @@ def baseline_rows(
     reporter: TestReporter | None = None,
     *,
     grids: Mapping[str, Grid] | None = None,
-    data_methods: Sequence[str] = DATA_METHODS,
+    data_methods: Sequence[str] | None = None,
     n_examples: int = 256,
     echo: Callable[[str], Any] = print,
 ) -> list[Row]:

@@ -16,6 +16,7 @@ import optuna
 import torch
 
 from evolver_opt.merge import get_method
+from evolver_opt.merge.methods import list_methods
 from evolver_opt.study.baselines import baseline_rows
 from evolver_opt.study.element import (
     ElementObjective,
@@ -28,7 +29,13 @@ from evolver_opt.study.objective import MergeSetup, evaluate_dev
 from evolver_opt.study.rows import Row, TestReporter
 from evolver_opt.study.runner import finished_count, open_setup_study, run_study
 
-STATIC_METHODS = ("average", "task_arithmetic", "ties", "dare")
+# the untuned reference rows: the registry's methods marked ``reference``, historical order
+STATIC_METHODS = tuple(
+    sorted(
+        list_methods(lambda cls: cls.reference),
+        key=lambda n: ("average", "task_arithmetic", "ties", "dare", n).index(n),
+    )
+)
 
 
 def run_compare(
@@ -142,7 +149,7 @@ def _sampler_row(
         curve = answer_curve(study, objective.mode.mode)
     else:
         best = study.best_trial
-        setup.engine.apply(setup.coefficients(best.params))
+        setup.apply(best.params)
         best_dev = best.value
         if setup.config.precision == "bf16":
             best_dev_fp32 = float(evaluate_dev(setup).score)

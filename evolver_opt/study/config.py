@@ -6,7 +6,8 @@ A study file has a ``[study]`` table (and optionally the ``[zoo]`` recipe its ex
     name = "sentiment-domains"
     granularity = "tensor"            # model | layer | tensor | element (weight space)
     bounds = [0.0, 1.0]
-    form = "task_arithmetic"          # or "average": coefficients normalized per group
+    form = "task_arithmetic"          # or "average" (normalized per group), or a merge method
+                                      # with parts (tsv_m, iso_cts, wudi, ...): study/forms.py
     seed_merges = ["average"]         # static merges enqueued beside each expert alone
     dev = ["vader-tweets", "vader-movies"]
     test_in_domain = ["vader-tweets", "vader-movies"]
@@ -46,6 +47,7 @@ IDENTITY_FIELDS = (
     "granularity",
     "bounds",
     "form",
+    "form_options",
     "heads",
     "dev",
     "dev_per_split",
@@ -244,9 +246,15 @@ class StudyConfig(_Frozen):
     # layout (initial points, static merges) is then the "model" one.
     granularity: Literal["model", "layer", "tensor", "element"] = "model"
     bounds: tuple[float, float] = (0.0, 1.0)
-    form: Literal["task_arithmetic", "average"] = "task_arithmetic"
+    # What the coefficients weigh: the experts' task vectors ("task_arithmetic"; "average"
+    # normalizes each group) or a merge method's per-task parts (study/forms.py), with
+    # form_options its parameters (e.g. common_fraction for iso_cts).
+    form: str = "task_arithmetic"
+    form_options: dict[str, str | int | float | bool] = {}
     heads: Literal["auto", "merge", "separate"] = "auto"
-    seed_merges: tuple[Literal["average", "task_arithmetic"], ...] = ("average",)
+    # Start points beside each expert alone (linear methods); a method form starts from its
+    # own merge at every scale of its dev grid instead (seed_merges = [form], the default).
+    seed_merges: tuple[str, ...] = ("average",)
     dev: tuple[str, ...] = Field(min_length=1)
     test_in_domain: tuple[str, ...] = ()
     test_out_of_domain: tuple[str, ...] = ()
@@ -269,6 +277,28 @@ class StudyConfig(_Frozen):
         if not bounds[0] < bounds[1]:
             raise ValueError(f"expected lower < upper, got {list(bounds)}")
         return bounds
+
+    @model_validator(mode="before")
+    @classmethod
+    def _form_seeds(cls, data: Any) -> Any:
+        """A method form's start points are its own merge: the default ``seed_merges``."""
+        if isinstance(data, dict) and "seed_merges" not in data:
+            form = data.get("form", "task_arithmetic")
+            if isinstance(form, str) and form not in ("task_arithmetic", "average"):
+                data = {**data, "seed_merges": [form]}
+        return data
+
+    @model_validator(mode="after")
+    def _form_known(self) -> StudyConfig:
+        from evolver_opt.study.forms import check_form
+
+        check_form(self.form, self.seed_merges, dict(self.form_options))
+        if self.form not in ("task_arithmetic", "average") and self.granularity == "element":
+            raise ValueError(
+                f'granularity "element" evolves the experts\' weights; form {self.form!r} '
+                "needs a coefficient granularity (model, layer or tensor)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _experts_known(self) -> StudyConfig:
@@ -336,6 +366,7 @@ class StudyConfig(_Frozen):
         later = {  # fields added after studies were stored: left out at their default
             "dev_per_split": None,
             "seed_merges": list(defaults["seed_merges"].default),
+            "form_options": {},
             "racing": defaults["racing"].default,
             "evaluation": {"max_length": 128, "bf16": False, "device": "cpu"},
             "pruner": PrunerSettings().model_dump(mode="json"),

@@ -39,6 +39,7 @@ from evolver_opt.integrations.element_sampler import (
     read_study_info,
 )
 from evolver_opt.merge import get_method
+from evolver_opt.merge.methods import list_methods, method_class
 from evolver_opt.merge.weight_population import WeightPopulation
 from evolver_opt.study.merge_stats import SlotStats, StoredStats, ensure_stats, spec_for
 from evolver_opt.study.objective import MergeObjective, MergeSetup, score_on_dev
@@ -47,8 +48,11 @@ PLAIN_NAME = "evolver-element"
 MERGER_PREFIX = "evolver-merger:"
 # Static methods the merger runs over the population; Fisher and RegMean with the statistics
 # of the expert that seeded each slot (cached with the expert: study.merge_stats).
-MERGER_METHODS = ("average", "task_arithmetic", "ties", "dare", "fisher", "regmean")
-STATS_ARGUMENT = {"fisher": "fishers", "regmean": "grams"}
+MERGER_METHODS = tuple(list_methods(lambda cls: cls.merger))
+STATS_ARGUMENT = {
+    m: method_class(m).statistics_argument
+    for m in list_methods(lambda cls: cls.merger and cls.statistics_argument is not None)
+}
 ATTR_ANSWER = "evolver_opt:element_answer"
 
 
@@ -138,7 +142,7 @@ class ElementObjective:
         if lineage.role == "init":
             lo, hi = self.setup.config.bounds
             params = {n: trial.suggest_float(n, lo, hi) for n in self.setup.param_names}
-            self.setup.engine.apply(self.setup.coefficients(params))
+            self.setup.apply(params)
         else:
             population, weights = self.sync(trial.study)
             stale = self._stale(lineage, population, weights)

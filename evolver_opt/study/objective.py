@@ -28,6 +28,7 @@ from evolver_opt.integrations.optuna_sampler import EvolverSampler, parent_value
 from evolver_opt.merge import MergeEngine, get_method
 from evolver_opt.runtime.storage import flush_params
 from evolver_opt.study.config import StudyConfig, check_device, engine_granularity
+from evolver_opt.study.forms import build_form, form_method, form_start_points
 from evolver_opt.study.precision_check import PrecisionCheck, check_precision
 from evolver_opt.zoo import base_checkpoint, build_zoo, resolve_base
 
@@ -51,14 +52,27 @@ class MergeSetup:
     def param_names(self) -> list[str]:
         return list(self.engine.genome.param_names)
 
+    @property
+    def form(self) -> str | None:
+        """The merge method whose parts the coefficients weigh (None: the task vectors)."""
+        return form_method(self.config.form)
+
     def named_initial_points(self) -> dict[str, dict[str, float]]:
-        """Each expert alone, then the configured static merges (all as coefficients)."""
+        """Each expert alone, then the configured static merges (all as coefficients); in a
+        method form, the method at each scale of its dev grid (study/forms.py)."""
         genome = self.engine.genome
-        points = {name: genome.one_hot(name) for name in genome.models}
-        for name in self.config.seed_merges:
-            points[name] = get_method(name).coefficients(self.engine)
         lo, hi = self.config.bounds
+        if self.form is not None:
+            points = form_start_points(self.config.form, genome.shape, (lo, hi))
+        else:
+            points = {name: genome.one_hot(name) for name in genome.models}
+            for name in self.config.seed_merges:
+                points[name] = get_method(name).coefficients(self.engine)
         return {name: genome.params(np.clip(p, lo, hi)) for name, p in points.items()}
+
+    def apply(self, params: dict[str, float]) -> None:
+        """Write a trial's merge (its coefficients in the study's form) into the working model."""
+        self.engine.apply(self.coefficients(params), form=self.form)
 
     def initial_points(self) -> list[dict[str, float]]:
         return list(self.named_initial_points().values())
@@ -127,6 +141,7 @@ def build_setup(
     )
     evaluator, dev_keys, head_of = _dev_evaluator(config, engine, tokenizer, data_dir)
     setup = MergeSetup(config, engine, evaluator, tokenizer, dev_keys, head_of)
+    build_form(setup)
     ev = config.evaluation
     if not precision_check:
         setup.precision = PrecisionCheck(
@@ -135,8 +150,9 @@ def build_setup(
         return setup
     points = {n: setup.coefficients(p) for n, p in setup.named_initial_points().items()}
     setup.precision = check_precision(
-        engine, evaluator, setup.dev_keys, points, setting=ev.precision, used=precision
-    )
+        engine, evaluator, setup.dev_keys, points, setting=ev.precision, used=precision,
+        form=setup.form,
+    )  # fmt: skip
     if setup.precision.used != precision:  # auto fell back to float32
         setup.config = config.model_copy(
             update={"evaluation": ev.model_copy(update={"precision": setup.precision.used})}
@@ -273,7 +289,7 @@ class MergeObjective:
         staged = _prunable(trial, setup.config)
         with setup.lock:  # no other thread writes the working model until this score is read
             start = time.perf_counter()
-            setup.engine.apply(setup.coefficients(params))
+            setup.apply(params)
             merge_s = time.perf_counter() - start
             return score_on_dev(trial, setup, threshold=threshold, merge_s=merge_s, staged=staged)
 

@@ -32,6 +32,7 @@ def check_precision(
     setting: str,
     used: str,
     threshold: float | None = None,
+    form: str | None = None,
 ) -> PrecisionCheck:
     """Score each start point in ``points`` in the engine's bfloat16 and in float32, compare the
     predictions, and switch the engine to float32 where ``auto`` disagrees too often
@@ -42,12 +43,12 @@ def check_precision(
         return PrecisionCheck(setting, "fp32", reason, threshold)
     low_precision = {}
     for name, coefficients in points.items():
-        engine.apply(coefficients)
+        engine.apply(coefficients, form=form)
         low_precision[name] = _predictions(evaluator, dev_keys)
     scores = {}
     with engine.model_precision(torch.float32):
         for name, coefficients in points.items():
-            engine.apply(coefficients)
+            engine.apply(coefficients, form=form)
             scores[name] = round(
                 agreement(_predictions(evaluator, dev_keys), low_precision[name]), 6
             )

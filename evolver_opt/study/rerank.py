@@ -164,7 +164,7 @@ def rerank(study: optuna.Study, setup: MergeSetup, k: int) -> RerankResult:
         raise ConfigError(f"re-ranking scores dev splits only, got {setup.dev_keys}")
     scores: dict[int, tuple[float, float]] = {}
     for trial in top:
-        setup.engine.apply(setup.coefficients(trial.params))
+        setup.apply(trial.params)
         result = evaluate_dev(setup)
         scores[trial.number] = (float(trial.value), float(result.score))  # type: ignore[arg-type]
     answer = top[0].number

@@ -35,6 +35,7 @@ from evolver_opt.study.config import (
     identity_hash,
     with_precision,
 )
+from evolver_opt.study.forms import form_method, start_scales
 from evolver_opt.study.sampler_names import COEFFICIENT_EVOLVERS
 from evolver_opt.study.samplers import (
     EVOLVER_PLUS,
@@ -76,11 +77,17 @@ def preflight(
     """Check what a run needs before any expensive work (data, zoo, models): each sampler name
     and its options (resolved for the granularity), the device and the storage; ``warn`` gets
     a budget that leaves no trial to the sampler. Returns the resolved sampler names."""
-    n_start = len(config.expert_specs()) + len(config.seed_merges)
+    method = form_method(config.form)
+    if method is None:
+        n_start = len(config.expert_specs()) + len(config.seed_merges)
+        what = f"each expert alone and the static merges {list(config.seed_merges)}"
+    else:
+        n_start = len(start_scales(method))
+        what = f"the {method} merge at each scale of its dev grid"
     if budget <= n_start:
         warn(
-            f"warning: {budget} trials and {n_start} start points (each expert alone and the "
-            f"static merges {list(config.seed_merges)}): every trial is a start point, so no "
+            f"warning: {budget} trials and {n_start} start points ({what}): "
+            "every trial is a start point, so no "
             f"sampler proposes anything and all samplers tie; use --n-trials > {n_start}"
         )
     if not samplers:

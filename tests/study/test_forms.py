@@ -1,0 +1,89 @@
+"""Study forms: a method's parts as the search space, its own merge among the start points."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+import torch
+
+from evolver_opt.errors import ConfigError
+from evolver_opt.merge import get_method
+from evolver_opt.study.config import load_config
+from evolver_opt.study.forms import form_start_points, start_scales
+from evolver_opt.study.objective import build_setup, evaluate_dev
+from tests.study.tiny_world import invoke_run, write_study
+
+
+def _config(tmp_path, world, **overrides):
+    return load_config(write_study(tmp_path / "s.toml", world, **overrides))
+
+
+def test_start_points_are_the_method_at_each_grid_scale_nearest_one_last():
+    assert start_scales("tsv_m")[-1] == 1.0
+    assert sorted(start_scales("tsv_m")) == [0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0]
+    points = form_start_points("iso_c", (3, 2), (0.0, 1.5))
+    assert list(points)[-1] == "iso_c(lambda=1)"
+    assert max(float(p.max()) for p in points.values()) == 1.5  # clipped, deduplicated
+    assert len(points) == len({float(p[0, 0]) for p in points.values()})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"form": '"slerp"'}, "form 'slerp' is not one of"),
+        ({"seed_merges": '["tsv_m"]'}, "set form = 'tsv_m'"),
+        ({"form": '"tsv_m"', "seed_merges": '["average"]'}, "starts from its own merge"),
+        ({"form": '"iso_cts"', "form_options": "{ density = 0.2 }"}, "takes form_options"),
+        ({"form_options": "{ common_fraction = 0.5 }"}, "need a method form"),
+        ({"form": '"tsv_m"', "granularity": '"element"'}, "coefficient granularity"),
+    ],
+)
+def test_bad_forms_are_refused_at_load(study_env, tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        _config(tmp_path, study_env["world"], **overrides)
+
+
+def test_a_trial_at_scale_lambda_scores_the_static_merge(study_env, tmp_path):
+    config = _config(tmp_path, study_env["world"], form='"tsv_m"', bounds="[0.0, 2.0]")
+    setup = build_setup(config, precision_check=False)
+    names = list(setup.named_initial_points())
+    assert names[-1] == "tsv_m(lambda=1)" and len(names) == 8
+    params = setup.named_initial_points()["tsv_m(lambda=1.4)"]
+    setup.apply(params)
+    via_form = setup.engine.output.clone()
+    via_dev = evaluate_dev(setup).score
+    get_method("tsv_m").merge(setup.engine, **{"lambda": 1.4})
+    torch.testing.assert_close(via_form.float(), setup.engine.output.float(), rtol=1e-2, atol=1e-3)
+    assert evaluate_dev(setup).score == pytest.approx(via_dev, abs=0.05)
+    setup.engine.apply(setup.engine.one_hot(0))  # the experts' rows are still the experts
+    assert torch.equal(setup.engine.output, setup.engine.stacked[1].to(setup.engine.output.dtype))
+
+
+@pytest.mark.parametrize("sampler", ["evolver-plus", "random", "cmaes"])
+def test_every_sampler_searches_a_form_from_its_start_points(study_env, tmp_path, sampler):
+    study_file = write_study(
+        tmp_path / "s.toml", study_env["world"], form='"wudi"', bounds="[0.0, 2.0]",
+        n_trials="11",
+    )  # fmt: skip
+    result = invoke_run(study_file, study_env["storage"], "--sampler", sampler, "--seed", "1")
+    assert result.exit_code == 0, result.output
+    (summary,) = optuna.get_all_study_summaries(study_env["storage"])
+    study = optuna.load_study(study_name=summary.study_name, storage=study_env["storage"])
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == 11
+    starts = [t for t in trials if "fixed_params" in t.system_attrs]
+    scales = sorted({round(v, 6) for t in starts for v in set(t.params.values())})
+    assert scales == [0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6]  # wudi's grid, one point each
+    proposed = [t for t in trials if "fixed_params" not in t.system_attrs]
+    assert proposed and all(len(set(np.round(list(t.params.values()), 6))) > 1 for t in proposed)
+    assert study.user_attrs["evolver_opt:config"]["form"] == "wudi"
+
+
+def test_a_data_form_needs_the_experts_training_data(study_env, tmp_path):
+    config = _config(
+        tmp_path, study_env["world"], form='"regmean"', form_options="{ examples_per_expert = 8 }"
+    )
+    setup = build_setup(config, precision_check=False)
+    assert "regmean" in setup.engine.forms
+    assert list(setup.named_initial_points()) == ["regmean(lambda=1)"]
