@@ -150,8 +150,9 @@ def merge(
         if kind is not None:
             data, recipe["data"] = data_arguments(engine, chosen, examples, max_length, 64)
         result = chosen.merge(engine, **kwargs, **data)
-        if recipe.get("data"):
-            result.params = {**result.params, **recipe["data"]}
+        if recipe.get("data"):  # the card says what data was used, not the data itself
+            kept = {k: v for k, v in result.params.items() if k not in data_params}
+            result.params = {**kept, **recipe["data"]}
         path = export_merged(engine, out, result, recipe, head=head, overwrite=overwrite)
     except EvolverError as exc:
         raise click.ClickException(str(exc)) from exc
