@@ -11,7 +11,9 @@ from typing import Any
 import numpy as np
 
 from evolver_opt.data.reporting import load_test_split
+from evolver_opt.errors import ConfigError
 from evolver_opt.evaluation import Evaluator, metrics
+from evolver_opt.merge.checkpoints import label_space
 from evolver_opt.study.objective import MergeSetup
 
 
@@ -60,6 +62,7 @@ class TestReporter:
             load_test_split(d).subset(config.test_per_split)
             for d in dict.fromkeys(self.in_domain + self.out_of_domain)
         ]
+        self.head_of = heads_for_splits(setup.engine, splits)
         ev = config.evaluation
         self.evaluator = Evaluator(
             setup.engine.model, setup.tokenizer, splits, batch_size=ev.batch_size, device=ev.device,
@@ -74,12 +77,8 @@ class TestReporter:
         scores, correct = {}, {}
         for key in self.evaluator.splits:
             domain = key.split("/")[0]
-            if not self.setup.engine.heads_merged:
-                self.setup.engine.use_head(
-                    domain
-                    if domain in self.setup.engine.model_names
-                    else self.setup.engine.model_names[0]
-                )
+            if key in self.head_of:
+                self.setup.engine.use_head(self.head_of[key])
             scores[domain], hits = self._score_split(key)
             if self.setup.config.metric == "accuracy":
                 correct[domain] = "".join("1" if h else "0" for h in hits)
@@ -104,6 +103,33 @@ class TestReporter:
             return float(np.mean([scores[d] for d in domains])) if domains else None
 
         return mean(self.in_domain), mean(self.out_of_domain)
+
+
+def heads_for_splits(engine: Any, splits: Sequence[Any]) -> dict[str, str]:
+    """With separate heads, the expert whose head scores each split: the expert of the same
+    name, else the first expert (engine order) whose label space is the split's, so an
+    out-of-domain split is scored by the head of its own labels (e.g. the UCI sentiment sets
+    by the movie-sentiment expert's). Refused when no expert has the split's labels."""
+    if engine.heads_merged:
+        return {}
+    spaces = {
+        name: label_space(ckpt.config)
+        for name, ckpt in zip(engine.model_names, engine.checkpoints.models)
+    }
+    out = {}
+    for split in splits:
+        if split.domain in spaces:
+            out[split.key] = split.domain
+            continue
+        same = [name for name, labels in spaces.items() if labels == tuple(split.label_names)]
+        if not same:
+            raise ConfigError(
+                f"test split {split.key!r} has labels {list(split.label_names)[:6]}, and no "
+                f"expert's head has that label space ({ {n: list(v)[:3] for n, v in spaces.items()} }); "
+                "with separate heads, an out-of-domain split needs an expert of the same labels"
+            )
+        out[split.key] = same[0]
+    return out
 
 
 def rows_as_json(rows: Sequence[Row]) -> list[dict[str, Any]]:
