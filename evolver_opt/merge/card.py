@@ -74,6 +74,7 @@ def front_matter(doc: Mapping[str, Any], domains: Mapping[str, str]) -> dict[str
     """The card's YAML metadata."""
     method = str(doc.get("method", "coefficients"))
     tags = ["merge", "evolver-opt", method if method != "coefficients" else "task-arithmetic"]
+    tags[-1] = tags[-1].removeprefix("form:")  # a study form: tagged with its method
     if doc.get("recipe", {}).get("study"):
         tags.append("evolver")
     meta: dict[str, Any] = {
@@ -150,6 +151,12 @@ def _method(doc: Mapping[str, Any]) -> str:
         lines.append(
             "Task arithmetic with searched coefficients: for each group g of tensors, "
             "`theta_g = theta_base_g + sum_i c[i, g] * (theta_i_g - theta_base_g)`."
+        )
+    elif str(method).startswith("form:"):
+        lines.append(
+            f"Searched coefficients weighing the per-task parts of `{method[5:]}` (a study form): "
+            f"`theta = theta_base + sum_i c[i, g] * part_i_g`, with `{method[5:]}`'s own merge "
+            "one point of the space."
         )
     else:
         lines.append(f"Static merge method `{method}`.")

@@ -60,8 +60,11 @@ def refusal_reason(method: str) -> str:
             "form), which mergekit has no method for"
         )
     if method in list_methods():
-        needs = [a for a in ("data",) if getattr(get_method(method), a, None)]
-        data = " and needs statistics of the experts' data (examples)" if needs else ""
+        chosen = get_method(method)
+        kind = getattr(chosen, "data", None) or (
+            "examples" if "examples" in chosen.params else None
+        )
+        data = f" and needs {kind} of each expert's own training data" if kind else ""
         return (
             f"it is neither a linear combination of the models' weights nor TIES{data}; "
             "mergekit's linear, task_arithmetic and ties methods cannot reproduce it"

