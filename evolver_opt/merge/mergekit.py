@@ -120,12 +120,6 @@ class _PlainDumper(yaml.SafeDumper):
         return True
 
 
-def write_mergekit_yaml(config: Mapping[str, Any], path: str | os.PathLike, note: str = "") -> None:
-    """Write ``config`` to ``path`` (``to_yaml``)."""
-    with open(path, "w") as fh:
-        fh.write(to_yaml(config, note=note))
-
-
 # -- checks --------------------------------------------------------------------------------
 def _head_index(engine: MergeEngine, head: str | None, method: str) -> int | None:
     """With separate heads: the kept head's model index (all heads must share one shape)."""
