@@ -43,6 +43,12 @@ if TYPE_CHECKING:
     default=None,
     help="Override the study file's granularity.",
 )
+@click.option(
+    "--form",
+    default=None,
+    help="Override the study file's form: what the coefficients weigh (task_arithmetic, "
+    "average, or a merge method with parts such as tsv_m, iso_cts, wudi, regmean).",
+)
 @dev_per_split_option
 @test_per_split_option
 @click.option(
@@ -63,6 +69,7 @@ def compare(
     storage: str | None,
     out: str | None,
     granularity: str | None,
+    form: str | None,
     dev_per_split: int | None,
     test_per_split: int | None,
     tuned_baselines: bool,
@@ -88,6 +95,7 @@ def compare(
             study_file,
             precision,
             granularity=granularity,
+            form=form,
             dev_per_split=dev_per_split,
             test_per_split=test_per_split,
         )

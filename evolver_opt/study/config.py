@@ -336,9 +336,11 @@ class StudyConfig(_Frozen):
 
     @property
     def search_label(self) -> str:
-        """``<name>-<granularity>[-dev<N>]``: the stem of study names and compare folders."""
+        """``<name>-<granularity>[-<form>][-dev<N>]``: the stem of study names and compare
+        folders (the form only when it is a merge method's)."""
         dev = f"-dev{self.dev_per_split}" if self.dev_per_split else ""
-        return f"{self.name}-{self.granularity}{dev}"
+        form = "" if self.form in ("task_arithmetic", "average") else f"-{self.form}"
+        return f"{self.name}-{self.granularity}{form}{dev}"
 
     @property
     def precision(self) -> str:
@@ -417,7 +419,10 @@ def override_config(config: StudyConfig, changes: dict[str, Any], source: str) -
     """``config`` with top-level ``changes`` (command-line overrides), validated like a file."""
     if not changes:
         return config
-    return parse_config({**config.model_dump(mode="json"), **changes}, source=source)
+    data = config.model_dump(mode="json")
+    if changes.get("form", config.form) != config.form and "seed_merges" not in changes:
+        del data["seed_merges"]  # the new form's own start points (see _form_seeds)
+    return parse_config({**data, **changes}, source=source)
 
 
 def with_precision(config: StudyConfig, precision: str | None) -> StudyConfig:

@@ -87,3 +87,15 @@ def test_a_data_form_needs_the_experts_training_data(study_env, tmp_path):
     setup = build_setup(config, precision_check=False)
     assert "regmean" in setup.engine.forms
     assert list(setup.named_initial_points()) == ["regmean(lambda=1)"]
+
+
+def test_overriding_the_form_takes_its_start_points_and_names_the_studies(study_env, tmp_path):
+    from evolver_opt.study.config import override_config
+
+    config = _config(tmp_path, study_env["world"], bounds="[0.0, 2.0]")
+    assert config.seed_merges == ("average",) and config.search_label == "tiny-layer"
+    tsv = override_config(config, {"form": "tsv_m"}, source="--form")
+    assert tsv.seed_merges == ("tsv_m",) and tsv.search_label == "tiny-layer-tsv_m"
+    assert tsv.identity() != config.identity()
+    back = override_config(tsv, {"form": "average"}, source="--form")
+    assert back.seed_merges == ("average",) and back.search_label == "tiny-layer"
