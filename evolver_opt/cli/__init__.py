@@ -10,7 +10,7 @@ import importlib
 
 import click
 
-from evolver_opt import __version__
+from evolver_opt._version import __version__
 
 # command name -> "module:attribute"; each module defines one click command or group.
 _COMMANDS = {

@@ -117,8 +117,8 @@ def _real(budget: int | None, url: str, out: Path, study_file: str | None) -> No
 
 
 def _synthetic(budget: int, url: str, groups: int) -> None:
-    from evolver_opt import open_storage
     from evolver_opt.errors import EvolverError
+    from evolver_opt.runtime.storage import open_storage
     from evolver_opt.study import synthetic
     from evolver_opt.study.notes import ATTR_PROBLEM
     from evolver_opt.study.report import annotate_run

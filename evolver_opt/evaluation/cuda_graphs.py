@@ -35,7 +35,7 @@ from evolver_opt.evaluation import metrics
 
 if TYPE_CHECKING:
     from evolver_opt.evaluation.batches import Batch
-    from evolver_opt.evaluation.evaluator import Evaluator, StageCallback
+    from evolver_opt.evaluation.types import ScoredModel, StageCallback
 
 ENV = "EVOLVER_OPT_CUDA_EVAL"
 MODES = ("eager", "device", "graphs")
@@ -86,10 +86,10 @@ def _refresh(captured: _Captured) -> bool:
 
 
 class DeviceScorer:
-    """The ``device`` and ``graphs`` modes of one :class:`Evaluator` (the evaluator uses it
-    on CUDA only; ``device`` mode runs on any device, which the CPU tests use)."""
+    """The ``device`` and ``graphs`` modes of one evaluator (``evaluator.Evaluator``, which uses
+    it on CUDA only; ``device`` mode runs on any device, which the CPU tests use)."""
 
-    def __init__(self, evaluator: Evaluator, graphs: bool) -> None:
+    def __init__(self, evaluator: ScoredModel, graphs: bool) -> None:
         if graphs and evaluator.device.type != "cuda":
             raise ConfigError(f"CUDA graphs need a CUDA device, got {evaluator.device}")
         self.ev, self.graphs = evaluator, graphs

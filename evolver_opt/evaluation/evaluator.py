@@ -14,6 +14,7 @@ from evolver_opt.data import Split, require_selectable
 from evolver_opt.errors import ConfigError, SplitError
 from evolver_opt.evaluation import batches as _batches
 from evolver_opt.evaluation import cuda_graphs, metrics
+from evolver_opt.evaluation.types import StageCallback
 
 PADDING_MODES = ("bucket", "dynamic", "max_length")
 
@@ -53,10 +54,6 @@ class MeanResult:
     n_total: int = 0
     note: str | None = None
     logprob: float | None = None  # mean over splits of each one's mean log-prob (secondary)
-
-
-# After each stage: (stage index, running score over the examples seen, examples seen).
-StageCallback = Callable[[int, float, int], None]
 
 
 def _as_mapping(splits: Iterable[Split] | Mapping[str, Split]) -> dict[str, Split]:

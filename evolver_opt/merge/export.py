@@ -122,7 +122,7 @@ def _heads(engine: MergeEngine, head: str | None) -> list[str]:
 def _recipe_doc(
     engine: MergeEngine, method: MergeResult | None, recipe: dict[str, Any] | None
 ) -> dict[str, Any]:
-    from evolver_opt import __version__
+    from evolver_opt._version import __version__
 
     arch = type(engine.model).__name__
     doc: dict[str, Any] = {

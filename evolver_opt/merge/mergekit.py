@@ -103,7 +103,7 @@ def mergekit_config(
 
 def to_yaml(config: Mapping[str, Any], *, note: str = "") -> str:
     """The configuration as mergekit's YAML, with a header saying where it came from."""
-    from evolver_opt import __version__
+    from evolver_opt._version import __version__
 
     head = f"# mergekit configuration written by evolver-opt {__version__}"
     lines = [head, *(f"# {line}" for line in note.splitlines() if line)]
