@@ -33,6 +33,12 @@ from evolver_opt.cli._options import (
     help="JSON file of the rows (default: runs/baselines-<name>.json); an existing file is "
     "refused unless --overwrite.",
 )
+@click.option(
+    "--methods",
+    default=None,
+    help="Comma-separated subset of the methods to tune (default: every registered method with "
+    "a dev grid or a data requirement).",
+)
 @click.option("--overwrite/--no-overwrite", default=False, show_default=True)
 @threads_option
 def baselines(
@@ -41,6 +47,7 @@ def baselines(
     test_per_split: int | None,
     examples: int,
     out: str | None,
+    methods: str | None,
     overwrite: bool,
 ) -> None:
     """Tune the static merges of STUDY_FILE on dev and score them on test, with Fisher and
@@ -48,18 +55,21 @@ def baselines(
     from evolver_opt.cli._shared import invoked_command, load_study_file
     from evolver_opt.errors import EvolverError
     from evolver_opt.paths import runs_dir, write_text_atomic
-    from evolver_opt.study.baselines import baseline_rows, describe
+    from evolver_opt.study.baselines import baseline_rows, describe, split_methods
     from evolver_opt.study.objective import build_setup
     from evolver_opt.study.rows import rows_as_json
 
     if out is not None:
         _check_out(Path(out), overwrite)  # before minutes of merging
     try:
+        grids, data_methods = split_methods(methods)  # unknown names: before any work
         config = load_study_file(  # fp32: no bfloat16 check to run
             study_file, "fp32", dev_per_split=dev_per_split, test_per_split=test_per_split
         )
         setup = build_setup(config)
-        rows = baseline_rows(setup, n_examples=examples, echo=click.echo)
+        rows = baseline_rows(
+            setup, grids=grids, data_methods=data_methods, n_examples=examples, echo=click.echo
+        )
     except EvolverError as exc:
         raise click.ClickException(str(exc)) from None
     path = Path(out) if out else runs_dir() / f"baselines-{config.search_label}.json"

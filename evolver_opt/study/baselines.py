@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from evolver_opt.data import require_selectable
+from evolver_opt.errors import ConfigError
 from evolver_opt.merge import get_method
 from evolver_opt.merge.methods import list_methods, method_class
 from evolver_opt.study.forms import method_data
@@ -62,6 +63,24 @@ class Baseline:
     apply: Callable[[], Any] = field(repr=False)
     grid: list[dict[str, Any]] = field(default_factory=list)  # every point: params and dev
     seconds: float = 0.0  # selection time (statistics, merges, dev scoring)
+
+
+def split_methods(
+    names: str | None,
+) -> tuple[dict[str, list[dict[str, Any]]] | None, list[str] | None]:
+    """``"tsv_m,regmean"`` as (grids, data methods) for :func:`select_baselines` (None, None:
+    every method); a name with neither a grid nor a data requirement is refused."""
+    if names is None:
+        return None, None
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    grids, data = default_grids(), data_methods_list()
+    unknown = [n for n in wanted if n not in grids and n not in data]
+    if unknown or not wanted:
+        raise ConfigError(
+            f"--methods {names!r}: {unknown or 'nothing'} cannot be tuned; expected some of "
+            f"{[*grids, *data]}"
+        )
+    return {n: grids[n] for n in wanted if n in grids}, [n for n in wanted if n in data]
 
 
 def check_dev_only(setup: MergeSetup) -> None:

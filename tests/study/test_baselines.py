@@ -219,3 +219,18 @@ def test_baselines_out_is_written_atomically_and_overwritten_when_asked(
     assert json.loads(out.read_text())["rows"] == []
     assert (tmp_path, out) in written  # a temporary file beside it, renamed over it
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".rows")) == []
+
+
+def test_baselines_methods_picks_a_subset_and_refuses_unknown_names(world, tmp_path):
+    study_file = write_study(tmp_path / "s.toml", world)
+    out = tmp_path / "rows.json"
+    result = CliRunner().invoke(
+        main,
+        ["baselines", str(study_file), "--methods", "tsv_m,regmean", "--examples", "8",
+         "--test-per-split", "6", "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    _, rows = rows_from_json(out)
+    assert [r.name for r in rows] == ["tsv_m(dev grid)", "regmean"]
+    bad = CliRunner().invoke(main, ["baselines", str(study_file), "--methods", "average,slerp"])
+    assert bad.exit_code == 1 and "['average', 'slerp'] cannot be tuned" in bad.output
