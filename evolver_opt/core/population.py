@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -127,6 +127,17 @@ class Record:
     def __post_init__(self) -> None:
         if self.finished and self.lineage is not None:
             _check_lineage(self.number, self.lineage, self.retry_of)
+
+
+def parent_value(system_attrs: Mapping[str, Any]) -> float | None:
+    """The value an Evolver offspring must beat, from its trial's system attributes: its
+    parent's value when it was drawn (in the objective's direction), or None when the trial is
+    not an offspring with a scored parent. What an objective needs for exact racing; it reads
+    the trial attribute (``evolver:lineage``), not the sampler."""
+    lineage = Lineage.from_attrs(dict(system_attrs))
+    if lineage is None or lineage.role != "offspring":
+        return None
+    return lineage.parent_value
 
 
 def is_start_point(

@@ -12,7 +12,6 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-import optuna
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
@@ -29,21 +28,14 @@ from evolver_opt.core.population import (
 )
 from evolver_opt.errors import ConfigError, StateError
 from evolver_opt.integrations._space import NumericSpace
-from evolver_opt.runtime.lazy_params import has_params
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
-def offspring_info(trial: optuna.trial.BaseTrial | FrozenTrial) -> Lineage | None:
-    """The lineage of ``trial`` (role, target slot, parent value) if EvolverSampler drew it.
-
-    The objective uses ``parent_value`` for exact racing: an offspring only has to beat it.
-    """
-    if isinstance(trial, FrozenTrial):
-        attrs = trial.system_attrs
-    else:
-        attrs = trial.study._storage.get_trial_system_attrs(trial._trial_id)  # type: ignore[attr-defined]
-    return Lineage.from_attrs(attrs)
+def has_params(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` has parameters, without reading them where a trial class loads them
+    lazily: such a class (``runtime.lazy_params.LazyParamsTrial``) sets ``always_has_params``."""
+    return getattr(trial, "always_has_params", False) or bool(trial.params)
 
 
 def record_of(trial: FrozenTrial, sign: float, tie_break: str | None = None) -> Record:

@@ -40,13 +40,9 @@ from evolver_opt.integrations._base import (
     per_study,
     resolve_seed,
 )
-from evolver_opt.integrations._population import (
-    PopulationView,
-    StudyCache,
-    offspring_info,
-    record_of,
-)
+from evolver_opt.integrations._population import PopulationView, StudyCache, record_of
 from evolver_opt.integrations._space import NumericSpace, name_salt, random_value
+from evolver_opt.integrations.trial_attrs import offspring_info, parent_value
 
 __all__ = [
     "KEY_LINEAGE",
@@ -71,16 +67,6 @@ def trial_records(
     if trials is None:
         trials = study.get_trials(deepcopy=False)
     return [record_of(t, sign, tie_break) for t in trials]
-
-
-def parent_value(trial: optuna.trial.BaseTrial | FrozenTrial) -> float | None:
-    """The value an Evolver offspring must beat (its parent's when it was drawn; the
-    objective's direction), or None when ``trial`` is not an offspring with a scored parent.
-    What an objective needs for exact racing."""
-    lineage = offspring_info(trial)
-    if lineage is None or lineage.role != "offspring":
-        return None
-    return lineage.parent_value
 
 
 class EvolverSampler(SeededSampler, FloatSpaceSampler):

@@ -80,6 +80,9 @@ class LazyParamsTrial(FrozenTrial):
 
     __slots__ = ("_loader",)  # outside ``__dict__``: FrozenTrial's equality compares that
     _loader: ParamLoader
+    # The samplers ask this (integrations._population.has_params) instead of importing this
+    # module: a lazy trial always has parameters (the reader leaves trials without any eager).
+    always_has_params = True
 
     def __getattr__(self, name: str) -> Any:  # only called for attributes not set yet
         if name in _LAZY:

@@ -24,7 +24,8 @@ from evolver_opt.errors import CheckpointError, ConfigError
 from evolver_opt.evaluation import Evaluator
 from evolver_opt.evaluation.precision import MIN_AGREEMENT, dtype_of
 from evolver_opt.evaluation.tokenizer import shared_tokenizer
-from evolver_opt.integrations.optuna_sampler import EvolverSampler, parent_value
+from evolver_opt.integrations.optuna_sampler import EvolverSampler
+from evolver_opt.integrations.trial_attrs import parent_value
 from evolver_opt.merge import MergeEngine, get_method
 from evolver_opt.runtime.storage import flush_params
 from evolver_opt.study.config import StudyConfig, check_device, engine_granularity
