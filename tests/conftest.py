@@ -80,6 +80,15 @@ def _float32_unless_asked(monkeypatch):
     monkeypatch.setenv("EVOLVER_OPT_PRECISION", "fp32")
 
 
+@pytest.fixture(autouse=True)
+def _idle_load_average(monkeypatch):
+    """The commands' load-average warning (``--threads``) sees an idle machine, so output does
+    not depend on what else runs; tests of the warning patch ``load_average`` themselves."""
+    from evolver_opt.cli import _options
+
+    monkeypatch.setattr(_options, "load_average", lambda: 0.0)
+
+
 @pytest.fixture
 def sqlite_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'study.db'}"

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from evolver_opt.cli._options import threads_option
+
 
 @click.command()
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -14,6 +16,7 @@ import click
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
 @click.option("--bf16/--no-bf16", default=False, help="bfloat16 autocast (for CUDA).")
+@threads_option
 def evaluate(
     model_dir: Path, study: Path, split: str, batch_size: int, device: str, bf16: bool
 ) -> None:

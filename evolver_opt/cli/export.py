@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from evolver_opt.cli._options import stored_study_options
+from evolver_opt.cli._options import stored_study_options, threads_option
 
 
 @click.command()
@@ -35,6 +35,7 @@ from evolver_opt.cli._options import stored_study_options
     help="Score the merge on the study's test splits for the model card (reporting only).",
 )  # fmt: skip
 @click.option("--overwrite/--no-overwrite", default=False, show_default=True)
+@threads_option
 @click.pass_context
 def export(
     ctx: click.Context,

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from evolver_opt.cli._merge_data import MethodOption
+from evolver_opt.cli._options import threads_option
 
 
 def _weights(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float] | None:
@@ -71,6 +72,7 @@ def _weights(ctx: click.Context, param: click.Parameter, value: str | None) -> l
 @click.option("--trust-remote-code/--no-trust-remote-code", default=False)
 @click.option("--overwrite/--no-overwrite", default=False)
 @click.option("--out", required=True, type=click.Path(file_okay=False))
+@threads_option
 @click.pass_context
 def merge(
     ctx: click.Context,

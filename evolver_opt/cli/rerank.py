@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from evolver_opt.cli._options import stored_study_options
+from evolver_opt.cli._options import stored_study_options, threads_option
 
 
 class _DevSample(click.ParamType):
@@ -40,6 +40,7 @@ class _DevSample(click.ParamType):
     show_default=True,
     help="Examples of each dev split to re-score on; larger than the study's own.",
 )
+@threads_option
 def rerank(storage: str | None, study_name: str, top_k: int, dev_per_split: int | None) -> None:
     """Re-score STUDY_NAME's TOP_K best trials on a larger dev sample; the answer is the best.
 

@@ -50,6 +50,7 @@ def build(study: Path, force: bool) -> None:
 )
 @click.option("--per-split", type=click.IntRange(min=1), default=None, help="Score a fixed, "
               "label-stratified sample of N examples of each split (default: all).")  # fmt: skip
+@threads_option
 def matrix(study: Path, split: str, heads: str, per_split: int | None) -> None:
     """Accuracy of every expert (rows) on every domain (columns); reporting only."""
     from evolver_opt.errors import EvolverError
