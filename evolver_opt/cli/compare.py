@@ -19,7 +19,7 @@ from evolver_opt.cli._options import (
     test_per_split_option,
     threads_option,
 )
-from evolver_opt.study.sampler_names import SAMPLER_NAMES
+from evolver_opt.study.samplers import SAMPLER_NAMES
 
 if TYPE_CHECKING:
     from evolver_opt.study.rows import Row

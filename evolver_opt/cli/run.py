@@ -12,7 +12,7 @@ from evolver_opt.cli._options import (
     study_file_argument,
     threads_option,
 )
-from evolver_opt.study.sampler_names import SAMPLER_NAMES
+from evolver_opt.study.samplers import SAMPLER_NAMES
 
 
 @click.command()

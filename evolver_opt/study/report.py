@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from evolver_opt.study.rows import Row, rows_as_json
-from evolver_opt.study.sampler_names import COEFFICIENT_EVOLVERS
+from evolver_opt.study.samplers import COEFFICIENT_EVOLVERS
 from evolver_opt.study.statistics import Interval, Paired, SamplerRank, gap_closed, rank_samplers
 
 BOOTSTRAP_RESAMPLES = 10_000

@@ -36,8 +36,8 @@ from evolver_opt.study.config import (
     with_precision,
 )
 from evolver_opt.study.forms import form_method, start_scales
-from evolver_opt.study.sampler_names import COEFFICIENT_EVOLVERS
 from evolver_opt.study.samplers import (
+    COEFFICIENT_EVOLVERS,
     EVOLVER_PLUS,
     SAMPLER_NAMES,
     check_sampler,

@@ -15,22 +15,137 @@ uniform average.
 ``optuna-cmaes-sep-unsafe-pickle``: it stores its optimizer as pickles in trial attributes and
 unpickles them from the database, so whoever can write the database runs code on the workers.
 Use those names only on a database that only you can write.
+
+Adding a sampler is one entry in :data:`SAMPLERS` (and its factory beside it): the commands'
+``--help``, the unknown-name message and the checks all read that table. This module imports
+nothing heavy at import time (the factories import their sampler), so ``--help`` stays fast.
 """
 
 from __future__ import annotations
 
 import warnings
-
-import optuna
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from evolver_opt.errors import ConfigError
-from evolver_opt.study.sampler_names import SAMPLER_NAMES
+
+if TYPE_CHECKING:
+    import optuna
 
 # Optuna's CmaEsSampler (name -> use_separable_cma): it unpickles its state from trial system
 # attributes, so anyone who can write the database runs code here. Opt-in, with a warning.
 UNSAFE_CMAES = {"optuna-cmaes-unsafe-pickle": False, "optuna-cmaes-sep-unsafe-pickle": True}
 _warned_unsafe = False
 EVOLVER_PLUS = {"mutation": "pbest", "adapt": "jde"}
+
+# factory(name, seed=, x0=, budget=, options=) -> the sampler; ``options`` is [study.evolver]
+Factory = Callable[..., "optuna.samplers.BaseSampler"]
+
+
+def _evolver(
+    name: str, *, seed: int | None, options: dict, **_: Any
+) -> optuna.samplers.BaseSampler:
+    from evolver_opt.integrations.optuna_sampler import EvolverSampler
+
+    options = dict(options)
+    if name == "evolver-plus":
+        options.update(EVOLVER_PLUS)
+    return EvolverSampler(seed=seed, **options)
+
+
+def _cmaes(
+    name: str, *, seed: int | None, x0: dict | None, **_: Any
+) -> optuna.samplers.BaseSampler:
+    from evolver_opt.integrations.cma import ReplayCmaEsSampler
+
+    # cmaes-sep: separable (diagonal) CMA-ES for hundreds of coefficients. sigma0 is in the
+    # search space mapped onto [0, 1]^D, as Optuna's CmaEsSampler.
+    return ReplayCmaEsSampler(
+        x0=x0, sigma0=0.3, seed=seed, warn_independent_sampling=False,
+        separable=name == "cmaes-sep",
+    )  # fmt: skip
+
+
+def _unsafe_cmaes(
+    name: str, *, seed: int | None, x0: dict | None, **_: Any
+) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    _warn_unsafe(name)
+    # Optuna's CmaEsSampler: pickle.loads of trial system attributes (see the docstring)
+    return optuna.samplers.CmaEsSampler(
+        x0=x0, sigma0=0.3, seed=seed, warn_independent_sampling=False,
+        use_separable_cma=UNSAFE_CMAES[name],
+    )  # fmt: skip
+
+
+def _random(name: str, *, seed: int | None, **_: Any) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _tpe(name: str, *, seed: int | None, **_: Any) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def _nevergrad(
+    name: str, *, seed: int | None, budget: int | None, **_: Any
+) -> optuna.samplers.BaseSampler:
+    from evolver_opt.integrations.nevergrad import NevergradSampler  # nevergrad: seconds
+
+    if name == "ng:":
+        raise _unknown(name)
+    return NevergradSampler(name[3:], seed=seed, budget=budget)
+
+
+def _element(
+    name: str, *, seed: int | None, options: dict, **_: Any
+) -> optuna.samplers.BaseSampler:
+    element = _element_sampler(name, seed, options)
+    if element is None:
+        raise _unknown(name)
+    return element
+
+
+# Every sampler by the name the commands list, in the order ``--help`` lists them. A name with
+# ``:`` takes an argument: ``ng:NAME`` is every name that starts with ``ng:``.
+SAMPLERS: dict[str, Factory] = {
+    "evolver": _evolver,
+    "evolver-plus": _evolver,
+    "cmaes": _cmaes,
+    "cmaes-sep": _cmaes,
+    "random": _random,
+    "tpe": _tpe,
+    "ng:NAME": _nevergrad,
+    "evolver-element": _element,
+    "evolver-merger:METHOD": _element,
+    "optuna-cmaes-unsafe-pickle": _unsafe_cmaes,
+    "optuna-cmaes-sep-unsafe-pickle": _unsafe_cmaes,
+}
+SAMPLER_NAMES = tuple(SAMPLERS)
+# The coefficient Evolver samplers (EvolverSampler): the paper's and the variants' preset.
+COEFFICIENT_EVOLVERS = tuple(name for name, factory in SAMPLERS.items() if factory is _evolver)
+
+
+def factory_of(name: str) -> Factory:
+    """The factory of sampler ``name`` (an exact name, or a ``PREFIX:`` one); an unknown name
+    raises :class:`ConfigError` listing the valid ones."""
+    if ":" not in name:
+        if name in SAMPLERS:
+            return SAMPLERS[name]
+        raise _unknown(name)
+    prefix = name.partition(":")[0]
+    for listed, factory in SAMPLERS.items():
+        if ":" in listed and listed.partition(":")[0] == prefix:
+            return factory
+    raise _unknown(name)
+
+
+def _unknown(name: str) -> ConfigError:
+    return ConfigError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLER_NAMES)}")
 
 
 def make_sampler(
@@ -42,44 +157,13 @@ def make_sampler(
     evolver_options: dict | None = None,
 ) -> optuna.samplers.BaseSampler:
     """The sampler called ``name``; an unknown name lists the valid ones."""
+    import optuna
+
+    factory = factory_of(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.simplefilter("ignore", FutureWarning)  # CmaEsSampler's x0/sigma0 (Optuna >= 4.9)
-        if name in ("evolver", "evolver-plus"):
-            from evolver_opt import EvolverSampler
-
-            options = dict(evolver_options or {})
-            if name == "evolver-plus":
-                options.update(EVOLVER_PLUS)
-            return EvolverSampler(seed=seed, **options)
-        if name in ("cmaes", "cmaes-sep"):
-            from evolver_opt.integrations.cma import ReplayCmaEsSampler
-
-            # cmaes-sep: separable (diagonal) CMA-ES for hundreds of coefficients. sigma0 is in
-            # the search space mapped onto [0, 1]^D, as Optuna's CmaEsSampler.
-            return ReplayCmaEsSampler(
-                x0=x0, sigma0=0.3, seed=seed, warn_independent_sampling=False,
-                separable=name == "cmaes-sep",
-            )  # fmt: skip
-        if name in UNSAFE_CMAES:
-            _warn_unsafe(name)
-            # Optuna's CmaEsSampler: pickle.loads of trial system attributes (see the docstring)
-            return optuna.samplers.CmaEsSampler(
-                x0=x0, sigma0=0.3, seed=seed, warn_independent_sampling=False,
-                use_separable_cma=UNSAFE_CMAES[name],
-            )  # fmt: skip
-        if name == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-        if name == "tpe":
-            return optuna.samplers.TPESampler(seed=seed)
-        if name.startswith("ng:") and len(name) > 3:
-            from evolver_opt import NevergradSampler  # imports nevergrad (seconds): only here
-
-            return NevergradSampler(name[3:], seed=seed, budget=budget)
-        element = _element_sampler(name, seed, evolver_options or {})
-        if element is not None:
-            return element
-    raise ConfigError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLER_NAMES)}")
+        return factory(name, seed=seed, x0=x0, budget=budget, options=evolver_options or {})
 
 
 def _warn_unsafe(name: str) -> None:

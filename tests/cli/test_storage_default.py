@@ -6,7 +6,7 @@ import optuna
 from click.testing import CliRunner
 
 from evolver_opt.cli import main
-from evolver_opt.study.sampler_names import SAMPLER_NAMES
+from evolver_opt.study.samplers import SAMPLER_NAMES
 from tests.study.tiny_world import write_study
 
 

@@ -55,3 +55,22 @@ def test_optunas_cma_sampler_only_by_its_unsafe_name_with_one_warning(monkeypatc
 def test_unknown_sampler_lists_the_names():
     with pytest.raises(ConfigError, match="unknown sampler 'cma'.*cmaes-sep"):
         make_sampler("cma", seed=0)
+
+
+def test_one_table_entry_adds_a_sampler(monkeypatch):
+    """The table is the only list: a new entry is built by name, and a prefix entry
+    (``NAME:ARG``) takes every name with its prefix; the listed names follow the table."""
+    assert samplers.SAMPLER_NAMES == tuple(samplers.SAMPLERS)
+    assert samplers.COEFFICIENT_EVOLVERS == ("evolver", "evolver-plus")
+
+    def qmc(name, *, seed, **_):
+        return optuna.samplers.QMCSampler(seed=seed, qmc_type=name.partition(":")[2] or "sobol")
+
+    monkeypatch.setitem(samplers.SAMPLERS, "qmc", qmc)
+    monkeypatch.setitem(samplers.SAMPLERS, "qmc:TYPE", qmc)
+    assert type(make_sampler("qmc", seed=0)) is optuna.samplers.QMCSampler
+    assert make_sampler("qmc:halton", seed=0)._qmc_type == "halton"
+    with pytest.raises(ConfigError, match="unknown sampler 'qmcx'"):
+        make_sampler("qmcx", seed=0)
+    with pytest.raises(ConfigError, match="unknown sampler 'ng:'"):
+        make_sampler("ng:", seed=0)
