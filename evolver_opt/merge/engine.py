@@ -225,6 +225,11 @@ class MergeEngine:
         self._form_kernels = {k: v for k, v in self._form_kernels.items() if k[0] != name}
         self.mark_written({"form_built": name})  # building may have used the working model
 
+    def drop_form(self, name: str) -> None:
+        """Free form ``name``'s rows (no-op when absent)."""
+        self.forms.pop(name, None)
+        self._form_kernels = {k: v for k, v in self._form_kernels.items() if k[0] != name}
+
     def _kernel_for(self, form: str | None) -> GroupMatVec:
         if form is None:
             return self._kernel

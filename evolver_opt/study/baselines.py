@@ -13,17 +13,19 @@ after every choice is made, for the report.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from evolver_opt.data import require_selectable
 from evolver_opt.errors import ConfigError
 from evolver_opt.merge import get_method
-from evolver_opt.merge.methods import list_methods, method_class
+from evolver_opt.merge.methods import MergeMethod, list_methods, method_class
 from evolver_opt.study.forms import method_data
 from evolver_opt.study.merge_stats import spec_for
 from evolver_opt.study.objective import MergeSetup, evaluate_dev
@@ -96,18 +98,54 @@ def search_grid(
     check_dev_only(setup)
     start = time.perf_counter()
     merger = get_method(method)
+    merge = _scaled_parts if _parts_write(merger) else _full_merge
     points = []
     for params in grid:
-        merger.merge(setup.engine, **params)
+        merge(setup, merger, params)
         points.append({"params": dict(params), "dev": float(evaluate_dev(setup).score)})
+    _drop_grid_forms(setup.engine)
     best = _argmax([p["dev"] for p in points])
     chosen = dict(points[best]["params"])
     echo(f"{method}: {_describe(chosen)} best of {len(points)} on dev ({points[best]['dev']:.4f})")
+
+    def apply() -> None:
+        merge(setup, merger, chosen)
+        _drop_grid_forms(setup.engine)
+
     return Baseline(
-        f"{method}(dev grid)", method, chosen, points[best]["dev"],
-        lambda: merger.merge(setup.engine, **chosen), points,
+        f"{method}(dev grid)", method, chosen, points[best]["dev"], apply, points,
         round(time.perf_counter() - start, 1),
     )  # fmt: skip
+
+
+_GRID_FORM = "baselines:"  # the prefix of the forms a grid adds (one at a time)
+
+
+def _drop_grid_forms(engine: Any) -> None:
+    for name in [n for n in engine.forms if n.startswith(_GRID_FORM)]:
+        engine.drop_form(name)
+
+
+def _parts_write(merger: Any) -> bool:
+    """The method writes ``base + lambda * sum(parts)``: its grid over ``lambda`` can reuse
+    one computation of the parts."""
+    return merger.has_parts() and type(merger).write is MergeMethod.write
+
+
+def _full_merge(setup: MergeSetup, merger: Any, params: Mapping[str, Any]) -> None:
+    merger.merge(setup.engine, **params)
+
+
+def _scaled_parts(setup: MergeSetup, merger: Any, params: Mapping[str, Any]) -> None:
+    """``base + lambda * sum(parts)`` through an engine form: the parts are computed once per
+    setting of the other parameters (e.g. one SVD pass for TSV-M's whole lambda grid)."""
+    engine = setup.engine
+    rest = merger.check_params({k: v for k, v in params.items() if k != "lambda"})
+    name = _GRID_FORM + json.dumps([merger.name, rest], sort_keys=True, default=str)
+    if name not in engine.forms:
+        _drop_grid_forms(engine)
+        engine.add_form(name, merger.task_parts(engine, **rest))
+    engine.apply(np.full(engine.genome.shape, float(params.get("lambda", 1.0))), form=name)
 
 
 def data_baseline(

@@ -234,3 +234,19 @@ def test_baselines_methods_picks_a_subset_and_refuses_unknown_names(world, tmp_p
     assert [r.name for r in rows] == ["tsv_m(dev grid)", "regmean"]
     bad = CliRunner().invoke(main, ["baselines", str(study_file), "--methods", "average,slerp"])
     assert bad.exit_code == 1 and "['average', 'slerp'] cannot be tuned" in bad.output
+
+
+def test_a_parts_method_grid_computes_its_parts_once_and_scores_like_the_merge(world, tmp_path):
+    from unittest import mock
+
+    setup = _setup(world, tmp_path)
+    tsv = type(get_method("tsv_m"))
+    real = tsv.task_parts
+    with mock.patch.object(tsv, "task_parts", autospec=True, side_effect=real) as parts:
+        chosen = search_grid(setup, "tsv_m", [{"lambda": 0.5}, {"lambda": 1.5}], echo=print)
+        assert parts.call_count == 1  # one SVD pass for the whole lambda grid
+        chosen.apply()
+    applied = setup.engine.output.clone()
+    assert not setup.engine.forms  # the grid's rows are freed
+    get_method("tsv_m").merge(setup.engine, **chosen.params)
+    torch.testing.assert_close(applied, setup.engine.output, rtol=1e-5, atol=1e-6)
