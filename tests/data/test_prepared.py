@@ -316,3 +316,15 @@ def test_trec_repeats_are_dropped_and_reported(tmp_path):
     assert sorted(texts) == sorted(line.split(" ", 1)[1] for line in lines)
     row = next(r for r in size_table(manifest).splitlines() if r.startswith("trec"))
     assert row.split()[1:3] == ["6", "180"] and row.split()[6:8] == ["120", "120"]
+
+
+def test_each_source_is_one_record_and_the_dedup_priority_is_the_catalogue_order():
+    """A source's archive pin, reader, label rule and domains live in one record; the derived
+    tables follow the records, and every domain belongs to exactly one source."""
+    domains = [d for source in sources.CATALOGUE for d in source.domains]
+    assert len(domains) == len(set(domains)) and tuple(domains) == sources.DEDUP_PRIORITY
+    assert list(DOMAINS) == domains
+    for source in sources.CATALOGUE:
+        assert callable(source.reader) and source.label_rule and source.domains
+        assert sources.SOURCES[source.name] is source
+        assert all(DOMAINS[d] == (source.name, labels) for d, labels in source.domains.items())
