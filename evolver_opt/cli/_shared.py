@@ -5,8 +5,11 @@ Heavy imports stay inside the functions, as in the commands themselves.
 
 from __future__ import annotations
 
+import os
 import shlex
+import shutil
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -20,6 +23,27 @@ if TYPE_CHECKING:
 def invoked_command() -> str:
     """The command line this process was started with, as ``evolver-opt ...`` (shell-quoted)."""
     return "evolver-opt " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def program() -> str:
+    """``evolver-opt`` as a fresh shell in the current folder can run it.
+
+    Inside a virtual environment (the README's install), a fresh shell has not activated it:
+    the script's path, relative when under the current folder (``.venv/bin/evolver-opt``).
+    Elsewhere, ``evolver-opt`` when ``$PATH`` finds this script, else its path."""
+    script = Path(sys.argv[0]) if Path(sys.argv[0]).name == "evolver-opt" else None
+    if script is None or not script.is_file():
+        script = Path(sys.executable).parent / "evolver-opt"
+        if not script.is_file():
+            return "evolver-opt"
+    script = script.absolute()
+    on_path = shutil.which("evolver-opt")
+    in_venv = sys.prefix != sys.base_prefix
+    if not in_venv and on_path and Path(on_path).absolute() == script:
+        return "evolver-opt"
+    here = Path.cwd()
+    shown = os.path.relpath(script, here) if script.is_relative_to(here) else str(script)
+    return shlex.quote(shown if os.sep in shown else f".{os.sep}{shown}")  # a path, not a name
 
 
 def load_study_file(study_file: str, precision: str | None, **overrides: Any) -> StudyConfig:

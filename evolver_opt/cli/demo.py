@@ -75,7 +75,9 @@ def demo(
         f"\nDone in {time.perf_counter() - start:.0f} s. Studies are in {url}; inspect them with:"
     )
     flag = "" if storage is None else f" --storage {url}"
-    click.echo(f"  evolver-opt dashboard{flag}    (optuna-dashboard with notes and artifacts)")
+    from evolver_opt.cli._shared import program
+
+    click.echo(f"  {program()} dashboard{flag}    (optuna-dashboard with notes and artifacts)")
 
 
 def _real(budget: int | None, url: str, out: Path, study_file: str | None) -> None:
