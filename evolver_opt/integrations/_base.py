@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -14,7 +15,7 @@ from optuna.samplers import BaseSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from evolver_opt.core.config import EvolverConfig
+from evolver_opt.core.config import HYPERPARAMETERS, EvolverConfig
 from evolver_opt.errors import ConfigError
 
 _logger = optuna.logging.get_logger("evolver_opt.integrations")
@@ -276,13 +277,44 @@ def resolve_seed(seed: int | None) -> int:
     return seed if seed is not None else int(np.random.SeedSequence().entropy % 2**63)
 
 
-def evolver_config(**options: Any) -> EvolverConfig:
-    """``EvolverConfig(**options)``, its :class:`ConfigError` raised as the ``ValueError`` a
-    sampler's constructor gives for a bad argument."""
+def evolver_config(
+    config: EvolverConfig | None = None, /, *, sampler: bool = True, **options: Any
+) -> EvolverConfig:
+    """``config`` (default ``EvolverConfig()``) with ``options`` replaced. An unknown name
+    raises ``TypeError``; a bad value, for a ``sampler``, the plain ``ValueError`` an Optuna
+    sampler's constructor gives, else ``EvolverConfig``'s :class:`ConfigError`."""
+    if config is not None and not isinstance(config, EvolverConfig):
+        raise ValueError(f"config={config!r} is invalid: expected an EvolverConfig or None")
+    unknown = sorted(set(options) - set(HYPERPARAMETERS))
+    if unknown:  # what Python says of an unknown keyword argument, naming the valid ones
+        raise TypeError(
+            f"unexpected keyword argument(s) {', '.join(unknown)}; Evolver's hyperparameters "
+            f"(EvolverConfig) are {', '.join(HYPERPARAMETERS)}"
+        )
     try:
-        return EvolverConfig(**options)
+        return (config or EvolverConfig()).with_options(**options)
     except ConfigError as exc:
+        if not sampler:
+            raise
         raise ValueError(str(exc)) from exc
+
+
+def declare_hyperparameters(
+    init: Callable[..., None], leave_out: tuple[str, ...] = ()
+) -> Callable[..., None]:
+    """Give ``init`` (a constructor taking ``**hyperparameters``) a signature that lists
+    ``EvolverConfig``'s fields in their place, keyword-only with their defaults: ``help()``,
+    ``inspect`` and Nevergrad's repr see each hyperparameter, declared once, in the config."""
+    signature = inspect.signature(init)
+    defaults = EvolverConfig()
+    declared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=getattr(defaults, name))
+        for name in HYPERPARAMETERS
+        if name not in leave_out
+    ]
+    kept = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    init.__signature__ = signature.replace(parameters=[*kept, *declared])  # type: ignore[attr-defined]
+    return init
 
 
 def check_single_objective(study: Study, sampler: BaseSampler) -> None:

@@ -8,6 +8,7 @@ to ``nevergrad.optimizers.registry``.
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import threading
 import weakref
@@ -22,10 +23,14 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from evolver_opt.core.config import EvolverConfig
+from evolver_opt.core.config import HYPERPARAMETERS, EvolverConfig
 from evolver_opt.core.evolver import Evolver
 from evolver_opt.errors import ConfigError
-from evolver_opt.integrations._base import FloatSpaceSampler
+from evolver_opt.integrations._base import (
+    FloatSpaceSampler,
+    declare_hyperparameters,
+    evolver_config,
+)
 from evolver_opt.integrations._space import NumericSpace
 
 _logger = optuna.logging.get_logger(__name__)
@@ -50,16 +55,7 @@ class _Evolver(base.Optimizer):
             np.full(self.dimension, -np.inf),
             np.full(self.dimension, np.inf),
             population_size=size,
-            config=EvolverConfig(
-                F=options["F"],
-                CR=options["CR"],
-                mutation=options["mutation"],
-                p_random=options["p_random"],
-                n_generations=options["n_generations"],
-                adapt=options["adapt"],
-                p_best=options["p_best"],
-                restart=options["restart"],
-            ),
+            config=EvolverConfig(**{k: v for k, v in options.items() if k in HYPERPARAMETERS}),
             seed=int(self._rng.randint(2**31)),
         )
 
@@ -83,6 +79,10 @@ class _Evolver(base.Optimizer):
         return self._core.best_x
 
 
+# EvolverConfig's fields that Nevergrad's unbounded, randomly started search has no use for.
+NOT_USED = ("bound_handling", "init")
+
+
 class EvolverOptimizer(base.ConfiguredOptimizer):
     """Evolver (Du et al., ACL Findings 2024) for Nevergrad.
 
@@ -90,35 +90,35 @@ class EvolverOptimizer(base.ConfiguredOptimizer):
         population_size: individuals (default 30 as Nevergrad's DE; at least ``num_workers``).
             Interpolation never leaves the population's hull, so small populations on
             general problems converge early; merge searches seed it with the experts instead.
-        mutation: ``"interpolate"``, ``"de"`` or ``"pbest"``; F, CR, p_random, n_generations,
-            adapt (``"jde"``: self-adaptive F and CR per individual), p_best, restart (on
-            the standardized scale): see ``EvolverConfig``.
+        config: Evolver's hyperparameters (``EvolverConfig``; restart on the standardized
+            scale). ``bound_handling`` and ``init`` do not apply: Nevergrad's standardized
+            data is unbounded and the population starts at random.
+        **hyperparameters: any of the others by name (``mutation="de"``), replacing
+            ``config``'s; the optimizer's repr names those that differ from the defaults.
     """
 
+    @functools.partial(declare_hyperparameters, leave_out=NOT_USED)
     def __init__(
         self,
         *,
         population_size: int | None = None,
-        mutation: str = "interpolate",
-        F: float = 0.5,
-        CR: float = 0.5,
-        p_random: float | None = 0.5,
-        n_generations: int | None = None,
-        adapt: str = "none",
-        p_best: float = 0.2,
-        restart: float | None = None,
+        config: EvolverConfig | None = None,
+        **hyperparameters: Any,
     ) -> None:
-        EvolverConfig(
-            F=F,
-            CR=CR,
-            mutation=mutation,
-            p_random=p_random,
-            n_generations=n_generations,
-            adapt=adapt,
-            p_best=p_best,
-            restart=restart,
-        )  # type: ignore[arg-type]
-        super().__init__(_Evolver, locals(), as_config=True)
+        resolved = evolver_config(config, sampler=False, **hyperparameters)
+        unused = {k: getattr(resolved, k) for k in NOT_USED}
+        if any(getattr(EvolverConfig(), k) != v for k, v in unused.items()):
+            raise ValueError(
+                f"EvolverOptimizer does not use {', '.join(NOT_USED)} (Nevergrad's standardized "
+                f"data is unbounded, its population starts at random); got {unused}"
+            )
+        options = {k: v for k, v in resolved.options().items() if k not in NOT_USED}
+        # the keys are the signature's (Nevergrad checks it); config is folded into the others
+        super().__init__(
+            _Evolver,
+            {"population_size": population_size, "config": None, **options},
+            as_config=True,
+        )
 
 
 Evolver_ = EvolverOptimizer().set_name(REGISTRY_NAME)

@@ -31,11 +31,12 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from evolver_opt.core.config import rng_for
+from evolver_opt.core.config import EvolverConfig, rng_for
 from evolver_opt.core.population import KEY_LINEAGE, KEY_POPULATION, Lineage, Record
 from evolver_opt.integrations._base import (
     FloatSpaceSampler,
     SeededSampler,
+    declare_hyperparameters,
     evolver_config,
     per_study,
     resolve_seed,
@@ -77,24 +78,10 @@ class EvolverSampler(SeededSampler, FloatSpaceSampler):
             first trial is drawn, plus ``n_startup_trials`` random ones (10 if nothing is enqueued).
         n_startup_trials: random initial individuals added to the enqueued ones (only without
             ``population_size``).
-        mutation: ``"interpolate"`` (``(1-F) x_i + F x_r``, the released code), ``"de"``
-            (``x_r1 + F (x_r2 - x_r3)``, the paper's Eq. 2) or ``"pbest"`` (JADE's
-            current-to-pbest/1 with an archive of replaced parents; beyond the paper).
-        F: interpolation weight (or DE scale).
-        CR: binomial crossover rate.
-        p_random: probability of a random reference (else the best other individual);
-            ``None`` with ``n_generations`` uses the released schedule ``0.5/(G-g) + 0.5``.
-        n_generations: ``G`` for that schedule.
-        bound_handling: ``"clip"`` or ``"reflect"``.
-        adapt: ``"none"`` (the paper: fixed ``F`` and ``CR``) or ``"jde"``: each individual
-            carries its own ``F`` and ``CR`` (stored in its trial's lineage); an offspring
-            redraws each with probability 0.1 (F in [0.1, 1], CR in [0, 1]), else takes its
-            parent's, and keeps them if it replaces the parent (Brest et al., 2006).
-        p_best: ``"pbest"``'s greedy share: ``x_pbest`` is one of the best ``ceil(p_best P)``.
-        restart: collapse threshold (mean spread per coordinate relative to the bounds); below
-            it an offspring is a Gaussian kick of the best individual. ``None``: never.
-        init: ``"random"`` (uniform) or ``"perturbed"`` (copies of the enqueued points with a
-            Gaussian step of 0.1 of the width) for the slots beyond the enqueued points.
+        config: Evolver's hyperparameters (:class:`~evolver_opt.core.config.EvolverConfig`:
+            mutation, F, CR, p_random, n_generations, bound_handling, adapt, p_best, restart,
+            init; their meaning is documented there). Default: ``EvolverConfig()``.
+        **hyperparameters: any of those fields by name (``F=0.3``), replacing ``config``'s.
         tie_break: a trial user attribute that orders trials of equal value in greedy
             selection (better in the objective's direction; e.g. ``"dev_logprob"``, the mean
             log-probability of the right label beside accuracy). ``None``: the earlier trial.
@@ -114,25 +101,18 @@ class EvolverSampler(SeededSampler, FloatSpaceSampler):
 
     _draws_floats = True  # a float outside the vector gets a draw keyed on (seed, k, name)
 
+    @declare_hyperparameters
     def __init__(
         self,
         *,
         population_size: int | None = None,
         n_startup_trials: int | None = None,
-        mutation: str = "interpolate",
-        F: float = 0.5,
-        CR: float = 0.5,
-        p_random: float | None = 0.5,
-        n_generations: int | None = None,
-        bound_handling: str = "clip",
-        adapt: str = "none",
-        p_best: float = 0.2,
-        restart: float | None = None,
-        init: str = "random",
+        config: EvolverConfig | None = None,
         tie_break: str | None = None,
         seed: int | None = None,
         independent_sampler: BaseSampler | None = None,
         warn_independent_sampling: bool = True,
+        **hyperparameters: Any,
     ) -> None:
         if population_size is not None and n_startup_trials is not None:
             raise ValueError(
@@ -143,21 +123,10 @@ class EvolverSampler(SeededSampler, FloatSpaceSampler):
             raise ValueError(f"population_size={population_size!r} is invalid: expected >= 2")
         if n_startup_trials is not None and n_startup_trials < 0:
             raise ValueError(f"n_startup_trials={n_startup_trials!r} is invalid: expected >= 0")
-        if mutation == "de" and population_size is not None and population_size < 4:
+        self._config = evolver_config(config, **hyperparameters)
+        if self._config.mutation == "de" and population_size is not None and population_size < 4:
             raise ValueError(f"mutation='de' needs population_size >= 4, got {population_size}")
         self._seed = resolve_seed(seed)
-        self._config = evolver_config(
-            F=F,
-            CR=CR,
-            mutation=mutation,
-            p_random=p_random,
-            n_generations=n_generations,
-            bound_handling=bound_handling,
-            adapt=adapt,
-            p_best=p_best,
-            restart=restart,
-            init=init,
-        )
         if tie_break is not None and (not isinstance(tie_break, str) or not tie_break):
             raise ValueError(f"tie_break={tie_break!r} is invalid: expected a user attribute name")
         self.tie_break = tie_break

@@ -27,16 +27,26 @@ Bad values fail at load with the field, the value and what is allowed.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
 import math
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
+from evolver_opt.core.config import HYPERPARAMETERS, RANGE, EvolverConfig
 from evolver_opt.errors import ConfigError
 from evolver_opt.zoo import ZooRecipe
 
@@ -202,36 +212,47 @@ def _check_pruner_option(pruner: str, key: str, value: Any) -> None:
 MAX_POPULATION = 10_000
 
 
-class EvolverSettings(_Frozen):
-    """Keyword arguments of ``EvolverSampler`` (see its docstring)."""
+def _hyperparameter_fields() -> dict[str, Any]:
+    """``EvolverConfig``'s fields as pydantic fields: its names, types, defaults and ranges."""
+    hints = get_type_hints(EvolverConfig)
+    return {
+        f.name: (hints[f.name], Field(f.default, **f.metadata.get(RANGE, {})))
+        for f in dataclasses.fields(EvolverConfig)
+    }
 
+
+_EvolverFields = create_model(
+    "_EvolverFields",
+    __base__=_Frozen,
     # Each slot costs at least one trial before evolution starts, and the samplers keep a
     # (slots x coefficients) array per trial asked: beyond this a study never leaves its start.
-    population_size: int | None = Field(None, ge=2, le=MAX_POPULATION)
-    mutation: Literal["interpolate", "de", "pbest"] = "interpolate"
-    F: float = Field(0.5, gt=0, le=2)
-    CR: float = Field(0.5, ge=0, le=1)
-    p_random: float | None = Field(0.5, ge=0, le=1)
-    n_generations: int | None = Field(None, ge=1)
-    bound_handling: Literal["clip", "reflect"] = "clip"
-    adapt: Literal["none", "jde"] = "none"  # "jde": self-adaptive F and CR per individual
-    p_best: float = Field(0.2, gt=0, le=1)  # mutation "pbest": the greedy share
-    restart: float | None = Field(None, gt=0, lt=1)  # collapse threshold; None: never
-    init: Literal["random", "perturbed"] = "random"  # slots beyond the start points
+    population_size=(int | None, Field(None, ge=2, le=MAX_POPULATION)),
+    **_hyperparameter_fields(),
     # Selection's tie-break between equal dev scores: the secondary score (mean log-probability
     # of the right label), or None (the earlier trial, the paper's greedy rule).
-    tie_break: Literal["dev_logprob"] | None = None
+    tie_break=(Literal["dev_logprob"] | None, None),
+)
+# The fields the first studies stored; every field added since (and any hyperparameter added to
+# EvolverConfig later) is left out at its default, so those studies keep their identity.
+FIRST_STORED = ("population_size", "mutation", "F", "CR", "p_random", "n_generations",
+                "bound_handling")  # fmt: skip
+
+
+class EvolverSettings(_EvolverFields):
+    """``[study.evolver]``: the keyword arguments of ``EvolverSampler``: ``population_size``,
+    Evolver's hyperparameters (the fields of ``core.config.EvolverConfig``, declared there once,
+    with its defaults and ranges) and ``tie_break``."""
 
     def stored(self) -> dict[str, Any]:
         """The settings as studies store them (a later field is left out at its default, so
         older studies keep their identity)."""
         data = self.model_dump(mode="json")
-        later = (("tie_break", None), ("adapt", "none"), ("p_best", 0.2), ("restart", None),
-                 ("init", "random"))  # fmt: skip
-        for key, default in later:
-            if data[key] == default:
-                del data[key]
-        return data
+        defaults = EvolverSettings().model_dump(mode="json")
+        return {k: v for k, v in data.items() if k in FIRST_STORED or v != defaults[k]}
+
+    def config(self) -> EvolverConfig:
+        """The hyperparameters as the samplers take them."""
+        return EvolverConfig(**{name: getattr(self, name) for name in HYPERPARAMETERS})
 
 
 class StudyConfig(_Frozen):
