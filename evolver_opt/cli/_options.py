@@ -17,6 +17,10 @@ STORAGE_HELP = (
 
 storage_option = click.option("--storage", default=None, help=STORAGE_HELP)
 
+# The stem of a study's default name, its compare folder and its baselines file
+# (StudyConfig.search_label): the form only when a merge method's, dev<N> only with dev_per_split.
+SEARCH_LABEL = "<name>-<granularity>[-<form>][-dev<N>]"
+
 precision_option = click.option(
     "--precision",
     type=click.Choice(["auto", "fp32", "bf16"]),

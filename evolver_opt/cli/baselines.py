@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from evolver_opt.cli._options import (
+    SEARCH_LABEL,
     dev_per_split_option,
     study_file_argument,
     test_per_split_option,
@@ -30,7 +31,7 @@ from evolver_opt.cli._options import (
     "--out",
     default=None,
     type=click.Path(dir_okay=False),
-    help="JSON file of the rows (default: runs/baselines-<name>.json); an existing file is "
+    help=f"JSON file of the rows (default: runs/baselines-{SEARCH_LABEL}.json); an existing file is "
     "refused unless --overwrite.",
 )
 @click.option(

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from evolver_opt.cli._options import (
+    SEARCH_LABEL,
     dev_per_split_option,
     n_trials_option,
     precision_option,
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 @n_trials_option("Trials per study (default: the study's n_trials).")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True)
 @storage_option
-@report_folder_option("runs/compare-<name>")
+@report_folder_option(f"runs/compare-{SEARCH_LABEL}")
 @click.option(
     "--granularity",
     type=click.Choice(["model", "layer", "tensor", "element"]),

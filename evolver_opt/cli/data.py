@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
+
+
+class _DataDirOption(click.Option):
+    """``--data-dir``: its help names the default path as it is now (read when help is shown)."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        self.help = f"{self.help.split(' (default: ')[0]} (default: {default_data_dir_help()})."
+        return super().get_help_record(ctx)
+
+
+def default_data_dir_help() -> str:
+    """The default data directory, and what chooses it."""
+    from evolver_opt.paths import data_dir
+
+    if os.environ.get("EVOLVER_OPT_CACHE"):
+        return f"$EVOLVER_OPT_CACHE/data, now {data_dir()}"
+    return f"{data_dir()}; $EVOLVER_OPT_CACHE/data when that is set"
 
 
 @click.group()
@@ -17,7 +35,8 @@ def data() -> None:
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Where to write the splits (default: $EVOLVER_OPT_CACHE/data).",
+    cls=_DataDirOption,
+    help="Where to write the splits",
 )
 @click.option(
     "--archives",
@@ -45,7 +64,8 @@ def prepare(data_dir: Path | None, archive_dirs: tuple[Path, ...], force: bool) 
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="The prepared data (default: $EVOLVER_OPT_CACHE/data).",
+    cls=_DataDirOption,
+    help="The prepared data",
 )
 @click.option("--labels/--no-labels", default=False, help="Also print each task's label names.")
 def list_tasks(data_dir: Path | None, labels: bool) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from evolver_opt.cli._options import (
+    SEARCH_LABEL,
     n_trials_option,
     precision_option,
     progress_option,
@@ -26,7 +27,10 @@ from evolver_opt.study.samplers import SAMPLER_NAMES
 @n_trials_option("Finished trials to reach (default: the study's n_trials).")
 @storage_option
 @click.option(
-    "--study-name", default=None, help="Default: <name>-<granularity>-<sampler>-seed<seed>."
+    "--study-name",
+    default=None,
+    help=f"Default: {SEARCH_LABEL}-<sampler>-seed<seed>, e.g. demo-layer-dev100-evolver-seed0 "
+    "(the form when it is a merge method's, dev<N> when the study has a dev_per_split).",
 )
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option(

@@ -15,7 +15,6 @@ def studies(storage: str | None) -> None:
 
     from evolver_opt.errors import EvolverError
     from evolver_opt.runtime.storage import default_url, open_storage, redact, sqlite_path
-    from evolver_opt.study.runner import ATTR_SAMPLER
 
     url = storage or default_url()
     database = sqlite_path(url)
@@ -31,12 +30,26 @@ def studies(storage: str | None) -> None:
         click.echo(f"no studies in {redact(url)}")
         return
     click.echo(f"studies in {redact(url)}")
-    click.echo(f"{'study':<48} {'sampler':<16} {'finished':>8} {'best':>9}")
-    for s in sorted(summaries, key=lambda s: s.study_name):
-        sampler = s.user_attrs.get(ATTR_SAMPLER, {}).get("name", "-")
-        best = f"{s.best_trial.value:.4f}" if s.best_trial is not None else "-"
-        finished = _finished(opened, s._study_id)
-        click.echo(f"{s.study_name:<48} {sampler:<16} {finished:>8} {best:>9}")
+    rows = [_row(opened, s) for s in sorted(summaries, key=lambda s: s.study_name)]
+    click.echo(_table([("study", "sampler", "finished", "best"), *rows]))
+
+
+def _row(storage, summary) -> tuple[str, str, str, str]:
+    """(name, sampler, finished trials, best value) of one study summary."""
+    from evolver_opt.study.attributes import ATTR_SAMPLER
+
+    sampler = summary.user_attrs.get(ATTR_SAMPLER, {}).get("name", "-")
+    best = f"{summary.best_trial.value:.4f}" if summary.best_trial is not None else "-"
+    return summary.study_name, sampler, str(_finished(storage, summary._study_id)), best
+
+
+def _table(rows: list[tuple[str, str, str, str]]) -> str:
+    """Columns as wide as their longest cell (names left-aligned, numbers right-aligned)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join(
+        f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:>{widths[2]}}  {d:>{widths[3]}}"
+        for a, b, c, d in rows
+    )
 
 
 def _finished(storage, study_id: int) -> int:

@@ -145,7 +145,32 @@ def factory_of(name: str) -> Factory:
 
 
 def _unknown(name: str) -> ConfigError:
-    return ConfigError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLER_NAMES)}")
+    guess = closest_sampler(name)
+    hint = f"; did you mean {guess}?" if guess else ""
+    return ConfigError(
+        f"unknown sampler {name!r}{hint} (expected one of {', '.join(SAMPLER_NAMES)})"
+    )
+
+
+def closest_sampler(name: str) -> str | None:
+    """The sampler name ``name`` most likely misspells (difflib), or None; a ``PREFIX:`` name
+    keeps its own suffix (``ng-NGOpt`` and ``evolver-merge:ties`` -> ``ng:NGOpt``,
+    ``evolver-merger:ties``)."""
+    import difflib
+
+    prefixes = [n.partition(":")[0] for n in SAMPLER_NAMES if ":" in n]
+    head, sep, tail = name.partition(":")
+    if sep:
+        match = difflib.get_close_matches(head.lower(), prefixes, n=1)
+        return f"{match[0]}:{tail}" if match else None
+    for prefix in prefixes:  # the colon typed as another separator
+        if name.lower().startswith(prefix) and name[len(prefix) : len(prefix) + 1] in "-_ .=/":
+            rest = name[len(prefix) + 1 :]
+            if rest:
+                return f"{prefix}:{rest}"
+    plain = [n for n in SAMPLER_NAMES if ":" not in n]
+    match = difflib.get_close_matches(name.lower(), plain, n=1)
+    return match[0] if match else None
 
 
 def make_sampler(
