@@ -17,6 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from evolver_opt.errors import CheckpointError
+from evolver_opt.runtime.quiet import transformers_bars_off
 
 if TYPE_CHECKING:
     from evolver_opt.merge.engine import Coefficients, MergeEngine
@@ -104,7 +105,8 @@ def export_merged(
             if heads is not None:
                 engine.use_head(heads[0])
                 doc["head"] = heads[0]
-            engine.model.save_pretrained(str(tmp), safe_serialization=True)
+            with transformers_bars_off():
+                engine.model.save_pretrained(str(tmp), safe_serialization=True)
             _write_extras(engine, tmp, doc, yamls.get(doc.get("head")))
         else:
             _write_heads(engine, tmp, doc, heads, yamls)
@@ -213,7 +215,8 @@ def _write_heads(
     first = root / heads[0]
     try:
         engine.use_head(heads[0])
-        engine.model.save_pretrained(str(first), safe_serialization=True)
+        with transformers_bars_off():
+            engine.model.save_pretrained(str(first), safe_serialization=True)
         saved = _read_saved(first)
         missing = sorted(head_names - set(saved))
         if missing:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from evolver_opt.errors import CheckpointError, ConfigError
 from evolver_opt.paths import zoo_dir
+from evolver_opt.runtime.quiet import transformers_bars_off
 
 CARD = "card.json"
 ZOO_FORMAT = 1
@@ -176,7 +177,7 @@ def load_base(recipe: ZooRecipe, num_labels: int) -> tuple[Any, Any]:
     folder = resolve_base(recipe.base)
     extra = {"gguf_file": recipe.gguf_file} if recipe.gguf_file else {}
     tokenizer = AutoTokenizer.from_pretrained(folder, **extra)
-    with _quiet_load_report():  # the head is new on purpose: seeded below, not a fault
+    with _quiet_load_report(), transformers_bars_off():  # the new head is seeded below
         model, info = AutoModelForSequenceClassification.from_pretrained(
             folder, num_labels=num_labels, output_loading_info=True, use_safetensors=not extra,
             **extra,
@@ -373,7 +374,8 @@ def build_expert(
     card["build_seconds"] = round(time.perf_counter() - start, 1)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
+    with transformers_bars_off():
+        model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     (tmp / CARD).write_text(json.dumps(card, indent=2) + "\n")
     shutil.rmtree(folder, ignore_errors=True)
@@ -403,7 +405,8 @@ def _write_base_copy(recipe: ZooRecipe, labels: list[str], root: Path | None) ->
     model.config.label2id = {label: i for i, label in enumerate(labels)}
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
+    with transformers_bars_off():
+        model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     tmp.rename(folder)
 
@@ -486,7 +489,7 @@ def load_expert(folder: Path, *, device: str = "cpu") -> tuple[Any, Any]:
     folder = Path(folder)
     if not any(folder.glob("*.safetensors")):
         raise CheckpointError(f"{folder}: no .safetensors weights (pickle checkpoints are refused)")
-    model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True).to(
-        device
-    )
+    with transformers_bars_off():
+        model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True)
+    model = model.to(device)
     return model.eval(), AutoTokenizer.from_pretrained(folder)
