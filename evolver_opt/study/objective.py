@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from evolver_opt.merge import MergeEngine, get_method
 from evolver_opt.runtime.storage import flush_params
 from evolver_opt.study.config import StudyConfig, check_device, engine_granularity
 from evolver_opt.study.forms import build_form, form_method, form_start_points
+from evolver_opt.study.precision_cache import check_key, load_check, save_check
 from evolver_opt.study.precision_check import PrecisionCheck, check_precision
 from evolver_opt.zoo import base_checkpoint, build_zoo, resolve_base
 
@@ -150,10 +151,19 @@ def build_setup(
         )
         return setup
     points = {n: setup.coefficients(p) for n, p in setup.named_initial_points().items()}
-    setup.precision = check_precision(
-        engine, evaluator, setup.dev_keys, points, setting=ev.precision, used=precision,
-        form=setup.form,
-    )  # fmt: skip
+    key = check_key(setup, points, MIN_AGREEMENT)
+    cached = load_check(key, ev.precision) if precision == "bf16" else None
+    if cached is not None:  # the same setup was checked before: skip the two dev passes
+        setup.precision = replace(cached, reason=cached.reason + "; cached check")
+        if cached.used == "fp32":
+            engine.set_model_dtype(torch.float32)
+    else:
+        setup.precision = check_precision(
+            engine, evaluator, setup.dev_keys, points, setting=ev.precision, used=precision,
+            form=setup.form,
+        )  # fmt: skip
+        if precision == "bf16":
+            save_check(key, setup.precision)
     if setup.precision.used != precision:  # auto fell back to float32
         setup.config = config.model_copy(
             update={"evaluation": ev.model_copy(update={"precision": setup.precision.used})}

@@ -295,3 +295,29 @@ def test_weight_space_samplers_score_in_float32_and_say_so(study_env, tmp_path):
         objective.apply_answer(study)
     with setup.engine.model_precision(torch.float32):
         assert objective.apply_answer(study) is not None
+
+
+def test_a_rerun_of_the_same_setup_reuses_the_cached_precision_check(
+    study_env, tmp_path, monkeypatch
+):
+    from evolver_opt.study import objective, precision_cache
+
+    config = _config(tmp_path, study_env["world"], precision="bf16")
+    calls = []
+    real = objective.check_precision
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(objective, "check_precision", counted)
+    first = build_setup(config).precision
+    second = build_setup(config).precision
+    assert len(calls) == 1 and second.agreement == first.agreement
+    assert second.used == first.used and "cached check" in second.reason
+    for path in (study_env["tmp"] / "cache" / precision_cache.FOLDER).iterdir():
+        path.write_text('{"setting": "bf16", "used": "int8"}')  # damaged: checked again
+    assert build_setup(config).precision.agreement == first.agreement and len(calls) == 2
+    other = _config(tmp_path, study_env["world"], "b.toml", precision="bf16", dev_per_split="3")
+    build_setup(other)  # another dev sample: another check
+    assert len(calls) == 3
