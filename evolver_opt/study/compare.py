@@ -16,7 +16,7 @@ import optuna
 import torch
 
 from evolver_opt.merge import get_method
-from evolver_opt.merge.methods import list_methods
+from evolver_opt.merge.methods import list_methods, method_class
 from evolver_opt.study.baselines import baseline_rows
 from evolver_opt.study.element import (
     ElementObjective,
@@ -92,9 +92,19 @@ def run_compare(
                 setup.engine.apply(setup.engine.one_hot(name))
             rows.append(_reference_row(kind, name, setup, reporter))
     if tuned_baselines:
-        echo("tuned baselines: grids on dev, Fisher and RegMean (then test)")
+        echo("tuned baselines: grids on dev, the data methods (then test)")
         rows += baseline_rows(setup, reporter, echo=echo)
+    elif setup.form is not None:  # the searches' own start: the form's method tuned on dev
+        echo(f"reference row: {setup.form} tuned on dev (the static merge the searches start from)")
+        rows += baseline_rows(setup, reporter, echo=echo, **own_method(setup.form))
     return rows
+
+
+def own_method(method: str) -> dict[str, Any]:
+    """``baseline_rows`` arguments that tune ``method`` alone (its grid, or its data)."""
+    grid = [dict(p) for p in method_class(method).grid]
+    return {"grids": {method: grid}, "data_methods": []} if grid else {
+        "grids": {}, "data_methods": [method]}  # fmt: skip
 
 
 class _Eta:

@@ -99,3 +99,27 @@ def test_overriding_the_form_takes_its_start_points_and_names_the_studies(study_
     assert tsv.identity() != config.identity()
     back = override_config(tsv, {"form": "average"}, source="--form")
     assert back.seed_merges == ("average",) and back.search_label == "tiny-layer"
+
+
+def test_a_compare_in_a_form_reports_the_forms_own_tuned_merge(study_env, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from evolver_opt.cli import main
+
+    study_file = write_study(tmp_path / "s.toml", study_env["world"], bounds="[0.0, 2.0]")
+    out = tmp_path / "report"
+    result = CliRunner().invoke(
+        main,
+        ["compare", str(study_file), "--form", "iso_c", "--samplers", "random", "--seeds", "1",
+         "--n-trials", "10", "--storage", study_env["storage"], "--out", str(out),
+         "--no-progress", "--test-per-split", "6"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    (own,) = [r for r in rows if r["name"] == "iso_c(dev grid)"]
+    assert own["kind"] == "static" and len(own["grid"]) == 9
+    (search,) = [r for r in rows if r["kind"] == "sampler"]
+    assert search["study_name"] == "tiny-layer-iso_c-random-seed0"
+    assert search["best_dev"] >= max(p["dev"] for p in own["grid"]) - 0.1  # bf16 vs fp32
