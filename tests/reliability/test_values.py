@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from types import SimpleNamespace
 
 import optuna
@@ -80,9 +81,11 @@ def test_merge_objective_rejects_non_finite_scores(score, monkeypatch):
             bounds=(0.0, 1.0), racing=False, metric="accuracy", pruner=SimpleNamespace(name="none")
         ),
         param_names=["w0"],
-        engine=SimpleNamespace(apply=lambda c: None),
+        engine=SimpleNamespace(apply=lambda c, form=None: None),
         coefficients=lambda params: params,
+        apply=lambda params: None,
         head_of={},
+        lock=threading.Lock(),
     )
     result = SimpleNamespace(score=score, n_seen=4, stopped_early=False, per_split={}, logprob=None)
     monkeypatch.setattr(objective_module, "evaluate_dev", lambda s, stop_below=None, **_: result)
