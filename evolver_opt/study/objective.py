@@ -49,6 +49,11 @@ class MergeSetup:
     # held while a trial writes the one working model and scores it: threads of one process
     # (``run --n-jobs K``) take turns, so each value is its own parameters' score
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    # start point coefficients -> (dev score, its user attributes): every study of a compare
+    # enqueues the same start points, scored once per process (the score is deterministic)
+    start_scores: dict[tuple[float, ...], tuple[float, dict[str, Any]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @property
     def param_names(self) -> list[str]:
@@ -298,11 +303,20 @@ class MergeObjective:
         flush_params(trial)  # in the database before evaluating: a crash leaves them for a retry
         threshold = self._race_threshold(trial)
         staged = _prunable(trial, setup.config)
+        key = tuple(params.values()) if _is_start_point(trial) and threshold is None else None
         with setup.lock:  # no other thread writes the working model until this score is read
+            if key is not None and key in setup.start_scores:
+                value, attrs = setup.start_scores[key]
+                for name, attr in {**attrs, "score_reused": True}.items():
+                    trial.set_user_attr(name, attr)
+                return value
             start = time.perf_counter()
             setup.apply(params)
             merge_s = time.perf_counter() - start
-            return score_on_dev(trial, setup, threshold=threshold, merge_s=merge_s, staged=staged)
+            value = score_on_dev(trial, setup, threshold=threshold, merge_s=merge_s, staged=staged)
+            if key is not None:
+                setup.start_scores[key] = (value, dict(trial.user_attrs))
+            return value
 
     def _race_threshold(self, trial: optuna.Trial) -> float | None:
         if not self.setup.config.racing or self.setup.config.metric != "accuracy":
@@ -315,8 +329,13 @@ def _prunable(trial: optuna.Trial, config: StudyConfig) -> bool:
     Evolver's (it races its parent exactly) and not an enqueued start point."""
     if config.pruner.name == "none" or isinstance(trial.study.sampler, EvolverSampler):
         return False
+    return not _is_start_point(trial)
+
+
+def _is_start_point(trial: optuna.Trial) -> bool:
+    """An enqueued start point (``study.enqueue_trial``), not a sampler's proposal."""
     attrs = trial.study._storage.get_trial_system_attrs(trial._trial_id)
-    return "fixed_params" not in attrs
+    return "fixed_params" in attrs
 
 
 class _StagePruned(Exception):

@@ -123,3 +123,25 @@ def test_a_compare_in_a_form_reports_the_forms_own_tuned_merge(study_env, tmp_pa
     (search,) = [r for r in rows if r["kind"] == "sampler"]
     assert search["study_name"] == "tiny-layer-iso_c-random-seed0"
     assert search["best_dev"] >= max(p["dev"] for p in own["grid"]) - 0.1  # bf16 vs fp32
+
+
+def test_the_studies_of_one_process_score_the_shared_start_points_once(study_env, tmp_path):
+    from evolver_opt.study.compare import run_compare
+
+    config = _config(tmp_path, study_env["world"], granularity='"model"')
+    setup = build_setup(config, precision_check=False)
+    run_compare(
+        setup, ["random", "tpe"], seeds=1, n_trials=5, storage=study_env["storage"],
+        echo=lambda _: None,
+    )  # fmt: skip
+    studies = [
+        optuna.load_study(study_name=s.study_name, storage=study_env["storage"])
+        for s in optuna.get_all_study_summaries(study_env["storage"])
+    ]
+    first, second = (
+        [t for t in s.get_trials() if "fixed_params" in t.system_attrs] for s in studies
+    )
+    assert len(first) == len(second) == 4  # 3 experts and the average
+    assert [t.value for t in first] == [t.value for t in second]
+    reused = [t for t in first + second if t.user_attrs.get("score_reused")]
+    assert len(reused) == 4 and all("dev:vader-tweets/dev" in t.user_attrs for t in reused)
