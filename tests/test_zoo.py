@@ -124,7 +124,7 @@ def test_a_reordered_label_list_rebuilds_the_expert(base_dir, cache, monkeypatch
     monkeypatch.setitem(pipeline.DOMAINS, "vader-nyt", (source, tuple(labels)))
     messages: list[str] = []
     card = build_zoo(recipe, echo=messages.append)["vader-nyt"]
-    assert "built" in messages[0], messages
+    assert "built" in next(m for m in messages if not m.startswith("zoo:")), messages
     assert card["data"]["sha256"] == first["data"]["sha256"]
     assert card["data"]["labels"] == labels != first["data"]["labels"]
     model, _ = load_expert(recipe.expert_dir("vader-nyt"))
@@ -149,9 +149,14 @@ def test_build_caches_reuses_and_rebuilds(base_dir, cache):
     build_zoo(recipe_for(base_dir, lr=2e-3), echo=messages.append)
     built = [m for m in messages if not m.startswith("zoo:")]
     assert all("built" in m for m in built) and len(built) == 2
-    # after the first expert, the time the second will take at the rate measured so far
-    (eta,) = [m for m in messages if m.startswith("zoo:")]
-    assert messages.index(eta) == 1 and "1 expert(s) to build, at most 3 steps: about" in eta
+    # what is to build before the first, an estimate during the first expert (at its first
+    # steps' rate; here its 3 steps are done) and after it, the time the second will take
+    assert messages[0] == (
+        "zoo: 2 expert(s) to build, at most 6 steps; the time they take follows the first steps"
+    )
+    assert messages[1].startswith("zoo: 1 expert(s) to build, at most 3 steps: about")
+    assert "built" in messages[2] and "built" in messages[4]
+    assert messages[3].startswith("zoo: 1 expert(s) to build, at most 3 steps: about")
     assert read_card(folder)["recipe"]["lr"] == 2e-3
 
 
@@ -180,7 +185,7 @@ def test_zoo_eta_counts_only_experts_still_to_build(base_dir, cache):
     recipe = recipe_for(base_dir)
     domains = list(recipe.domains)
     assert zoo_eta(recipe, domains, 2.0) == (
-        "zoo: 2 expert(s) to build, at most 6 steps: about 0 min left at 2.00 s/step "
+        "zoo: 2 expert(s) to build, at most 6 steps: about 12 s left at 2.00 s/step "
         "(a busy machine is slower; see README)"
     )
     build_zoo(recipe.model_copy(update={"domains": (domains[0],)}), echo=lambda m: None)
@@ -188,6 +193,11 @@ def test_zoo_eta_counts_only_experts_still_to_build(base_dir, cache):
     assert "about 3 min" in zoo_eta(recipe, domains, 60.0)
     assert zoo_eta(recipe, domains[:1], 1.0) is None
     assert "zoo: 1 expert(s)" in zoo_eta(recipe, domains[:1], 1.0, force=True)
+    # the expert in training counts with the steps it has left
+    assert zoo_eta(recipe, domains[:1], 60.0, current_steps=100).startswith(
+        "zoo: 1 expert(s) to build, at most 100 steps: about 1 h 40 min left"
+    )
+    assert "the time they take follows the first steps" in zoo_eta(recipe, domains, None)
 
 
 def test_threads_option_sets_torchs_threads(base_dir, cache, tmp_path):
@@ -431,3 +441,24 @@ def test_loading_the_base_with_a_new_head_prints_no_load_report(capfd):
     load_base(ZooRecipe(name="quiet", domains=("vader-movies",)), 2)
     captured = capfd.readouterr()
     assert "LOAD REPORT" not in captured.err + captured.out
+
+
+def test_the_first_estimate_comes_early_in_the_first_expert(base_dir, cache):
+    """Long before the first expert is done: after its first dev evaluation, counting the
+    steps it has left and the experts after it (issue 29, item 4)."""
+    recipe = recipe_for(base_dir, steps=12, eval_every=4)
+    messages: list[str] = []
+    build_zoo(recipe, echo=messages.append)
+    first_built = next(i for i, m in enumerate(messages) if "built in" in m)
+    early = [m for m in messages[:first_built] if "left at" in m]
+    assert early == [messages[1]]
+    assert early[0].startswith("zoo: 2 expert(s) to build, at most 20 steps: about")  # 8 + 12
+
+
+def test_about_reads_like_a_person():
+    from evolver_opt.zoo import about
+
+    assert [about(s) for s in (0.2, 40, 89, 95, 3500, 3600, 3900)] == [
+        "about 1 s", "about 40 s", "about 89 s", "about 2 min", "about 58 min",
+        "about 1 h 00 min", "about 1 h 05 min",
+    ]  # fmt: skip

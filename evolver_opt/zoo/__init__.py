@@ -212,6 +212,10 @@ def init_new_parameters(model: Any, names: list[str], seed: int) -> None:
                 param.fill_(1.0)
 
 
+# steps after which the first zoo estimate is given when no dev evaluation comes sooner
+RATE_STEPS = 20
+
+
 def train(
     model: Any,
     tokenizer: Any,
@@ -221,8 +225,13 @@ def train(
     desc: str = "",
     dev_score: Callable[[], float] | None = None,
     curve: list[dict[str, float]] | None = None,
+    on_rate: Callable[[float, int], None] | None = None,
 ) -> list[float]:
     """Fine-tune in place for ``recipe.steps`` steps of AdamW; returns the loss per step.
+
+    ``on_rate(seconds_per_step, steps_left)`` is called once, early (after the first dev
+    evaluation, or :data:`RATE_STEPS` steps when no curve is recorded or its points are
+    farther apart): the rate so far, evaluations included, and the steps still to run at most.
 
     With ``recipe.eval_every`` and ``dev_score`` (the dev accuracy of ``model`` as it is now),
     the dev score is taken every ``eval_every`` steps and after the last one, and appended to
@@ -257,6 +266,8 @@ def train(
     model.train()
     pad = tokenizer.pad_token_id or 0
     bar = tqdm(range(recipe.steps), desc=desc or "fine-tune", unit="step", leave=False)
+    started = time.perf_counter()
+    rate_at = min(every if 0 < every <= RATE_STEPS * 5 else RATE_STEPS, recipe.steps)
     for step in bar:
         if len(order) < recipe.batch_size:
             order += torch.randperm(len(ids), generator=gen).tolist()
@@ -290,6 +301,8 @@ def train(
                 since_best += 1
             if recipe.patience and since_best >= recipe.patience:
                 break
+        if on_rate is not None and done == rate_at:
+            on_rate((time.perf_counter() - started) / done, recipe.steps - done)
     bar.close()
     if recipe.patience and best is not None and best[1] != len(losses):
         model.load_state_dict(best[2])
@@ -304,8 +317,10 @@ def build_expert(
     root: Path | None = None,
     data_dir: Path | None = None,
     force: bool = False,
+    on_rate: Callable[[float, int], None] | None = None,
 ) -> tuple[Path, dict[str, Any], bool]:
-    """Build (or reuse) one expert; returns its folder, its card and whether it was built."""
+    """Build (or reuse) one expert; returns its folder, its card and whether it was built.
+    ``on_rate``: see :func:`train`."""
     from evolver_opt.data import load_split, store
     from evolver_opt.data.pipeline import ensure_prepared
     from evolver_opt.data.reporting import load_test_split
@@ -342,6 +357,7 @@ def build_expert(
         desc=f"{recipe.name}/{domain}",
         dev_score=lambda: dev_ev.dev_score([dev.key]).score,
         curve=curve,
+        on_rate=on_rate,
     )
     train_s = time.perf_counter() - start
     test = load_test_split(domain, data_dir=data_dir)
@@ -419,14 +435,26 @@ def build_zoo(
     force: bool = False,
     echo: Any = print,
 ) -> dict[str, dict[str, Any]]:
-    """Build or reuse every expert of the recipe; returns the cards by domain. After each
-    expert built, ``echo`` gets an estimate of the time the rest will take."""
+    """Build or reuse every expert of the recipe; returns the cards by domain. ``echo`` gets
+    what is to build before the first, an estimate of the time the rest will take early in the
+    first expert built (at its first steps' rate) and after each expert built."""
     cards = {}
     seconds = steps = 0.0  # of the experts built in this call: the measured rate
+    start = zoo_eta(recipe, recipe.domains, None, root, force, data_dir)
+    if start is not None:
+        echo(start)
     for k, domain in enumerate(recipe.domains):
+        rest = recipe.domains[k + 1 :]
+
+        def early(rate: float, steps_left: int, rest: Sequence[str] = rest) -> None:
+            eta = zoo_eta(recipe, rest, rate, root, force, data_dir, current_steps=steps_left)
+            if eta is not None:
+                echo(eta)
+
         folder, card, built = build_expert(
-            recipe, domain, root=root, data_dir=data_dir, force=force
-        )
+            recipe, domain, root=root, data_dir=data_dir, force=force,
+            on_rate=early if steps == 0 else None,
+        )  # fmt: skip
         verb = f"built in {card['build_seconds']:.0f}s" if built else "reused"
         kept = f", kept step {card['chosen_step']}" if "chosen_step" in card else ""
         echo(f"{domain}: {verb} -> {folder} (dev acc {card['accuracy']['dev']:.3f}{kept})")
@@ -463,22 +491,39 @@ def needs_build(
 def zoo_eta(
     recipe: ZooRecipe,
     remaining: Sequence[str],
-    seconds_per_step: float,
+    seconds_per_step: float | None,
     root: Path | None = None,
     force: bool = False,
     data_dir: Path | None = None,
+    *,
+    current_steps: int = 0,
 ) -> str | None:
-    """How long the experts of ``remaining`` still to build will take at the rate measured so
-    far (an upper bound: early stopping may end one sooner); None if none is left."""
+    """How long the experts of ``remaining`` still to build, and ``current_steps`` left of the
+    one in training, will take at the rate measured so far (an upper bound: early stopping may
+    end one sooner); None if nothing is left. ``seconds_per_step=None``: no rate yet, the
+    steps alone."""
     todo = [d for d in remaining if force or needs_build(recipe, d, root, data_dir)]
-    if not todo:
+    if not todo and not current_steps:
         return None
-    total = sum(recipe.for_domain(d).steps for d in todo)
-    minutes = total * seconds_per_step / 60
+    total = current_steps + sum(recipe.for_domain(d).steps for d in todo)
+    experts = len(todo) + (1 if current_steps else 0)
+    what = f"zoo: {experts} expert(s) to build, at most {total} steps"
+    if seconds_per_step is None:
+        return f"{what}; the time they take follows the first steps"
     return (
-        f"zoo: {len(todo)} expert(s) to build, at most {total} steps: about {minutes:.0f} min "
-        f"left at {seconds_per_step:.2f} s/step (a busy machine is slower; see README)"
+        f"{what}: {about(total * seconds_per_step)} left at {seconds_per_step:.2f} s/step "
+        "(a busy machine is slower; see README)"
     )
+
+
+def about(seconds: float) -> str:
+    """``about 40 s``, ``about 7 min`` or ``about 1 h 05 min``."""
+    if seconds < 90:
+        return f"about {max(1, round(seconds))} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"about {minutes} min"
+    return f"about {minutes // 60} h {minutes % 60:02d} min"
 
 
 def load_expert(folder: Path, *, device: str = "cpu") -> tuple[Any, Any]:
