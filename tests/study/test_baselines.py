@@ -141,7 +141,7 @@ def test_the_baselines_command_writes_compare_rows(world, tmp_path):
     _, rows = rows_from_json(out)
     assert [r.name for r in rows] == NAMES
     sizes = {"task_arithmetic(dev grid)": 10, "ties(dev grid)": 25, "dare(dev grid)": 25}
-    sizes |= {"iso_c(dev grid)": 9, "iso_cts(dev grid)": 9, "tsv_m(dev grid)": 8}
+    sizes |= {"iso_c(dev grid)": 9, "iso_cts(dev grid)": 8, "tsv_m(dev grid)": 8}
     sizes |= {"wudi(dev grid)": 7}
     for r in rows:
         assert r.kind == "static" and r.seed is None and r.test_in is not None

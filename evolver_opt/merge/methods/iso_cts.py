@@ -64,7 +64,7 @@ class IsoCTS(MergeMethod):
     name = "iso_cts"
     url = "https://arxiv.org/abs/2502.04959"
     params = ("lambda_", "common_fraction")
-    grid = tuple({"lambda": lam} for lam in (0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.4))
+    grid = tuple({"lambda": lam} for lam in (1.0, 1.4, 1.8, 2.2, 2.6, 3.0, 3.4, 3.8))
 
     def task_parts(
         self, engine: MergeEngine, common_fraction: float = 0.8
