@@ -456,7 +456,7 @@ def test_the_first_estimate_comes_early_in_the_first_expert(base_dir, cache):
 
 
 def test_about_reads_like_a_person():
-    from evolver_opt.zoo import about
+    from evolver_opt.runtime.clock import about
 
     assert [about(s) for s in (0.2, 40, 89, 95, 3500, 3600, 3900)] == [
         "about 1 s", "about 40 s", "about 89 s", "about 2 min", "about 58 min",

@@ -46,6 +46,16 @@ def program() -> str:
     return shlex.quote(shown if os.sep in shown else f".{os.sep}{shown}")  # a path, not a name
 
 
+def setting_up(config: StudyConfig) -> str:
+    """The line printed before a study's setup, which takes minutes on a first run (the data,
+    the zoo's experts, the tokenized dev splits) and seconds after."""
+    built = " (zoo experts not built yet are trained first)" if config.zoo is not None else ""
+    return (
+        f"setting up {config.name}: {len(config.expert_specs())} experts, {config.granularity} "
+        f"granularity; loading them and tokenizing the dev splits{built} ..."
+    )
+
+
 def load_study_file(study_file: str, precision: str | None, **overrides: Any) -> StudyConfig:
     """``study_file``'s config with ``precision`` and the given (not None) top-level overrides."""
     from evolver_opt.study.config import load_config, override_config, with_precision

@@ -53,7 +53,7 @@ def baselines(
 ) -> None:
     """Tune the static merges of STUDY_FILE on dev and score them on test, with Fisher and
     RegMean; writes the rows in compare's results.json format. All in float32."""
-    from evolver_opt.cli._shared import invoked_command, load_study_file
+    from evolver_opt.cli._shared import invoked_command, load_study_file, setting_up
     from evolver_opt.errors import EvolverError
     from evolver_opt.paths import runs_dir, write_text_atomic
     from evolver_opt.study.baselines import baseline_rows, describe, split_methods
@@ -67,6 +67,7 @@ def baselines(
         config = load_study_file(  # fp32: no bfloat16 check to run
             study_file, "fp32", dev_per_split=dev_per_split, test_per_split=test_per_split
         )
+        click.echo(setting_up(config))
         setup = build_setup(config)
         rows = baseline_rows(
             setup, grids=grids, data_methods=data_methods, n_examples=examples, echo=click.echo

@@ -80,7 +80,7 @@ def compare(
     """Compare samplers on STUDY_FILE; writes report.md, results.json and plots."""
     import optuna
 
-    from evolver_opt.cli._shared import invoked_command, load_study_file
+    from evolver_opt.cli._shared import invoked_command, load_study_file, setting_up
     from evolver_opt.errors import EvolverError
     from evolver_opt.paths import runs_dir
     from evolver_opt.runtime.signals import Terminated
@@ -102,6 +102,7 @@ def compare(
         )
         budget = n_trials or config.n_trials
         preflight(config, names, budget=budget, storage=storage, warn=click.echo)  # typos now
+        click.echo(setting_up(config))
         setup = build_setup(config)
         rows = run_compare(
             setup,

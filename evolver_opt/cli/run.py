@@ -83,7 +83,7 @@ def run(
     """
     import optuna
 
-    from evolver_opt.cli._shared import load_study_file
+    from evolver_opt.cli._shared import load_study_file, setting_up
     from evolver_opt.errors import EvolverError
     from evolver_opt.runtime.signals import Terminated
     from evolver_opt.runtime.storage import default_url, redact
@@ -102,7 +102,7 @@ def run(
             from evolver_opt.study.rerank import check_rerankable
 
             check_rerankable(config, sampler, study_name or config.name)
-        click.echo(f"setting up {config.name}: {config.granularity} granularity ...")
+        click.echo(setting_up(config))
         setup = build_setup(config)
         click.echo(setup.precision.summary())
         study = open_setup_study(

@@ -7,7 +7,6 @@ once per row, for the final best-by-dev model, through the reporting door.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,6 +23,7 @@ from evolver_opt.study.element import (
     make_objective,
     resolve_sampler,
 )
+from evolver_opt.study.eta import compare_eta
 from evolver_opt.study.memory import PeakRSS, record_peak
 from evolver_opt.study.objective import MergeSetup, evaluate_dev
 from evolver_opt.study.rows import Row, TestReporter
@@ -58,7 +58,12 @@ def run_compare(
     reporter = TestReporter(setup)
     rows = []
     resolved = [resolve_sampler(setup.config.granularity, s) for s in samplers]
-    eta = _Eta(seeds * len(resolved) * n_trials)
+    references = [("static", m) for m in STATIC_METHODS]
+    references += [("expert", name) for name in setup.engine.model_names]
+    eta = compare_eta(  # every row's work, not only the trials
+        setup, studies=seeds * len(resolved), n_trials=n_trials,
+        references=len(references), tuned=tuned_baselines,
+    )  # fmt: skip
     for seed in range(seeds):  # seed-major: a compare cut short has every sampler's first seeds
         for sampler in resolved:
             objective = make_objective(setup, sampler)  # weight-space samplers: ElementObjective
@@ -74,23 +79,23 @@ def run_compare(
                     ran = run_study(study, objective, n_trials=n_trials, show_progress_bar=progress)
                     eta.ran(ran)
             eta.skip(min(done, n_trials))
+            echo(f"{study.study_name}: scoring its best trial on the test splits")
+            with setup.engine.model_precision(torch.float32), eta.timed("answer"):
+                row = _sampler_row(study, sampler, seed, setup, reporter, objective)
             if eta.message():
                 echo(eta.message())
-            echo(f"{study.study_name}: scoring its best trial on the test splits")
-            with setup.engine.model_precision(torch.float32):
-                row = _sampler_row(study, sampler, seed, setup, reporter, objective)
             row.peak_rss_mb = record_peak(study, peak)
             rows.append(row)
-    references = [("static", m) for m in STATIC_METHODS]
-    references += [("expert", name) for name in setup.engine.model_names]
     for k, (kind, name) in enumerate(references, start=1):
         echo(f"reference rows {k}/{len(references)}: {kind} {name} (dev and test)")
-        with setup.engine.model_precision(torch.float32):
+        with setup.engine.model_precision(torch.float32), eta.timed("reference"):
             if kind == "static":
                 get_method(name).merge(setup.engine)
             else:
                 setup.engine.apply(setup.engine.one_hot(name))
             rows.append(_reference_row(kind, name, setup, reporter))
+        if k == 1 and eta.message():
+            echo(eta.message())
     if tuned_baselines:
         echo("tuned baselines: grids on dev, the data methods (then test)")
         rows += baseline_rows(setup, reporter, echo=echo)
@@ -105,30 +110,6 @@ def own_method(method: str) -> dict[str, Any]:
     grid = [dict(p) for p in method_class(method).grid]
     return {"grids": {method: grid}, "data_methods": []} if grid else {
         "grids": {}, "data_methods": [method]}  # fmt: skip
-
-
-class _Eta:
-    """Trials left in a compare and the time they will take at the rate measured so far."""
-
-    def __init__(self, total: int) -> None:
-        self.left, self.run, self.seconds, self._start = total, 0, 0.0, 0.0
-
-    def start(self) -> None:
-        self._start = time.perf_counter()
-
-    def ran(self, n: int) -> None:
-        self.seconds += time.perf_counter() - self._start
-        self.run += n
-        self.left -= n
-
-    def skip(self, n: int) -> None:
-        self.left -= n  # already finished before this call
-
-    def message(self) -> str | None:
-        if not self.run or self.left <= 0:
-            return None
-        minutes = self.left * self.seconds / self.run / 60
-        return f"compare: {self.left} trials left, about {minutes:.0f} min at {self.seconds / self.run:.1f} s/trial"
 
 
 def _sampler_row(

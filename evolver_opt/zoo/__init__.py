@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from evolver_opt.errors import CheckpointError, ConfigError
 from evolver_opt.paths import zoo_dir
+from evolver_opt.runtime.clock import about
 from evolver_opt.runtime.quiet import transformers_bars_off
 
 CARD = "card.json"
@@ -514,16 +515,6 @@ def zoo_eta(
         f"{what}: {about(total * seconds_per_step)} left at {seconds_per_step:.2f} s/step "
         "(a busy machine is slower; see README)"
     )
-
-
-def about(seconds: float) -> str:
-    """``about 40 s``, ``about 7 min`` or ``about 1 h 05 min``."""
-    if seconds < 90:
-        return f"about {max(1, round(seconds))} s"
-    minutes = round(seconds / 60)
-    if minutes < 60:
-        return f"about {minutes} min"
-    return f"about {minutes // 60} h {minutes % 60:02d} min"
 
 
 def load_expert(folder: Path, *, device: str = "cpu") -> tuple[Any, Any]:
