@@ -124,3 +124,20 @@ def test_openmp_threads_sleep_instead_of_spinning():
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert "OMP_WAIT_POLICY = 'ACTIVE'" in kept.stderr
+
+
+def test_no_command_module_loads_torch_before_the_threads_are_set():
+    """OMP_WAIT_POLICY only counts when set before torch loads libgomp: the command modules
+    import torch inside their functions, after ``--threads`` is handled."""
+    modules = ", ".join(f"evolver_opt.cli.{name}" for name in
+                        ("run", "compare", "demo", "baselines", "export", "merge", "rerank",
+                         "evaluate", "zoo", "data", "studies", "dashboard"))  # fmt: skip
+    code = f"import sys, {modules}; print('torch' in sys.modules)"
+    shown = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout.strip() == "False"
