@@ -33,8 +33,9 @@ from evolver_opt.errors import StateError
 from evolver_opt.merge.kernels import GroupMatVec
 
 if TYPE_CHECKING:
-    from evolver_opt.merge.engine import MergeEngine
+    from evolver_opt.merge.engine import MergeEngine, TensorSlot
     from evolver_opt.merge.methods import MergeMethod
+    from evolver_opt.merge.methods._base import SlotParts
 
 MASK_CHUNK = 1 << 20
 
@@ -98,6 +99,8 @@ class WeightPopulation:
         self.init: tuple[int, ...] = ()
         self.n_resets = 0
         self._merge_engine: Any = None
+        self._incremental: IncrementalMerge | None = None  # separable mergers' running sum
+        self._scratch: torch.Tensor | None = None
 
     # -- replay ---------------------------------------------------------------------------
     @property
@@ -116,6 +119,7 @@ class WeightPopulation:
             self.row(slot).copy_(self.engine.output)
         self.init, self.holders, self.applied, self.extras = tuple(init), list(init), [], {}
         self.n_resets += 1
+        self._incremental = None  # every row changed: rebuilt at the next merge
 
     def sync(
         self,
@@ -142,9 +146,18 @@ class WeightPopulation:
             if acc.parent_trial in self._needed(todo[i + 1 :], in_flight):
                 self.extras[acc.parent_trial] = self.row(acc.slot).clone()
             row = self.row(acc.slot)
-            crossover_into(
-                row, row, reference, F=lineage.F, CR=lineage.CR, mask_seed=lineage.mask_seed
-            )
+            cache = self._incremental
+            if cache is None or cache.adopt(acc.slot, acc.trial):
+                crossover_into(
+                    row, row, reference, F=lineage.F, CR=lineage.CR, mask_seed=lineage.mask_seed
+                )
+            else:  # the merged sum follows the row: add L_slot(new - old)
+                new = self._scratch_row()
+                crossover_into(
+                    new, row, reference, F=lineage.F, CR=lineage.CR, mask_seed=lineage.mask_seed
+                )
+                cache.replace(acc.slot, new)
+                row.copy_(new)
             self.holders[acc.slot] = acc.trial
             self.applied.append(acc)
         needed = self._needed((), in_flight)
@@ -201,10 +214,52 @@ class WeightPopulation:
                 b[start:end].copy_(tmp)
 
     def merge(self, method: MergeMethod, **params: Any) -> None:
-        """Write ``method``'s merge of the population's rows into the working model."""
-        engine = self._population_engine()
-        method.merge(engine, **params)
+        """Write ``method``'s merge of the population's rows into the working model (a
+        ``separable`` method: from the kept sum of the rows' parts, see :class:`IncrementalMerge`)."""
+        if method.separable:
+            self.incremental(method, params).write(self.engine.output)
+        else:
+            method.merge(self._population_engine(), **params)
         self.engine.mark_written({"population_merge": method.name, "holders": list(self.holders)})
+
+    def merge_offspring(
+        self,
+        method: MergeMethod,
+        slot: int,
+        offspring: torch.Tensor,
+        trial: int | None = None,
+        **params: Any,
+    ) -> None:
+        """Write the merge of the population with ``offspring`` in ``slot``'s row. A separable
+        method computes only that slot's part (``sum - part(row) + part(offspring)``) and keeps
+        the result for trial ``trial``, adopted when replay accepts it; any other method merges
+        every row, the offspring swapped in. ``offspring`` may be overwritten."""
+        if not method.separable:
+            with self.substituted(slot, offspring):
+                self.merge(method, **params)
+            return
+        cache = self.incremental(method, params)
+        cache.write(self.engine.output, slot, offspring, trial)
+        self.engine.mark_written(
+            {"population_merge": method.name, "holders": list(self.holders), "offspring": trial}
+        )
+
+    def incremental(self, method: MergeMethod, params: dict[str, Any]) -> IncrementalMerge:
+        """The running sum of ``method``'s parts over the rows (built on first use, kept in step
+        by :meth:`sync`; the method's statistics are fixed per population, so its parameters are
+        identified by object)."""
+        key = (method.name, tuple(sorted((k, id(v)) for k, v in params.items())))
+        if self._incremental is None or self._incremental.key != key:
+            self._incremental = None  # free the old sum before building the new one
+            engine = self._population_engine()
+            parts = method.slot_parts(engine, **method.check_params(params))
+            self._incremental = IncrementalMerge(key, parts, engine, self.rows[1:])
+        return self._incremental
+
+    def _scratch_row(self) -> torch.Tensor:
+        if self._scratch is None:
+            self._scratch = torch.empty_like(self.rows[0])
+        return self._scratch
 
     def _population_engine(self) -> Any:
         """The engine seen through the population: its 'models' are the individuals' rows."""
@@ -219,4 +274,82 @@ class WeightPopulation:
     def nbytes(self) -> int:
         """Bytes held by the population (rows and kept extras)."""
         extra = sum(t.numel() * t.element_size() for t in self.extras.values())
+        if self._incremental is not None:
+            extra += self._incremental.nbytes()
         return self.rows.numel() * self.rows.element_size() + extra
+
+
+class IncrementalMerge:
+    """A separable merge of the population's rows, kept as a float64 running sum.
+
+    ``total = constant + sum_s L_s(row_s)`` (the method's :class:`SlotParts`); the merge with
+    an offspring ``u`` in slot ``s`` is ``total + L_s(u - row_s)``: one slot's part instead of
+    every slot's (RegMean: one ``d_in x d_in`` product per linear layer instead of a Gram
+    product per slot and a solve). The last such result is kept as a candidate and becomes the
+    total when replay accepts that offspring; any other change of a row goes through
+    :meth:`replace`. Memory: two float64 vectors of the merged size, and the parts' own maps.
+    """
+
+    def __init__(self, key: Any, parts: SlotParts, engine: Any, rows: torch.Tensor) -> None:
+        self.key, self.parts, self.rows = key, parts, rows
+        self.tensors: list[TensorSlot] = list(engine.slots())
+        self.spans = [(t.name, *engine.layout.span(t.name)) for t in self.tensors]
+        self.total = torch.zeros(rows.shape[1], dtype=torch.float64, device=rows.device)
+        self._candidate: torch.Tensor | None = None
+        self._candidate_of: tuple[int, int] | None = None  # (slot, trial)
+        with torch.no_grad():
+            for t, (_, start, end) in zip(self.tensors, self.spans):
+                out = self.total[start:end].view(t.shape)
+                constant = parts.constant(t)
+                if constant is not None:
+                    out.copy_(constant)
+                for s in range(rows.shape[0]):
+                    out.add_(parts.part(s, t, rows[s, start:end].view(t.shape)))
+
+    def _with(self, out: torch.Tensor, slot: int, new: torch.Tensor) -> None:
+        """``out = total + L_slot(new - row_slot)``, tensor by tensor."""
+        row = self.rows[slot]
+        with torch.no_grad():
+            for t, (_, start, end) in zip(self.tensors, self.spans):
+                delta = (new[start:end] - row[start:end]).view(t.shape)
+                part = self.parts.part(slot, t, delta).reshape(-1)
+                torch.add(self.total[start:end], part, out=out[start:end])
+
+    def write(
+        self,
+        out: torch.Tensor,
+        slot: int | None = None,
+        offspring: torch.Tensor | None = None,
+        trial: int | None = None,
+    ) -> None:
+        """Write the merge (with ``offspring`` in ``slot``, if given) into flat ``out``."""
+        if slot is None or offspring is None:
+            with torch.no_grad():
+                out.copy_(self.total)
+            return
+        if self._candidate is None:
+            self._candidate = torch.empty_like(self.total)
+        self._candidate_of = None
+        self._with(self._candidate, slot, offspring)
+        self._candidate_of = None if trial is None else (slot, trial)
+        with torch.no_grad():
+            out.copy_(self._candidate)
+
+    def adopt(self, slot: int, trial: int) -> bool:
+        """Replay accepted ``trial`` into ``slot``: take its kept merge as the total if it is
+        the last one computed (True; the caller then updates the row), else False."""
+        if self._candidate_of != (slot, trial):
+            return False
+        assert self._candidate is not None
+        self.total, self._candidate = self._candidate, self.total
+        self._candidate_of = None
+        return True
+
+    def replace(self, slot: int, new: torch.Tensor) -> None:
+        """Row ``slot`` is about to become ``new``: move the total along."""
+        self._with(self.total, slot, new)
+        self._candidate_of = None
+
+    def nbytes(self) -> int:
+        held = [self.total] + ([self._candidate] if self._candidate is not None else [])
+        return sum(t.numel() * t.element_size() for t in held)

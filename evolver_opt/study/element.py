@@ -188,9 +188,10 @@ class ElementObjective:
         if self._spare is None or self._spare.shape != engine.output.shape:
             self._spare = torch.empty_like(engine.output)
         weights.offspring_into(self._spare, lineage)
+        # a separable merger (average, task_arithmetic, fisher, regmean) computes only this
+        # slot's part; the others merge every row (WeightPopulation.merge_offspring)
         params = self._merge_params(weights)
-        with weights.substituted(lineage.slot, self._spare):
-            weights.merge(self.method, **params)
+        weights.merge_offspring(self.method, lineage.slot, self._spare, lineage.trial, **params)
         return population.score
 
     def _merge_params(self, weights: Any) -> dict[str, Any]:

@@ -66,6 +66,10 @@ class MergeMethod:
     grid: ClassVar[tuple[dict[str, Any], ...]] = ()
     reference: ClassVar[bool] = False  # an untuned reference row of every ``compare``
     merger: ClassVar[bool] = True  # usable as ``evolver-merger:<name>`` over a population
+    # True: the merge is ``constant + sum_i L_i(theta_i)`` with each ``L_i`` a fixed linear map
+    # of model i's weights alone (:meth:`slot_parts`), so a merge over rows that change one at
+    # a time is updated by one model's part (the weight-space merger's incremental path).
+    separable: ClassVar[bool] = False
 
     @classmethod
     def has_parts(cls) -> bool:
@@ -77,6 +81,11 @@ class MergeMethod:
         """Per merged tensor, the ``(n_models, *shape)`` float32 parts whose sum is the
         method's merged task vector at scale 1 (``merge = base + lambda * parts.sum(0)``)."""
         raise ConfigError(f"method {self.name!r} is not a sum of per-task parts")
+
+    def slot_parts(self, engine: MergeEngine, **kwargs: Any) -> SlotParts:
+        """The merge's per-model linear maps (``separable`` methods), for the parameters that
+        :meth:`merge` takes; the statistics are read here, once."""
+        raise ConfigError(f"method {self.name!r} is not separable per model")
 
     def coefficients(self, engine: MergeEngine, **kwargs: Any) -> np.ndarray:
         """The merge as an ``(n_models, n_groups)`` coefficient array, where expressible."""
@@ -136,6 +145,24 @@ class MergeMethod:
                 f"method {self.name!r} has no parameter {unknown}; it takes {list(self.params)}"
             )
         return out
+
+
+class SlotParts:
+    """A separable merge: ``merged = constant + sum_i L_i(theta_i)`` per merged tensor, each
+    ``L_i`` linear in model i's weights alone. This base is the weighted average
+    (``L_i(x) = w_i x``, no constant); methods override :meth:`part` and :meth:`constant`.
+    Everything is float64 in each tensor's stored shape."""
+
+    def __init__(self, weights: Sequence[float]) -> None:
+        self.weights = [float(w) for w in weights]
+
+    def constant(self, tensor: TensorSlot) -> torch.Tensor | None:
+        """The merge's term that no model's weights enter (None: zero)."""
+        return None
+
+    def part(self, i: int, tensor: TensorSlot, x: torch.Tensor) -> torch.Tensor:
+        """``L_i(x)`` for merged tensor ``tensor``, ``x`` holding model i's values of it."""
+        return x.double() * self.weights[i]
 
 
 def _jsonable(kwargs: Mapping[str, Any]) -> dict[str, Any]:

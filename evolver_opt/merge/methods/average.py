@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from evolver_opt.merge.methods._base import MergeMethod, model_weights
+from evolver_opt.merge.methods._base import MergeMethod, SlotParts, model_weights
 
 if TYPE_CHECKING:
     from evolver_opt.merge.engine import MergeEngine
@@ -21,9 +21,13 @@ class Average(MergeMethod):
     linear = True
     reference = True
     params = ("weights",)
+    separable = True
 
     def coefficients(
         self, engine: MergeEngine, weights: Sequence[float] | None = None
     ) -> np.ndarray:
         w = model_weights(weights, engine.n_models, normalize=True)
         return np.repeat(w[:, None], engine.n_groups, axis=1)
+
+    def slot_parts(self, engine: MergeEngine, weights: Sequence[float] | None = None) -> SlotParts:
+        return SlotParts(model_weights(weights, engine.n_models, normalize=True))

@@ -13,13 +13,13 @@ as ``fishers``, one flat float32 vector per model in the engine's layout.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from evolver_opt.errors import ConfigError
-from evolver_opt.merge.methods._base import MergeMethod, model_weights
+from evolver_opt.merge.methods._base import MergeMethod, SlotParts, model_weights
 from evolver_opt.merge.methods._examples import (
     Examples,
     load_model,
@@ -30,7 +30,7 @@ from evolver_opt.merge.methods._examples import (
 )
 
 if TYPE_CHECKING:
-    from evolver_opt.merge.engine import MergeEngine
+    from evolver_opt.merge.engine import MergeEngine, TensorSlot
 
 
 def diagonal_fisher(engine: MergeEngine, batches: Sequence, out: torch.Tensor) -> int:
@@ -73,6 +73,7 @@ class Fisher(MergeMethod):
     params = ("examples", "weights", "floor", "fishers")
     data = "statistics"
     statistics_argument = "fishers"
+    separable = True
 
     def write(
         self,
@@ -98,3 +99,43 @@ class Fisher(MergeMethod):
             has_mass = den > floor
             merged = num.div_(den.clamp_(min=floor)).to(engine.dtype)
             engine.output.copy_(torch.where(has_mass, merged, engine.output))
+
+    def slot_parts(
+        self,
+        engine: MergeEngine,
+        examples: Examples | None = None,
+        weights: Sequence[float] | None = None,
+        floor: float = 1e-12,
+        fishers: Sequence[torch.Tensor] | None = None,
+    ) -> SlotParts:
+        """:meth:`write` as per-model maps ``L_i(theta) = w_i F_i theta / sum_j w_j F_j`` (the
+        weighted average where the denominator has no mass); one float32 vector of the merged
+        size per model in memory."""
+        if fishers is not None and len(fishers) != engine.n_models:
+            raise ConfigError(f"fishers has {len(fishers)} entries, expected {engine.n_models}")
+        if fishers is None:
+            lists = per_model(engine, examples)
+            fishers = [expert_fisher(engine, i, lists[i]) for i in range(engine.n_models)]
+        w = model_weights(weights, engine.n_models, normalize=True).tolist()
+        den = torch.zeros(engine.output.numel(), dtype=torch.float32, device=engine.device)
+        for i in range(engine.n_models):
+            den.add_(fishers[i].to(device=engine.device, dtype=torch.float32), alpha=w[i])
+        has_mass = den > floor
+        den.clamp_(min=floor)
+        scales = []
+        for i in range(engine.n_models):
+            f = fishers[i].to(device=engine.device, dtype=torch.float32) * w[i]
+            scales.append(torch.where(has_mass, f.div_(den), w[i]))
+        return _FisherParts(w, scales, engine.layout)
+
+
+class _FisherParts(SlotParts):
+    """Fisher's per-model maps: a flat per-weight scale per model."""
+
+    def __init__(self, weights: Sequence[float], scales: list[torch.Tensor], layout: Any) -> None:
+        super().__init__(weights)
+        self.scales, self.layout = scales, layout
+
+    def part(self, i: int, tensor: TensorSlot, x: torch.Tensor) -> torch.Tensor:
+        start, end = self.layout.span(tensor.name)
+        return x.double() * self.scales[i][start:end].view(x.shape)

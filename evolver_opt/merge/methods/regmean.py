@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from evolver_opt.errors import ConfigError
-from evolver_opt.merge.methods._base import MergeMethod, model_weights, task_vectors
+from evolver_opt.merge.methods._base import MergeMethod, SlotParts, model_weights, task_vectors
 from evolver_opt.merge.methods._examples import Examples, load_model, model_inputs, per_model
 
 if TYPE_CHECKING:
@@ -90,6 +90,7 @@ class RegMean(MergeMethod):
     params = ("examples", "weights", "alpha", "grams")
     data = "statistics"
     statistics_argument = "grams"
+    separable = True
 
     def task_parts(
         self,
@@ -148,6 +149,66 @@ class RegMean(MergeMethod):
                 solved = torch.linalg.solve(g + ridge.to(g.device), sum_gw[name])
                 mod, transposed = layers[name]
                 mod.weight.copy_(solved if transposed else solved.t())
+
+    def slot_parts(
+        self,
+        engine: MergeEngine,
+        examples: Examples | None = None,
+        weights: Sequence[float] | None = None,
+        alpha: float = 0.9,
+        grams: Sequence[Mapping[str, torch.Tensor]] | None = None,
+    ) -> SlotParts:
+        """:meth:`write` as per-model maps: ``L_i(W) = (sum_j w_j G~_j)^-1 w_i G~_i W^T`` on
+        each linear layer (factorized once per layer here; float64, ``n_models x d_in^2`` per
+        layer in memory), ``w_i W`` elsewhere."""
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise ConfigError(f"alpha={alpha} must be in [0, 1]")
+        if grams is None:
+            lists = per_model(engine, examples)
+            grams = [expert_grams(engine, i, lists[i]) for i in range(engine.n_models)]
+        if len(grams) != engine.n_models:
+            raise ConfigError(f"grams has {len(grams)} entries, expected {engine.n_models}")
+        w = model_weights(weights, engine.n_models, normalize=True)
+        layers = linear_layers(engine)
+
+        def scaled(i: int) -> dict[str, torch.Tensor]:
+            return {name: _scaled_gram(g.to(engine.device, torch.float64), float(alpha)) * w[i]
+                    for name, g in grams[i].items()}  # fmt: skip
+
+        total: dict[str, torch.Tensor] = {}
+        for i in range(engine.n_models):
+            for name, g in scaled(i).items():
+                total[name] = g if name not in total else total[name].add_(g)
+        factors = {}
+        for name, g in total.items():
+            if torch.diagonal(g).gt(0).any():  # else never saw an input: keep the average
+                ridge = 1e-8 * torch.diagonal(g).mean() * torch.eye(len(g), dtype=g.dtype)
+                factors[name] = torch.linalg.lu_factor(g + ridge.to(g.device))
+        maps: list[dict[str, torch.Tensor]] = []
+        for i in range(engine.n_models):
+            found = scaled(i)
+            maps.append({n: torch.linalg.lu_solve(*factors[n], found[n]) if n in found
+                         else torch.zeros_like(total[n]) for n in factors})  # fmt: skip
+        return _RegressionParts(w, maps, {n: layers[n][1] for n in factors})
+
+
+class _RegressionParts(SlotParts):
+    """RegMean's per-model maps: ``maps[i][layer]`` is ``(sum_j G~_j)^-1 G~_i`` (weighted)."""
+
+    def __init__(
+        self, weights: Sequence[float], maps: list[dict[str, torch.Tensor]],
+        transposed: dict[str, bool],
+    ) -> None:  # fmt: skip
+        super().__init__(weights)
+        self.maps, self.transposed = maps, transposed
+
+    def part(self, i: int, tensor: TensorSlot, x: torch.Tensor) -> torch.Tensor:
+        m = self.maps[i].get(tensor.name)
+        if m is None:
+            return super().part(i, tensor, x)
+        if self.transposed[tensor.name]:
+            return m @ x.double()
+        return (m @ x.double().t()).t()
 
 
 def _model_weight(engine: MergeEngine, i: int, name: str, shape: torch.Size) -> torch.Tensor:
