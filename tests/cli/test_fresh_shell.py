@@ -99,3 +99,14 @@ def test_docs_data_describes_every_source_and_task():
         assert f"`{source.spec}`" in text, source.spec
         for domain in source.domains:
             assert f"`{domain}`" in text, domain
+
+
+def test_data_help_names_every_source_package_and_task():
+    from evolver_opt.data.sources import CATALOGUE
+
+    shown = " ".join(CliRunner().invoke(main, ["data", "--help"]).output.split())
+    for source in CATALOGUE:
+        assert source.package in shown, source.package
+    assert "docs/data.md" in shown
+    tasks = [d for s in CATALOGUE for d in s.domains]
+    assert all(task in shown for task in tasks), tasks
