@@ -26,6 +26,7 @@ from evolver_opt.study.element import (
 from evolver_opt.study.eta import compare_eta
 from evolver_opt.study.memory import PeakRSS, record_peak
 from evolver_opt.study.objective import MergeSetup, evaluate_dev
+from evolver_opt.study.row_cache import cached_rows
 from evolver_opt.study.rows import Row, TestReporter
 from evolver_opt.study.runner import finished_count, open_setup_study, run_study
 
@@ -56,14 +57,13 @@ def run_compare(
     if setup.precision is not None:
         echo(setup.precision.summary() + "; answers are re-scored in float32 for the report")
     reporter = TestReporter(setup)
+    # first, and cached: a compare cut short or resumed has them, and a rerun skips them
+    references = reference_rows(setup, reporter, echo, tuned_baselines)
     rows = []
     resolved = [resolve_sampler(setup.config.granularity, s) for s in samplers]
-    references = [("static", m) for m in STATIC_METHODS]
-    references += [("expert", name) for name in setup.engine.model_names]
-    eta = compare_eta(  # every row's work, not only the trials
-        setup, studies=seeds * len(resolved), n_trials=n_trials,
-        references=len(references), tuned=tuned_baselines,
-    )  # fmt: skip
+    eta = compare_eta(  # the work left: the studies (the reference rows are done)
+        setup, studies=seeds * len(resolved), n_trials=n_trials, references=0, tuned=False
+    )
     for seed in range(seeds):  # seed-major: a compare cut short has every sampler's first seeds
         for sampler in resolved:
             objective = make_objective(setup, sampler)  # weight-space samplers: ElementObjective
@@ -86,22 +86,42 @@ def run_compare(
                 echo(eta.message())
             row.peak_rss_mb = record_peak(study, peak)
             rows.append(row)
-    for k, (kind, name) in enumerate(references, start=1):
-        echo(f"reference rows {k}/{len(references)}: {kind} {name} (dev and test)")
-        with setup.engine.model_precision(torch.float32), eta.timed("reference"):
-            if kind == "static":
-                get_method(name).merge(setup.engine)
-            else:
-                setup.engine.apply(setup.engine.one_hot(name))
-            rows.append(_reference_row(kind, name, setup, reporter))
-        if k == 1 and eta.message():
-            echo(eta.message())
-    if tuned_baselines:
+    return rows + references
+
+
+def reference_rows(
+    setup: MergeSetup, reporter: TestReporter, echo: Callable[[str], Any], tuned: bool
+) -> list[Row]:
+    """The static merges and each expert alone (dev and test), the tuned baselines when
+    ``tuned`` (else, in a method form, that method tuned on dev: where the searches start);
+    each read from the row cache when this setup scored it before."""
+    names = [("static", m) for m in STATIC_METHODS]
+    names += [("expert", name) for name in setup.engine.model_names]
+    rows: list[Row] = []
+    for k, (kind, name) in enumerate(names, start=1):
+        echo(f"reference rows {k}/{len(names)}: {kind} {name} (dev and test)")
+
+        def one(kind: str = kind, name: str = name) -> list[Row]:
+            with setup.engine.model_precision(torch.float32):
+                if kind == "static":
+                    get_method(name).merge(setup.engine)
+                else:
+                    setup.engine.apply(setup.engine.one_hot(name))
+                return [_reference_row(kind, name, setup, reporter)]
+
+        rows += cached_rows(setup, reporter, kind, name, one)
+    if tuned:
         echo("tuned baselines: grids on dev, the data methods (then test)")
-        rows += baseline_rows(setup, reporter, echo=echo)
-    elif setup.form is not None:  # the searches' own start: the form's method tuned on dev
+        return rows + cached_rows(
+            setup, reporter, "static", "tuned", lambda: baseline_rows(setup, reporter, echo=echo)
+        )
+    if setup.form is not None:  # the searches' own start: the form's method tuned on dev
         echo(f"reference row: {setup.form} tuned on dev (the static merge the searches start from)")
-        rows += baseline_rows(setup, reporter, echo=echo, **own_method(setup.form))
+        own = own_method(setup.form)
+        rows += cached_rows(
+            setup, reporter, "static", f"{setup.form}(dev grid)",
+            lambda: baseline_rows(setup, reporter, echo=echo, **own), extra=own,
+        )  # fmt: skip
     return rows
 
 

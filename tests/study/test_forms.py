@@ -145,3 +145,23 @@ def test_the_studies_of_one_process_score_the_shared_start_points_once(study_env
     assert [t.value for t in first] == [t.value for t in second]
     reused = [t for t in first + second if t.user_attrs.get("score_reused")]
     assert len(reused) == 4 and all("dev:vader-tweets/dev" in t.user_attrs for t in reused)
+
+
+def test_a_rerun_reads_the_reference_rows_back_from_the_cache(study_env, tmp_path, monkeypatch):
+    from evolver_opt.study import compare
+
+    config = _config(tmp_path, study_env["world"], granularity='"model"', test_per_split="6")
+    setup = build_setup(config, precision_check=False)
+    scored = []
+    real = compare._reference_row
+    monkeypatch.setattr(
+        compare, "_reference_row", lambda *a, **k: scored.append(a[1]) or real(*a, **k)
+    )
+    run = dict(seeds=1, n_trials=5, storage=study_env["storage"], echo=lambda _: None)
+    first = compare.run_compare(setup, ["random"], **run)
+    assert len(scored) == 4 + 3  # average, task_arithmetic, ties, dare; 3 experts
+    again = compare.run_compare(setup, ["random"], **run)
+    assert len(scored) == 7  # nothing scored again
+    assert [(r.name, r.test, r.best_dev) for r in again] == [
+        (r.name, r.test, r.best_dev) for r in first
+    ]
