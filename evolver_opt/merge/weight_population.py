@@ -114,9 +114,10 @@ class WeightPopulation:
         """The initial population again (each individual from its coefficients)."""
         if len(init) != self.size:
             raise StateError(f"the study has {len(init)} initial individuals; expected {self.size}")
-        for slot, c in enumerate(self.init_coefficients):
-            self.engine.apply(c)
-            self.row(slot).copy_(self.engine.output)
+        with self.engine.model_precision(torch.float32):  # exact, whatever the model holds
+            for slot, c in enumerate(self.init_coefficients):
+                self.engine.apply(c)
+                self.row(slot).copy_(self.engine.output)
         self.init, self.holders, self.applied, self.extras = tuple(init), list(init), [], {}
         self.n_resets += 1
         self._incremental = None  # every row changed: rebuilt at the next merge
@@ -263,8 +264,8 @@ class WeightPopulation:
 
     def _population_engine(self) -> Any:
         """The engine seen through the population: its 'models' are the individuals' rows."""
-        if self._merge_engine is None:
-            e = copy.copy(self.engine)
+        if self._merge_engine is None or self._merge_engine.output is not self.engine.output:
+            e = copy.copy(self.engine)  # again when the working model changed dtype
             e.stacked = self.rows
             e.genome = Genome(tuple(f"slot{s}" for s in range(self.size)), e.genome.groups)
             e._kernel = GroupMatVec(self.rows, self.engine.output, self.engine.layout.group_spans)

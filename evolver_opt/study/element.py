@@ -124,11 +124,16 @@ class ElementObjective:
 
     # -- the trial ----------------------------------------------------------------------
     def __call__(self, trial: optuna.Trial) -> float:
-        # the population's rows are float32, and every copy between them and the working model
-        # must be exact: a weight-space study is scored in float32 (open_study records so).
-        # The lock: threads (``n_jobs > 1``) share the working model, the rows and its dtype.
-        with self.setup.lock, self.setup.engine.model_precision(torch.float32):
-            return self._score(trial)
+        # plain: offspring are written into the working model and copied between it and the
+        # float32 rows exactly, so the study is scored in float32 (open_study records so).
+        # merger: the rows stay float32 and every merge is written into the working model
+        # rounded once, so trials are scored in the study's precision (bfloat16 where the setup
+        # chose it). The lock: threads (``n_jobs > 1``) share the working model, rows, dtype.
+        plain = self.mode.mode == "plain"
+        with self.setup.lock:
+            dtype = torch.float32 if plain else self.setup.engine.model_dtype
+            with self.setup.engine.model_precision(dtype):
+                return self._score(trial)
 
     def _score(self, trial: optuna.Trial) -> float:
         lineage = element_lineage(trial)
@@ -185,8 +190,8 @@ class ElementObjective:
             weights.offspring_into(engine.output, lineage)
             engine.mark_written({"element_offspring": lineage.trial})
             return population.values[lineage.slot]
-        if self._spare is None or self._spare.shape != engine.output.shape:
-            self._spare = torch.empty_like(engine.output)
+        if self._spare is None or self._spare.shape != weights.row(0).shape:
+            self._spare = torch.empty_like(weights.row(0))  # float32, as the rows
         weights.offspring_into(self._spare, lineage)
         # a separable merger (average, task_arithmetic, fisher, regmean) computes only this
         # slot's part; the others merge every row (WeightPopulation.merge_offspring)

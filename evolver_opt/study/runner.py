@@ -125,8 +125,10 @@ def open_study(
     trial silent for twice that long is failed and retried by the next worker."""
     from evolver_opt.study.element import parse_element_sampler
 
-    if parse_element_sampler(sampler) is not None and config.precision == "bf16":
-        # weight-space samplers score in float32 (ElementObjective): say so in the identity
+    mode = parse_element_sampler(sampler)
+    if mode is not None and mode.mode == "plain" and config.precision == "bf16":
+        # the plain weight-space sampler scores in float32 (ElementObjective; mergers score in
+        # the study's precision): say so in the identity
         setting = config.evaluation.precision
         config = with_precision(config, "fp32")
         precision = PrecisionCheck(

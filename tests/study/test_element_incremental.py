@@ -49,6 +49,7 @@ def test_every_trials_merge_equals_the_full_merge(method, adopt, world, tmp_path
                                                   monkeypatch):  # fmt: skip
     """Per trial, the incremental merge is the merge of every row; accepted offspring move the
     sum either by adopting the trial's own result or (``replace``) by one slot's part."""
+    monkeypatch.setenv("EVOLVER_OPT_PRECISION", "fp32")  # compare merges, not roundings
     checked: list[int | None] = []
     original = WeightPopulation.merge_offspring
 
@@ -78,13 +79,18 @@ def test_every_trials_merge_equals_the_full_merge(method, adopt, world, tmp_path
         torch.testing.assert_close(incremental, setup.engine.output, rtol=1e-5, atol=1e-6)
 
 
-def test_a_regmean_study_stores_the_same_trials_both_ways(world, tmp_path, study_env):
-    """The same seed, incremental vs every row merged: the same lineage, states and values."""
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_regmean_study_stores_the_same_trials_both_ways(precision, world, tmp_path, study_env,
+                                                          monkeypatch):  # fmt: skip
+    """The same seed, incremental vs every row merged: the same lineage, states and values
+    (merger trials are scored in the study's precision, bfloat16 included)."""
+    monkeypatch.setenv("EVOLVER_OPT_PRECISION", precision)
     storage = study_env["storage"]
     seed = SEEDS["regmean"]
     _, fast, objective = _run(world, tmp_path, storage, "regmean", "both-fast", seed=seed)
     _, full, _ = _run(world, tmp_path, storage, "regmean", "both-full", full=True, seed=seed)
     assert objective.sync(fast)[0].accepted
+    assert objective.setup.precision.used == precision
     assert len(fast.trials) == len(full.trials) == N_TRIALS
     for a, b in zip(fast.trials, full.trials):
         assert element_lineage(a) == element_lineage(b)

@@ -274,22 +274,28 @@ def test_each_dev_task_is_scored_with_its_own_head_in_every_stage(study_env, tmp
     assert all(head is not None for head in runs)
 
 
-def test_weight_space_samplers_score_in_float32_and_say_so(study_env, tmp_path):
+@pytest.mark.parametrize(
+    ("sampler", "used"), [("evolver-element", "fp32"), ("evolver-merger:ties", "bf16")]
+)
+def test_weight_space_samplers_score_in_their_precision_and_say_so(
+    sampler, used, study_env, tmp_path
+):
+    """evolver-element copies the working model to and from its float32 rows: float32. A
+    merger writes each merge into the working model once: the study's precision (issue 29)."""
     from evolver_opt.study.element import make_objective
 
     setup = build_setup(_config(tmp_path, study_env["world"], precision="bf16"))
     assert setup.precision.used == "bf16"
-    sampler = "evolver-merger:ties"
     study = open_study(setup.config, setup.initial_points(), sampler=sampler, seed=0,
                        storage=study_env["storage"], precision=setup.precision)  # fmt: skip
-    assert study.user_attrs[ATTR_PRECISION]["used"] == "fp32"
-    assert study.user_attrs["evolver_opt:config"]["evaluation"]["precision"] == "fp32"
+    assert study.user_attrs[ATTR_PRECISION]["used"] == used
+    assert study.user_attrs["evolver_opt:config"]["evaluation"]["precision"] == used
     objective = make_objective(setup, sampler)
     dtypes = []
     real = objective._score
     objective._score = lambda t: (dtypes.append(setup.engine.model_dtype), real(t))[1]
     run_study(study, objective, n_trials=8)
-    assert dtypes and set(dtypes) == {torch.float32}
+    assert dtypes and set(dtypes) == {torch.float32 if used == "fp32" else torch.bfloat16}
     assert setup.engine.model_dtype == torch.bfloat16  # restored for coefficient studies
     with pytest.raises(ConfigError, match="float32"):
         objective.apply_answer(study)
