@@ -9,7 +9,6 @@ validate is ignored (and rewritten); nothing read from it is trusted beyond its 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -18,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from evolver_opt.evaluation.precision import hardware_bf16
 from evolver_opt.paths import cache_dir
 from evolver_opt.study.attributes import PrecisionCheck
+from evolver_opt.study.setup_key import digest, setup_payload
 
 FOLDER = "precision-checks"
 FORMAT = 1
@@ -30,21 +29,13 @@ FORMAT = 1
 
 def check_key(setup: Any, points: Mapping[str, np.ndarray], threshold: float) -> str:
     """The hash of everything the check's outcome depends on."""
-    from evolver_opt.study.merge_stats import expert_identity
-
-    engine = setup.engine
-    folders = [engine.checkpoints.base.path, *(m.path for m in engine.checkpoints.models)]
-    payload = {
+    return digest({
         "format": FORMAT,
-        "identity": setup.config.identity(),
-        "files": [expert_identity(Path(f)) for f in folders],
+        **setup_payload(setup),
         "points": {n: np.round(np.asarray(c, float), 12).tolist() for n, c in points.items()},
-        "dev": [setup.evaluator.splits[k].fingerprint for k in setup.dev_keys],
         "threshold": threshold,
-        "torch": torch.__version__,
-        "hardware": hardware_bf16(str(engine.device)),
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+        "hardware": hardware_bf16(str(setup.engine.device)),
+    })  # fmt: skip
 
 
 def _path(key: str) -> Path:

@@ -10,7 +10,6 @@ of the expected kind and name is ignored and rewritten.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -20,10 +19,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from evolver_opt.paths import cache_dir
 from evolver_opt.study.rows import Row, TestReporter
+from evolver_opt.study.setup_key import digest, setup_payload
 
 FOLDER = "compare-rows"
 FORMAT = 1
@@ -31,20 +29,12 @@ FORMAT = 1
 
 def row_key(setup: Any, reporter: TestReporter, kind: str, name: str, extra: Any = None) -> str:
     """The hash of everything reference row ``(kind, name)`` depends on."""
-    from evolver_opt.study.merge_stats import expert_identity
-
-    engine = setup.engine
-    folders = [engine.checkpoints.base.path, *(m.path for m in engine.checkpoints.models)]
-    payload = {
+    return digest({
         "format": FORMAT,
-        "identity": setup.config.identity(),
-        "files": [expert_identity(Path(f)) for f in folders],
-        "dev": [setup.evaluator.splits[k].fingerprint for k in setup.dev_keys],
+        **setup_payload(setup),
         "test": [s.fingerprint for s in reporter.evaluator.splits.values()],
         "row": [kind, name, extra],
-        "torch": torch.__version__,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    })  # fmt: skip
 
 
 def cached_rows(
