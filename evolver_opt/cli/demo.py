@@ -2,8 +2,8 @@
 
 Prepares the data, builds the MiniLM expert zoo (cached: a second run reuses it), runs a small
 compare (Evolver, the project's best variant ``evolver-plus``, vs CMA-ES vs random, all inside
-TSV-M: the demo study's form) into a SQLite database and prints the table, TSV-M tuned on dev
-beside them.
+Iso-CTS: the demo study's form) into a SQLite database and prints the table, Iso-CTS tuned on
+dev beside them.
 ``--synthetic`` runs the same compare on a synthetic merge-shaped problem instead (seconds, no
 models).
 """
@@ -56,7 +56,7 @@ def demo(
     synthetic: bool,
     groups: int,
 ) -> None:
-    """Run a small compare (Evolver vs CMA-ES vs random, inside TSV-M) and print the table."""
+    """Run a small compare (Evolver vs CMA-ES vs random, inside Iso-CTS) and print the table."""
     import optuna
 
     from evolver_opt.errors import EvolverError

@@ -74,7 +74,7 @@ def test_the_demo_study_has_headroom_settings():
     assert config.dev == config.zoo_experts == config.test_in_domain
 
 
-def test_the_demo_trains_the_reference_studys_experts_briefly_and_searches_inside_tsv_m():
+def test_the_demo_trains_the_reference_studys_experts_briefly_and_searches_in_a_form():
     demo = tomllib.loads((resources.files("evolver_opt.study") / "demo.toml").read_text())
     reference = tomllib.loads(
         (Path(__file__).parents[2] / "studies" / "multitask-8.toml").read_text()
@@ -83,7 +83,7 @@ def test_the_demo_trains_the_reference_studys_experts_briefly_and_searches_insid
     assert all(demo["zoo"][k] == reference["zoo"][k] for k in same)
     assert demo["zoo"]["name"] != reference["zoo"]["name"]  # its own, shorter-trained experts
     assert set(demo["zoo"]["domains"]) <= set(reference["zoo"]["domains"])
-    assert demo["study"]["form"] == "tsv_m" and demo["study"]["bounds"][1] >= 2.0
+    assert demo["study"]["form"] == "iso_cts" and demo["study"]["bounds"][1] >= 3.8
 
 
 def test_cli_lists_commands():
