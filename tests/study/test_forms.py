@@ -157,7 +157,7 @@ def test_a_rerun_reads_the_reference_rows_back_from_the_cache(study_env, tmp_pat
     monkeypatch.setattr(
         compare, "_reference_row", lambda *a, **k: scored.append(a[1]) or real(*a, **k)
     )
-    run = dict(seeds=1, n_trials=5, storage=study_env["storage"], echo=lambda _: None)
+    run = {"seeds": 1, "n_trials": 5, "storage": study_env["storage"], "echo": lambda _: None}
     first = compare.run_compare(setup, ["random"], **run)
     assert len(scored) == 4 + 3  # average, task_arithmetic, ties, dare; 3 experts
     again = compare.run_compare(setup, ["random"], **run)
