@@ -79,6 +79,7 @@ class MergeEngine:
         # study forms: other rows the coefficients can weigh (name -> (N + 1, P) rows), with a
         # kernel per (form, working dtype); the experts' rows are the form None
         self.forms: dict[str, torch.Tensor] = {}
+        self.form_made_by: dict[str, Any] = {}
         self._form_kernels: dict[tuple[str, torch.dtype], GroupMatVec] = {}
         self.version = 0
         self.state: dict[str, Any] = {}
@@ -203,10 +204,17 @@ class MergeEngine:
         return self._kernel.mode
 
     # -- study forms --------------------------------------------------------------------
-    def add_form(self, name: str, parts: Iterable[tuple[TensorSlot, torch.Tensor]]) -> None:
+    def add_form(
+        self,
+        name: str,
+        parts: Iterable[tuple[TensorSlot, torch.Tensor]],
+        made_by: Any = None,
+    ) -> None:
         """Keep rows ``base + part_i`` (a method's per-task parts, :meth:`MergeMethod.task_parts`)
         as form ``name``: ``apply(c, form=name)`` then writes ``base + sum_i c[i, g] part_i``.
-        Memory: another ``(N + 1) x P`` rows in the engine's dtype."""
+        ``made_by`` (e.g. the method and its parameters) is kept in ``form_made_by`` so a
+        caller can reuse a form built the same way. Memory: another ``(N + 1) x P`` rows in
+        the engine's dtype."""
         rows = torch.empty_like(self.stacked)
         rows[0].copy_(self.stacked[0])
         seen = 0
@@ -222,12 +230,14 @@ class MergeEngine:
         if not torch.isfinite(rows).all():
             raise ConfigError(f"form {name!r} has non-finite weights")
         self.forms[name] = rows
+        self.form_made_by[name] = made_by
         self._form_kernels = {k: v for k, v in self._form_kernels.items() if k[0] != name}
         self.mark_written({"form_built": name})  # building may have used the working model
 
     def drop_form(self, name: str) -> None:
         """Free form ``name``'s rows (no-op when absent)."""
         self.forms.pop(name, None)
+        self.form_made_by.pop(name, None)
         self._form_kernels = {k: v for k, v in self._form_kernels.items() if k[0] != name}
 
     def _kernel_for(self, form: str | None) -> GroupMatVec:

@@ -142,6 +142,8 @@ def _scaled_parts(setup: MergeSetup, merger: Any, params: Mapping[str, Any]) -> 
     engine = setup.engine
     rest = merger.check_params({k: v for k, v in params.items() if k != "lambda"})
     name = _GRID_FORM + json.dumps([merger.name, rest], sort_keys=True, default=str)
+    if not rest and engine.form_made_by.get(merger.name) == (merger.name, [], 256):
+        name = merger.name  # the study's own form, built with the defaults: the same parts
     if name not in engine.forms:
         _drop_grid_forms(engine)
         engine.add_form(name, merger.task_parts(engine, **rest))

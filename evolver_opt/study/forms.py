@@ -100,8 +100,10 @@ def build_form(setup: Any, echo: Callable[[str], Any] = print) -> None:
     if cls.data is not None:
         options.update(method_data(setup, method, n_examples, echo))
     echo(f"form {method}: computing each expert's part of the merge (once per process)")
+    made_by = (method, sorted(config.form_options.items()), n_examples)
     with setup.engine.model_precision(torch.float32):
-        setup.engine.add_form(method, get_method(method).task_parts(setup.engine, **options))
+        parts = get_method(method).task_parts(setup.engine, **options)
+        setup.engine.add_form(method, parts, made_by=made_by)
 
 
 def method_data(setup: Any, method: str, n_examples: int, echo: Callable[[str], Any]) -> dict:

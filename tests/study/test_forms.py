@@ -165,3 +165,17 @@ def test_a_rerun_reads_the_reference_rows_back_from_the_cache(study_env, tmp_pat
     assert [(r.name, r.test, r.best_dev) for r in again] == [
         (r.name, r.test, r.best_dev) for r in first
     ]
+
+
+def test_the_forms_own_tuned_row_reuses_the_parts_the_study_built(study_env, tmp_path):
+    from unittest import mock
+
+    from evolver_opt.study.baselines import search_grid
+
+    config = _config(tmp_path, study_env["world"], form='"tsv_m"', bounds="[0.0, 2.0]")
+    setup = build_setup(config, precision_check=False)
+    tsv = type(get_method("tsv_m"))
+    with mock.patch.object(tsv, "task_parts", autospec=True) as parts:
+        chosen = search_grid(setup, "tsv_m", [{"lambda": 0.6}, {"lambda": 1.2}], echo=print)
+        chosen.apply()
+    assert parts.call_count == 0 and list(setup.engine.forms) == ["tsv_m"]
