@@ -5,7 +5,9 @@ singular triplets (``r`` the smaller side, ``T`` the number of tasks, sec. 4); t
 ``U_i`` are stacked side by side and the ``V_i`` likewise, each stack replaced by its nearest
 orthogonal matrix (its polar factor, ``P Q^T`` from the SVD ``P Sigma Q^T``: the
 decorrelation of sec. 5), and the merged task vector is ``U_perp diag(S_1..S_T) V_perp^T``.
-Every other tensor gets the mean task vector. The result is scaled by ``lambda``.
+Every other tensor gets the mean task vector, and so does a matrix whose smaller side is below
+``T`` (``r / T`` rounds to no triplet; FusionBench's TSV-M merges it to zero, e.g. BERT's
+two-row token-type embeddings). The result is scaled by ``lambda``.
 
 Task ``i``'s part is its own block ``U_perp[:, i] S_i V_perp[:, i]^T`` (others: ``tau_i / T``),
 so the merge is their sum and a study with ``form = "tsv_m"`` searches per (task, layer)
@@ -34,7 +36,9 @@ def polar_factor(a: torch.Tensor) -> torch.Tensor:
 def tsv_parts(taus: torch.Tensor) -> torch.Tensor:
     """Each task's block of the TSV-M merge of the 2-D task vectors ``taus`` ``(T, m, n)``."""
     t, m, n = taus.shape
-    k = max(1, min(m, n) // t)
+    k = min(m, n) // t
+    if k < 1:
+        raise ValueError(f"a {m} x {n} matrix has no top-{min(m, n)}/{t} singular triplets")
     u, s, vt = torch.linalg.svd(taus.double(), full_matrices=False)  # batched over tasks
     u, s, vt = u[:, :, :k], s[:, :k], vt[:, :k, :]
     u_perp = polar_factor(torch.cat(list(u), dim=1))  # (m, T k)
@@ -57,4 +61,5 @@ class TsvM(MergeMethod):
     def task_parts(self, engine: MergeEngine) -> Iterator[tuple[TensorSlot, torch.Tensor]]:
         for slot in engine.slots():
             taus = task_vectors(slot)
-            yield slot, tsv_parts(taus) if is_matrix(slot) else taus / len(taus)
+            factorized = is_matrix(slot) and min(slot.shape) >= len(taus)
+            yield slot, tsv_parts(taus) if factorized else taus / len(taus)
