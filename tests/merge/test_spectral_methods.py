@@ -11,6 +11,7 @@ from evolver_opt.errors import ConfigError
 from evolver_opt.merge import MergeEngine, get_method
 from evolver_opt.merge.groups import block_of
 from evolver_opt.merge.methods import form_methods, list_methods, method_class
+from evolver_opt.merge.methods._base import task_vectors
 from evolver_opt.merge.methods.iso_c import isotropic
 from evolver_opt.merge.methods.iso_cts import iso_cts_parts, subspace_sizes
 from evolver_opt.merge.methods.ties import ties_merge, ties_parts
@@ -194,3 +195,25 @@ def test_capabilities_are_read_from_the_registry():
     assert list_methods(lambda c: c.data == "statistics") == ["fisher", "regmean"]
     for name in ("tsv_m", "iso_c", "iso_cts", "wudi"):
         assert method_class(name).grid and method_class(name).data is None
+
+
+def test_regmean_pp_fits_each_block_to_the_inputs_the_merged_blocks_below_give(families):
+    from evolver_opt.merge.methods.regmean import gram_matrices, linear_layers, regression_parts
+
+    fam = families["bert"]
+    engine = MergeEngine.from_dirs(fam.base, fam.models, granularity="layer")
+    examples = _examples(fam, engine)
+    engine.add_form("pp", get_method("regmean_pp").task_parts(engine, examples=examples))
+    engine.apply(np.ones(engine.genome.shape), form="pp")  # the parts alone, as a study has them
+    merged = engine.output.clone()
+    name = "bert.encoder.layer.1.attention.self.query.weight"
+    layers = {name: linear_layers(engine)[name]}
+    start = engine.layout.span(name)[0]
+    grams = []
+    for i, batches in enumerate(examples.values()):  # by hand: merged below, model i above
+        engine.output.copy_(torch.cat([merged[:start], engine.stacked[i + 1, start:]]))
+        grams.append(gram_matrices(engine, layers, batches)[name])
+    slot = next(s for s in engine.slots() if s.name == name)
+    expected = slot.base.float() + regression_parts(task_vectors(slot), grams, 0.9, False).sum(0)
+    s, e = engine.layout.span(name)
+    torch.testing.assert_close(merged[s:e].view(slot.shape), expected, rtol=1e-5, atol=1e-6)
