@@ -17,7 +17,7 @@ def test_demo_studies_and_export_share_one_default_storage(tmp_path, monkeypatch
     listed = runner.invoke(main, ["studies"])
     assert listed.exit_code == 0
     assert f"studies in sqlite:///{tmp_path / 'runs' / 'evolver.db'}" in listed.output
-    assert "demo-synthetic-g10-evolver-seed0" in listed.output
+    assert "demo-synthetic-g10-evolver-plus-seed0" in listed.output
     missing = runner.invoke(main, ["export", "--study-name", "nope", "--out", str(tmp_path / "m")])
     assert missing.exit_code == 1
     assert f"no study named 'nope' in storage sqlite:///{tmp_path / 'runs' / 'evolver.db'}" in (
@@ -25,7 +25,7 @@ def test_demo_studies_and_export_share_one_default_storage(tmp_path, monkeypatch
     )
     assert "demo-synthetic-g10-cmaes-seed0" in missing.output  # it lists what the storage holds
     synthetic = runner.invoke(
-        main, ["export", "--study-name", "demo-synthetic-g10-evolver-seed0", "--out", "m"]
+        main, ["export", "--study-name", "demo-synthetic-g10-evolver-plus-seed0", "--out", "m"]
     )
     assert synthetic.exit_code == 1 and "is a synthetic problem" in synthetic.output
 

@@ -104,7 +104,7 @@ def test_synthetic_demo_studies_carry_the_hash_and_refuse_foreign_ones(tmp_path)
     second = CliRunner().invoke(main, ["demo", "--synthetic", "--budget", "6", "--storage", url])
     assert second.exit_code == 0, second.output  # its own studies are resumed
     other = f"sqlite:///{tmp_path / 'other.db'}"
-    optuna.create_study(study_name="demo-synthetic-g10-evolver-seed0", storage=other).optimize(
+    optuna.create_study(study_name="demo-synthetic-g10-evolver-plus-seed0", storage=other).optimize(
         lambda t: t.suggest_float("x", 0, 1), n_trials=1
     )
     taken = CliRunner().invoke(main, ["demo", "--synthetic", "--budget", "6", "--storage", other])

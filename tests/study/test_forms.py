@@ -80,10 +80,9 @@ def test_every_sampler_searches_a_form_from_its_start_points(study_env, tmp_path
     assert study.user_attrs["evolver_opt:config"]["form"] == "wudi"
 
 
-def test_a_data_form_needs_the_experts_training_data(study_env, tmp_path):
-    config = _config(
-        tmp_path, study_env["world"], form='"regmean"', form_options="{ examples_per_expert = 8 }"
-    )
+def test_a_data_form_needs_the_experts_training_data(world, tmp_path):
+    # ``world``: copies of the experts, so the statistics written beside them stay here
+    config = _config(tmp_path, world, form='"regmean"', form_options="{ examples_per_expert = 8 }")
     setup = build_setup(config, precision_check=False)
     assert "regmean" in setup.engine.forms
     assert list(setup.named_initial_points()) == ["regmean(lambda=1)"]

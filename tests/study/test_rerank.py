@@ -137,6 +137,7 @@ def test_answer_is_the_argmax_of_the_rescored_ties_to_the_earlier_rank(
     setup = SimpleNamespace(
         engine=engine,
         coefficients=lambda params: round(params["w.a.all"] * 10),
+        apply=lambda params: applied.append(round(params["w.a.all"] * 10)),
         dev_keys=["vader-tweets/dev"],
         config=SimpleNamespace(dev_per_split=None, metric="accuracy", precision="fp32"),
         precision=SimpleNamespace(used="fp32"),
