@@ -235,7 +235,11 @@ class MergeEngine:
         self.mark_written({"form_built": name})  # building may have used the working model
 
     def drop_form(self, name: str) -> None:
-        """Free form ``name``'s rows (no-op when absent)."""
+        """Free form ``name``'s rows (no-op when absent). The working model keeps what it
+        holds; it is no longer re-applied from the form's coefficients."""
+        if self.state.get("form") == name:
+            kept = {k: v for k, v in self.state.items() if k not in ("coefficients", "form")}
+            self.state = {**kept, "from_dropped_form": name}
         self.forms.pop(name, None)
         self.form_made_by.pop(name, None)
         self._form_kernels = {k: v for k, v in self._form_kernels.items() if k[0] != name}

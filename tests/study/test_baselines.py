@@ -250,3 +250,15 @@ def test_a_parts_method_grid_computes_its_parts_once_and_scores_like_the_merge(w
     assert not setup.engine.forms  # the grid's rows are freed
     get_method("tsv_m").merge(setup.engine, **chosen.params)
     torch.testing.assert_close(applied, setup.engine.output, rtol=1e-5, atol=1e-6)
+
+
+def test_a_parts_method_row_survives_the_precision_switch_of_reporting(world, tmp_path):
+    """The chosen point's rows are freed after it is applied; leaving float32 keeps its
+    weights instead of re-applying a dropped form (a compare crashed there)."""
+    setup = _setup(world, tmp_path)
+    setup.engine.set_model_dtype(torch.bfloat16)  # a bf16 study, reported in float32
+    chosen = search_grid(setup, "wudi", [{"lambda": 0.8}], echo=print)
+    with setup.engine.model_precision(torch.float32):
+        chosen.apply()
+        held = setup.engine.output.clone()
+    torch.testing.assert_close(setup.engine.output.float(), held, rtol=1e-2, atol=1e-2)
