@@ -48,9 +48,9 @@ def interference_grams(taus: torch.Tensor) -> torch.Tensor:
 def wudi_loss(tau: torch.Tensor, taus: torch.Tensor) -> float:
     """``sum_i ||(tau - tau_i) tau_i^T||^2 / ||tau_i||^2`` (the paper's objective)."""
     x = taus.double()
-    norms = x.square().sum(dim=(1, 2)).clamp(min=torch.finfo(torch.float64).tiny)
-    inner = (tau.double().unsqueeze(0) - x) @ x.transpose(1, 2)
-    return float((inner.square().sum(dim=(1, 2)) / norms).sum())
+    grams = interference_grams(x)  # ||D tau_i^T||^2 / ||tau_i||^2 = <D G_i, D>: (m x n) memory
+    diff = tau.double().unsqueeze(0) - x
+    return float(((diff @ grams) * diff).sum())
 
 
 def closed_form_parts(taus: torch.Tensor, rcond: float = 1e-10) -> torch.Tensor:
