@@ -4,6 +4,8 @@ data take ``--examples N`` of each expert's own training split, or are refused w
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,7 +32,11 @@ def test_the_cli_offers_the_whole_registry():
 
 @pytest.mark.parametrize("method", offered_methods())
 def test_merge_takes_every_registered_method(method, study_env, tmp_path):
-    world = study_env["world"]
+    # copies of the experts: the statistics a data method caches beside them stay here
+    world = dict(study_env["world"])
+    world["experts"] = {
+        d: Path(shutil.copytree(p, tmp_path / "experts" / d)) for d, p in world["experts"].items()
+    }
     out = tmp_path / method
     extra = []
     if data_kind(get_method(method)) is not None:
