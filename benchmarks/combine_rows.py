@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from evolver_opt.cli.compare import baseline_notes
-from evolver_opt.study.report import rows_from_json, write_report
+from evolver_opt.reports.report import rows_from_json, write_report
 
 
 def main() -> None:

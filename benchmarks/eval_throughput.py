@@ -136,10 +136,10 @@ def trials_per_hour(
     """Trials/hour of the study's search before and after the CPU evaluation work."""
     import tempfile
 
-    from evolver_opt.study.config import load_config, override_config
-    from evolver_opt.study.element import make_objective
-    from evolver_opt.study.objective import build_setup
-    from evolver_opt.study.runner import open_study, run_study
+    from evolver_opt.search.config import load_config, override_config
+    from evolver_opt.search.element import make_objective
+    from evolver_opt.search.objective import build_setup
+    from evolver_opt.search.runner import open_study, run_study
 
     config = load_config(study_file)
     if dev_per_split:

@@ -313,7 +313,7 @@ def real_study(device: str, dev_per_split: int) -> tuple[Any, Path | None, str |
     """multitask-8 with ``dev_per_split`` on ``device``, or why it cannot run here."""
     from evolver_opt.data.pipeline import is_prepared
     from evolver_opt.paths import data_dir
-    from evolver_opt.study.config import load_config, override_config
+    from evolver_opt.search.config import load_config, override_config
     from evolver_opt.zoo import base_checkpoint
 
     config = load_config(ROOT / "studies" / "multitask-8.toml")
@@ -344,8 +344,8 @@ def timed_trials(setup: Any, url: str, name: str, n_trials: int, device: str) ->
     import torch
     from optuna.trial import TrialState
 
-    from evolver_opt.study.objective import MergeObjective
-    from evolver_opt.study.runner import open_study
+    from evolver_opt.search.objective import MergeObjective
+    from evolver_opt.search.runner import open_study
 
     n_start = len(setup.initial_points())
     study = open_study(setup.config, setup.initial_points(), sampler="evolver", seed=0,
@@ -409,8 +409,8 @@ def timed_trials(setup: Any, url: str, name: str, n_trials: int, device: str) ->
 def end_to_end(device: str, smoke: bool, work: Path, n_trials: int) -> dict:
     """Trials per second of the eight-task study (or its synthetic stand-in) per eval mode."""
     from evolver_opt.evaluation.cuda_graphs import ENV
-    from evolver_opt.study.config import load_config
-    from evolver_opt.study.objective import build_setup, with_dev_sample
+    from evolver_opt.search.config import load_config
+    from evolver_opt.search.objective import build_setup, with_dev_sample
 
     dev_per_split = 20 if smoke else 100
     config, data_dir, why = (None, None, "smoke run") if smoke else real_study(device, 100)

@@ -27,10 +27,10 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from evolver_opt.experiments.rows import TestReporter
 from evolver_opt.merge import get_method
-from evolver_opt.study.config import load_config
-from evolver_opt.study.objective import build_setup
-from evolver_opt.study.rows import TestReporter
+from evolver_opt.search.config import load_config
+from evolver_opt.search.objective import build_setup
 
 
 def per_task_scores(setup, reporter, split: str, coefficients_of_task) -> dict[str, float]:

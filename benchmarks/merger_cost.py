@@ -62,10 +62,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    from evolver_opt.study.config import load_config, override_config
-    from evolver_opt.study.element import make_objective
-    from evolver_opt.study.objective import build_setup
-    from evolver_opt.study.runner import open_study, run_study
+    from evolver_opt.search.config import load_config, override_config
+    from evolver_opt.search.element import make_objective
+    from evolver_opt.search.objective import build_setup
+    from evolver_opt.search.runner import open_study, run_study
 
     load_before = os.getloadavg()
     print(f"load average before: {load_before}; torch threads {torch.get_num_threads()}")

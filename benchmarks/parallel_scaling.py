@@ -45,8 +45,8 @@ def _merge_objective(study_toml: str, busy: list[float]):
     """The study's real objective, set up now (experts, task vectors, tokenized dev sets)."""
     import torch
 
-    from evolver_opt.study.config import load_config
-    from evolver_opt.study.objective import MergeObjective, build_setup
+    from evolver_opt.search.config import load_config
+    from evolver_opt.search.objective import MergeObjective, build_setup
 
     torch.set_num_threads(1)
     inner = MergeObjective(build_setup(load_config(study_toml)))
@@ -66,7 +66,7 @@ def _worker(url, name, sampler_name, n_trials, trial_s, study_toml, go, out) -> 
 
     from evolver_opt import open_storage
     from evolver_opt.runtime.worker import WorkerLoop
-    from evolver_opt.study.samplers import make_sampler
+    from evolver_opt.search.samplers import make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     x0 = None if study_toml else {f"w{j}": 0.25 for j in range(DIM)}

@@ -23,7 +23,7 @@ import optuna
 from samplers import initial_points, make_sampler
 
 from evolver_opt import EvolverSampler, open_storage
-from evolver_opt.study import synthetic
+from evolver_opt.experiments import synthetic
 
 N_MODELS, N_GROUPS = 4, 100
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import optuna
 
-from evolver_opt.study.samplers import make_sampler as _make_sampler
-from evolver_opt.study.synthetic import genome
+from evolver_opt.experiments.synthetic import genome
+from evolver_opt.search.samplers import make_sampler as _make_sampler
 
 __all__ = ["SAMPLERS", "initial_points", "make_sampler"]
 

@@ -1,6 +1,6 @@
 """Does Evolver find good merge coefficients? A synthetic suite that looks like merge search.
 
-Problems: ``evolver_opt.study.synthetic`` (``merge``, ``sphere``, ``rastrigin``).
+Problems: ``evolver_opt.experiments.synthetic`` (``merge``, ``sphere``, ``rastrigin``).
 Every sampler starts from the same enqueued points (each model alone, the uniform average) and
 gets the same budget; the table is the median best value over seeds at each budget.
 
@@ -19,7 +19,7 @@ import numpy as np
 import optuna
 from samplers import SAMPLERS, initial_points, make_sampler
 
-from evolver_opt.study import synthetic
+from evolver_opt.experiments import synthetic
 
 
 def run_one(

@@ -43,8 +43,8 @@ from sampler_overhead import TimedSampler
 from samplers import initial_points, make_sampler
 
 from evolver_opt import EvolverSampler, open_storage
+from evolver_opt.experiments.synthetic import genome, loss_function
 from evolver_opt.runtime.storage import flush_params
-from evolver_opt.study.synthetic import genome, loss_function
 
 N_MODELS, N_GROUPS = 4, 100
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)

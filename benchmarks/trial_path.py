@@ -8,7 +8,7 @@ runs an Evolver study on a SQLite file past its start points, then traces one mo
 - the lines of the sampler's decision (``sample_relative`` / ``sample_independent``) that ran,
   per file (the code a reader must follow to see why this trial got these coefficients);
 - the project's modules over 300 lines, and the import time of ``evolver_opt`` and of
-  ``evolver_opt.study.objective`` (best of 3, fresh interpreters).
+  ``evolver_opt.search.objective`` (best of 3, fresh interpreters).
 
 Run it from the repository root of the checkout to measure (``PYTHONPATH=<checkout>``), so an
 older commit can be measured with the same script:
@@ -92,11 +92,11 @@ def main() -> None:
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    from evolver_opt.study.config import load_config
-    from evolver_opt.study.element import make_objective
-    from evolver_opt.study.objective import build_setup
-    from evolver_opt.study.runner import open_study, run_study
-    from tests.study.tiny_world import build_tiny_world, write_study
+    from evolver_opt.search.config import load_config
+    from evolver_opt.search.element import make_objective
+    from evolver_opt.search.objective import build_setup
+    from evolver_opt.search.runner import open_study, run_study
+    from tests.tiny_world import build_tiny_world, write_study
 
     with tempfile.TemporaryDirectory() as tmp:
         world = build_tiny_world(Path(tmp) / "world")
@@ -117,7 +117,7 @@ def main() -> None:
         "files_crossed": sorted(files),
         "decision_lines": {f: len(lines) for f, lines in sorted(decision.items())},
         "modules_over_300_lines": big,
-        "import_s": {m: _import_time(m) for m in ("evolver_opt", "evolver_opt.study.objective")},
+        "import_s": {m: _import_time(m) for m in ("evolver_opt", "evolver_opt.search.objective")},
     }
     print(f"traced trial: {out['traced_trial_role']}")
     print(f"files a trial crosses: {len(files)}")

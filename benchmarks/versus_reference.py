@@ -20,7 +20,7 @@ import json
 import numpy as np
 from scipy import stats
 
-from evolver_opt.study.statistics import paired_bootstrap, t_interval, wilcoxon_paired
+from evolver_opt.reports.statistics import paired_bootstrap, t_interval, wilcoxon_paired
 
 
 def correct_by_split(row: dict, tasks: list[str]) -> list[list[float]]:

@@ -22,8 +22,8 @@ from evolver_opt.merge import get_method
 from evolver_opt.merge.methods import method_class
 from evolver_opt.merge.methods._base import is_matrix, task_vectors
 from evolver_opt.merge.methods.wudi import wudi_loss
-from evolver_opt.study.config import load_config, override_config
-from evolver_opt.study.objective import build_setup, evaluate_dev
+from evolver_opt.search.config import load_config, override_config
+from evolver_opt.search.objective import build_setup, evaluate_dev
 
 
 def main() -> None:

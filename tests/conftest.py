@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -106,8 +107,8 @@ def unique_name() -> str:
 
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory) -> dict:
-    """Prepared synthetic data, a tiny base BERT and three experts (tests/study/tiny_world.py)."""
-    from tests.study.tiny_world import build_tiny_world
+    """Prepared synthetic data, a tiny base BERT and three experts (tests/tiny_world.py)."""
+    from tests.tiny_world import build_tiny_world
 
     return build_tiny_world(tmp_path_factory.mktemp("world"))
 
@@ -119,3 +120,13 @@ def study_env(tiny_world, tmp_path, monkeypatch) -> dict:
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / "data").symlink_to(tiny_world["data_dir"], target_is_directory=True)
     return {"world": tiny_world, "tmp": tmp_path, "storage": f"sqlite:///{tmp_path / 'runs.db'}"}
+
+
+@pytest.fixture
+def world(study_env, tmp_path) -> dict:
+    """The tiny world with its own copies of the experts (statistics are written next to them)."""
+    copy = dict(study_env["world"])
+    copy["experts"] = {
+        d: Path(shutil.copytree(p, tmp_path / "experts" / d)) for d, p in copy["experts"].items()
+    }
+    return copy

@@ -425,7 +425,7 @@ def test_zoo_matrix_command_with_separate_heads(base_dir, cache, tmp_path):
 
 
 def test_shipped_multitask_8_study():
-    from evolver_opt.study.config import load_config
+    from evolver_opt.search.config import load_config
 
     config = load_config("studies/multitask-8.toml")
     assert config.heads == "separate" and config.granularity == "layer"

@@ -101,7 +101,7 @@ def data_arguments(
     """The merge's data arguments (examples, or cached statistics) and what the recipe says of
     them. Statistics are computed once per expert and reused (``study.merge_stats``)."""
     from evolver_opt.evaluation.tokenizer import shared_tokenizer
-    from evolver_opt.study.merge_stats import (
+    from evolver_opt.search.merge_stats import (
         KINDS,
         StatsSpec,
         StoredStats,

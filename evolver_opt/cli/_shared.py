@@ -17,7 +17,7 @@ import click
 if TYPE_CHECKING:
     import optuna
 
-    from evolver_opt.study.config import StudyConfig
+    from evolver_opt.search.config import StudyConfig
 
 
 def invoked_command() -> str:
@@ -58,7 +58,7 @@ def setting_up(config: StudyConfig) -> str:
 
 def load_study_file(study_file: str, precision: str | None, **overrides: Any) -> StudyConfig:
     """``study_file``'s config with ``precision`` and the given (not None) top-level overrides."""
-    from evolver_opt.study.config import load_config, override_config, with_precision
+    from evolver_opt.search.config import load_config, override_config, with_precision
 
     config = with_precision(load_config(study_file), precision)
     given = {k: v for k, v in overrides.items() if v is not None}

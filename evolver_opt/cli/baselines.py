@@ -55,10 +55,10 @@ def baselines(
     RegMean; writes the rows in compare's results.json format. All in float32."""
     from evolver_opt.cli._shared import invoked_command, load_study_file, setting_up
     from evolver_opt.errors import EvolverError
+    from evolver_opt.experiments.baselines import baseline_rows, describe, split_methods
+    from evolver_opt.experiments.rows import rows_as_json
     from evolver_opt.paths import runs_dir, write_text_atomic
-    from evolver_opt.study.baselines import baseline_rows, describe, split_methods
-    from evolver_opt.study.objective import build_setup
-    from evolver_opt.study.rows import rows_as_json
+    from evolver_opt.search.objective import build_setup
 
     if out is not None:
         _check_out(Path(out), overwrite)  # before minutes of merging

@@ -20,10 +20,10 @@ from evolver_opt.cli._options import (
     test_per_split_option,
     threads_option,
 )
-from evolver_opt.study.samplers import SAMPLER_NAMES
+from evolver_opt.search.samplers import SAMPLER_NAMES
 
 if TYPE_CHECKING:
-    from evolver_opt.study.rows import Row
+    from evolver_opt.experiments.rows import Row
 
 
 @click.command()
@@ -82,12 +82,12 @@ def compare(
 
     from evolver_opt.cli._shared import invoked_command, load_study_file, setting_up
     from evolver_opt.errors import EvolverError
+    from evolver_opt.experiments.compare import run_compare
     from evolver_opt.paths import runs_dir
+    from evolver_opt.reports.report import write_report
     from evolver_opt.runtime.signals import Terminated
-    from evolver_opt.study.compare import run_compare
-    from evolver_opt.study.objective import build_setup
-    from evolver_opt.study.report import write_report
-    from evolver_opt.study.runner import preflight
+    from evolver_opt.search.objective import build_setup
+    from evolver_opt.search.runner import preflight
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     names = [s.strip() for s in samplers.split(",") if s.strip()]
@@ -143,6 +143,6 @@ def baseline_notes(rows: Sequence[Row]) -> list[str]:
     if not tuned:
         note = "static rows use each method's default parameters; --tuned-baselines adds them"
         return [note + " tuned on dev, and Fisher and RegMean."]
-    from evolver_opt.study.baselines import describe
+    from evolver_opt.experiments.baselines import describe
 
     return [describe(r) for r in tuned]

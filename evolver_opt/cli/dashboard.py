@@ -4,7 +4,7 @@ Serves the default storage (``$EVOLVER_OPT_STORAGE`` or ``runs/evolver.db``, whe
 ``run`` and ``compare`` write), bound to 127.0.0.1 unless ``--host``
 says otherwise; the artifact store is the folder that ``run``, ``compare`` and ``demo`` upload
 notes' artifacts into (``<db>-artifacts`` beside a SQLite file, see
-:func:`evolver_opt.study.notes.artifact_dir`).
+:func:`evolver_opt.reports.notes.artifact_dir`).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ def dashboard(storage: str | None, host: str, port: int, artifacts: str | None) 
     from optuna.artifacts import FileSystemArtifactStore
 
     from evolver_opt.errors import EvolverError
+    from evolver_opt.reports.notes import artifact_dir
     from evolver_opt.runtime.storage import default_url, open_storage, redact, sqlite_path
-    from evolver_opt.study.notes import artifact_dir
 
     url = storage or default_url()
     database = sqlite_path(url)

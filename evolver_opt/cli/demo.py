@@ -84,14 +84,16 @@ def demo(
 
 def _real(budget: int | None, url: str, out: Path, study_file: str | None) -> None:
     from evolver_opt.errors import EvolverError
-    from evolver_opt.study.compare import run_compare
-    from evolver_opt.study.config import load_config
-    from evolver_opt.study.objective import build_setup
-    from evolver_opt.study.report import markdown, write_report
+    from evolver_opt.experiments.compare import run_compare
+    from evolver_opt.reports.report import markdown, write_report
+    from evolver_opt.search.config import load_config
+    from evolver_opt.search.objective import build_setup
 
     try:
         if study_file is None:
-            with resources.as_file(resources.files("evolver_opt.study") / "demo.toml") as path:
+            with resources.as_file(
+                resources.files("evolver_opt.experiments") / "demo.toml"
+            ) as path:
                 config = load_config(path)
         else:
             config = load_config(study_file)
@@ -122,12 +124,12 @@ def _real(budget: int | None, url: str, out: Path, study_file: str | None) -> No
 
 def _synthetic(budget: int, url: str, groups: int) -> None:
     from evolver_opt.errors import EvolverError
+    from evolver_opt.experiments import synthetic
+    from evolver_opt.reports.notes import ATTR_PROBLEM
+    from evolver_opt.reports.report import annotate_run
     from evolver_opt.runtime.storage import open_storage
-    from evolver_opt.study import synthetic
-    from evolver_opt.study.notes import ATTR_PROBLEM
-    from evolver_opt.study.report import annotate_run
-    from evolver_opt.study.runner import claim_study
-    from evolver_opt.study.samplers import make_sampler
+    from evolver_opt.search.runner import claim_study
+    from evolver_opt.search.samplers import make_sampler
 
     opened = open_storage(url)
     n_models = 4

@@ -54,12 +54,12 @@ def export(
     from evolver_opt.errors import EvolverError
     from evolver_opt.merge import export_merged
     from evolver_opt.merge.export import ALL_HEADS
-    from evolver_opt.study.attributes import ATTR_SAMPLER
-    from evolver_opt.study.config import parse_config
-    from evolver_opt.study.forms import form_method
-    from evolver_opt.study.notes import ATTR_PROBLEM
-    from evolver_opt.study.objective import build_engine, build_setup, coefficients_of
-    from evolver_opt.study.runner import ATTR_CONFIG
+    from evolver_opt.reports.notes import ATTR_PROBLEM
+    from evolver_opt.search.attributes import ATTR_SAMPLER
+    from evolver_opt.search.config import parse_config
+    from evolver_opt.search.forms import form_method
+    from evolver_opt.search.objective import build_engine, build_setup, coefficients_of
+    from evolver_opt.search.runner import ATTR_CONFIG
 
     try:
         study = load_named_study(storage, study_name)
@@ -128,8 +128,8 @@ def _test_scores(config: Any, engine: Any) -> dict[str, float]:
     head (reporting only, never a choice); the engine's active head is put back."""
     from evolver_opt.data.pipeline import ensure_prepared
     from evolver_opt.evaluation.tokenizer import shared_tokenizer
-    from evolver_opt.study.objective import MergeSetup
-    from evolver_opt.study.rows import TestReporter
+    from evolver_opt.experiments.rows import TestReporter
+    from evolver_opt.search.objective import MergeSetup
 
     ensure_prepared()
     experts = [(m.name, m.path) for m in engine.checkpoints.models]
@@ -144,7 +144,7 @@ def _test_scores(config: Any, engine: Any) -> dict[str, float]:
 
 
 def _pick_trial(study, config, ref: str):
-    """The trial to export (:func:`evolver_opt.study.export_choice.exportable_trial`)."""
-    from evolver_opt.study.export_choice import exportable_trial
+    """The trial to export (:func:`evolver_opt.experiments.export_choice.exportable_trial`)."""
+    from evolver_opt.experiments.export_choice import exportable_trial
 
     return exportable_trial(study, config, ref)

@@ -50,8 +50,8 @@ def rerank(storage: str | None, study_name: str, top_k: int, dev_per_split: int 
 
     from evolver_opt.cli._shared import load_named_study
     from evolver_opt.errors import EvolverError
-    from evolver_opt.study.notes import refresh_note
-    from evolver_opt.study.rerank import check_top_k, rerank_setup
+    from evolver_opt.experiments.rerank import check_top_k, rerank_setup
+    from evolver_opt.reports.notes import refresh_note
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -66,7 +66,7 @@ def rerank(storage: str | None, study_name: str, top_k: int, dev_per_split: int 
 
 def report_rerank(study: Any, setup: Any, k: int) -> None:
     """Re-rank ``study``'s top ``k`` with ``setup`` and print the table and the answer."""
-    from evolver_opt.study.rerank import describe_sample, rerank, rerank_table
+    from evolver_opt.experiments.rerank import describe_sample, rerank, rerank_table
 
     click.echo(
         f"re-ranking the top {k} trials of {study.study_name} on "

@@ -13,7 +13,7 @@ from evolver_opt.cli._options import (
     study_file_argument,
     threads_option,
 )
-from evolver_opt.study.samplers import SAMPLER_NAMES
+from evolver_opt.search.samplers import SAMPLER_NAMES
 
 
 @click.command()
@@ -85,12 +85,12 @@ def run(
 
     from evolver_opt.cli._shared import load_study_file, setting_up
     from evolver_opt.errors import EvolverError
+    from evolver_opt.experiments.memory import PeakRSS, record_peak
     from evolver_opt.runtime.signals import Terminated
     from evolver_opt.runtime.storage import default_url, redact
-    from evolver_opt.study.element import make_objective
-    from evolver_opt.study.memory import PeakRSS, record_peak
-    from evolver_opt.study.objective import build_setup
-    from evolver_opt.study.runner import open_setup_study, preflight, run_study
+    from evolver_opt.search.element import make_objective
+    from evolver_opt.search.objective import build_setup
+    from evolver_opt.search.runner import open_setup_study, preflight, run_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -99,7 +99,7 @@ def run(
         # every name, option, device and storage error now, before minutes of zoo and setup
         (sampler,) = preflight(config, [sampler], budget=target, storage=storage, warn=click.echo)
         if rerank_k:
-            from evolver_opt.study.rerank import check_rerankable
+            from evolver_opt.experiments.rerank import check_rerankable
 
             check_rerankable(config, sampler, study_name or config.name)
         click.echo(setting_up(config))
@@ -126,7 +126,7 @@ def run(
         record_peak(study, peak)  # the compare report's peak RSS column, as for compare's runs
         if rerank_k:
             _rerank_after_run(study, setup, rerank_k)
-        from evolver_opt.study.report import annotate_run
+        from evolver_opt.reports.report import annotate_run
 
         annotate_run(study, storage or default_url())  # optuna-dashboard note and artifacts
     except EvolverError as exc:
@@ -150,6 +150,6 @@ def _rerank_after_run(study, setup, k: int) -> None:
         )
         return
     from evolver_opt.cli.rerank import report_rerank
-    from evolver_opt.study.rerank import rerank_setup
+    from evolver_opt.experiments.rerank import rerank_setup
 
     report_rerank(study, rerank_setup(study, None, reuse=setup), k)

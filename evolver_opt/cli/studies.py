@@ -36,7 +36,7 @@ def studies(storage: str | None) -> None:
 
 def _row(storage, summary) -> tuple[str, str, str, str]:
     """(name, sampler, finished trials, best value) of one study summary."""
-    from evolver_opt.study.attributes import ATTR_SAMPLER
+    from evolver_opt.search.attributes import ATTR_SAMPLER
 
     sampler = summary.user_attrs.get(ATTR_SAMPLER, {}).get("name", "-")
     best = f"{summary.best_trial.value:.4f}" if summary.best_trial is not None else "-"

@@ -4,7 +4,7 @@ A weight-space genome (every scalar of every model) is far too large for trial p
 this sampler suggests no parameters at all: in ``before_trial`` it decides the trial's lineage
 (target, reference, ``F``, ``CR``, mask seed, the trials they come from) and writes it as one
 JSON trial system attribute, ``evolver:element``. The objective
-(``evolver_opt.study.element``) rebuilds the weights by replaying accepted offspring.
+(``evolver_opt.search.element``) rebuilds the weights by replaying accepted offspring.
 
 * **Initial population**: the enqueued trials (each fine-tuned model alone, static merges), in
   trial-number order; their numbers are fixed in the study system attribute
@@ -136,7 +136,7 @@ class ElementEvolverSampler(SeededSampler, BaseSampler):
         seed: seed of every draw; ``None`` picks one (no exact resume).
 
     The study must maximize and must enqueue at least two initial points before the first
-    trial; the objective must be ``evolver_opt.study.element.ElementObjective``.
+    trial; the objective must be ``evolver_opt.search.element.ElementObjective``.
     """
 
     def __init__(

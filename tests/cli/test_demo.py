@@ -10,7 +10,7 @@ import optuna
 from click.testing import CliRunner
 
 from evolver_opt.cli import main
-from tests.study.tiny_world import write_study
+from tests.tiny_world import write_study
 
 
 def test_synthetic_demo_runs_three_samplers_and_resumes(tmp_path):
@@ -66,16 +66,16 @@ def test_real_demo_path_on_a_tiny_world(study_env, tmp_path):
 
 def test_the_demo_study_has_headroom_settings():
     """Three experts with their own label spaces and heads: averaging their bodies costs."""
-    from evolver_opt.study.config import load_config
+    from evolver_opt.search.config import load_config
 
-    with resources.as_file(resources.files("evolver_opt.study") / "demo.toml") as path:
+    with resources.as_file(resources.files("evolver_opt.experiments") / "demo.toml") as path:
         config = load_config(path)
     assert config.heads == "separate" and len(config.zoo_experts) == 3
     assert config.dev == config.zoo_experts == config.test_in_domain
 
 
 def test_the_demo_trains_the_reference_studys_experts_briefly_and_searches_in_a_form():
-    demo = tomllib.loads((resources.files("evolver_opt.study") / "demo.toml").read_text())
+    demo = tomllib.loads((resources.files("evolver_opt.experiments") / "demo.toml").read_text())
     reference = tomllib.loads(
         (Path(__file__).parents[2] / "studies" / "multitask-8.toml").read_text()
     )

@@ -7,10 +7,10 @@ import pytest
 from click.testing import CliRunner
 
 from evolver_opt.cli import main
-from evolver_opt.study.config import load_config
-from evolver_opt.study.objective import build_setup
-from evolver_opt.study.runner import open_setup_study
-from tests.study.tiny_world import invoke_run, write_study
+from evolver_opt.search.config import load_config
+from evolver_opt.search.objective import build_setup
+from evolver_opt.search.runner import open_setup_study
+from tests.tiny_world import invoke_run, write_study
 
 
 def _export(storage: str, name: str, out, *extra: str):

@@ -53,13 +53,13 @@ def _template_regex(template: str) -> re.Pattern[str]:
     [{}, {"dev_per_split": 32}, {"form": "tsv_m"}, {"form": "tsv_m", "dev_per_split": 8}],
 )
 def test_run_help_names_the_default_study_name_as_it_is_made(changes):
-    from evolver_opt.study.config import load_config, override_config
-    from evolver_opt.study.runner import default_study_name
+    from evolver_opt.search.config import load_config, override_config
+    from evolver_opt.search.runner import default_study_name
 
     help_text = _option(["run"], "study_name").help or ""
     template = f"{SEARCH_LABEL}-<sampler>-seed<seed>"
     assert template in help_text
-    with resources.as_file(resources.files("evolver_opt.study") / "demo.toml") as path:
+    with resources.as_file(resources.files("evolver_opt.experiments") / "demo.toml") as path:
         config = override_config(load_config(path), changes, source="test")
     name = default_study_name(config, "evolver", 0)
     assert _template_regex(template).match(name), (name, template)

@@ -6,8 +6,8 @@ import optuna
 from click.testing import CliRunner
 
 from evolver_opt.cli import main
-from evolver_opt.study.samplers import SAMPLER_NAMES
-from tests.study.tiny_world import write_study
+from evolver_opt.search.samplers import SAMPLER_NAMES
+from tests.tiny_world import write_study
 
 
 def test_demo_studies_and_export_share_one_default_storage(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ from evolver_opt.core.evolver import Evolver
 from evolver_opt.core.operators import adapted
 from evolver_opt.core.population import KEY_LINEAGE, Lineage
 from evolver_opt.errors import ConfigError, StateError
-from evolver_opt.study.config import EvolverSettings
+from evolver_opt.search.config import EvolverSettings
 from tests.core._helpers import assert_twins_agree, enqueued_study, run_sphere, sphere
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)

@@ -14,8 +14,8 @@ from evolver_opt.core.evolver import Evolver
 from evolver_opt.core.operators import initial_point, make_offspring, spread
 from evolver_opt.core.population import Lineage, Record, replaced_parents
 from evolver_opt.errors import ConfigError
-from evolver_opt.study.config import EvolverSettings
-from evolver_opt.study.samplers import EVOLVER_PLUS, make_sampler
+from evolver_opt.search.config import EvolverSettings
+from evolver_opt.search.samplers import EVOLVER_PLUS, make_sampler
 from tests.core._helpers import assert_twins_agree, enqueued_study, run_sphere, sphere
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)

@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 
 from evolver_opt import ReplayCmaEsSampler
 from evolver_opt.integrations.cma import KEY_GENERATION, KEY_GENERATION_SEP, _ask
-from evolver_opt.study.samplers import make_sampler
+from evolver_opt.search.samplers import make_sampler
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 TARGET = np.linspace(0.2, 0.8, 6)

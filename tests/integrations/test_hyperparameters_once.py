@@ -12,7 +12,7 @@ import pytest
 from evolver_opt import EvolverConfig, EvolverSampler
 from evolver_opt.core.config import HYPERPARAMETERS
 from evolver_opt.integrations.nevergrad import NOT_USED, EvolverOptimizer
-from evolver_opt.study.config import EvolverSettings
+from evolver_opt.search.config import EvolverSettings
 
 
 def _declared(cls) -> dict:

@@ -140,7 +140,7 @@ def test_a_scipy_based_optimizer_waiting_for_a_tell_does_not_keep_the_process_al
 def test_run_study_stops_the_optimizer_threads():
     import threading
 
-    from evolver_opt.study.runner import run_study
+    from evolver_opt.search.runner import run_study
 
     study = optuna.create_study(sampler=NevergradSampler("Cobyla", seed=0, budget=100))
     run_study(study, lambda t: sum(t.suggest_float(f"x{i}", 0, 1) for i in range(20)), n_trials=6)

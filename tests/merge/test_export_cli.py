@@ -16,7 +16,7 @@ from evolver_opt.cli import main
 from evolver_opt.merge.card import read_front_matter
 from evolver_opt.merge.export import BODY_FILE
 from evolver_opt.merge.mergekit import MERGEKIT_FILE
-from tests.study.tiny_world import DOMAINS, invoke_run, write_study
+from tests.tiny_world import DOMAINS, invoke_run, write_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

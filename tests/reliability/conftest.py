@@ -18,7 +18,7 @@ import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from evolver_opt import open_storage
-from tests.study.tiny_world import write_study
+from tests.tiny_world import write_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 CLI = str(Path(sys.executable).with_name("evolver-opt"))

@@ -24,12 +24,12 @@ from evolver_opt.cli import main
 from evolver_opt.evaluation.tokenizer import shared_tokenizer
 from evolver_opt.merge import MergeEngine
 from evolver_opt.runtime.worker import WorkerLoop
-from evolver_opt.study import runner
-from evolver_opt.study.config import load_config
-from evolver_opt.study.objective import build_setup
-from evolver_opt.study.runner import ATTR_HASH, open_study
+from evolver_opt.search import runner
+from evolver_opt.search.config import load_config
+from evolver_opt.search.objective import build_setup
+from evolver_opt.search.runner import ATTR_HASH, open_study
 from tests.reliability._synthetic_worker import objective_for, open_synthetic
-from tests.study.tiny_world import write_study
+from tests.tiny_world import write_study
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 

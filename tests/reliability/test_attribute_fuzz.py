@@ -25,18 +25,18 @@ import pytest
 import sqlalchemy
 
 from evolver_opt import EvolverError, EvolverSampler, open_storage
+from evolver_opt.experiments.memory import record_peak
+from evolver_opt.experiments.rerank import top_trials
 from evolver_opt.integrations.element_sampler import ElementEvolverSampler
+from evolver_opt.reports.notes import annotate_study, refresh_note
 from evolver_opt.runtime.worker import WorkerLoop
-from evolver_opt.study.attributes import (
+from evolver_opt.search.attributes import (
     ATTR_PRECISION,
     ATTR_PROBLEM,
     ATTR_RERANK,
     PrecisionCheck,
 )
-from evolver_opt.study.memory import record_peak
-from evolver_opt.study.notes import annotate_study, refresh_note
-from evolver_opt.study.rerank import top_trials
-from evolver_opt.study.runner import claim_study
+from evolver_opt.search.runner import claim_study
 from tests.reliability._synthetic_worker import DIM, objective_for
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -205,7 +205,7 @@ def templates(tmp_path_factory) -> dict[str, Path]:
 
 
 def _artifacts_of(db: Path) -> Path:
-    """The artifact folder beside a SQLite file (``evolver_opt.study.notes.artifact_dir``)."""
+    """The artifact folder beside a SQLite file (``evolver_opt.reports.notes.artifact_dir``)."""
     return db.with_name(db.stem + "-artifacts")
 
 

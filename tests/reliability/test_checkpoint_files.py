@@ -19,7 +19,7 @@ from evolver_opt.errors import CheckpointError
 from evolver_opt.merge import load_checkpoints
 from evolver_opt.merge.export import RECIPE_FILE
 from tests.reliability.conftest import ROOT, run_args
-from tests.study.tiny_world import write_study
+from tests.tiny_world import write_study
 
 
 def _damage(model_dir: Path, kind: str) -> tuple[Path, str]:

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from evolver_opt import StorageError, open_storage
 from evolver_opt.cli import main
 from tests.reliability.conftest import run_args, trials_of
-from tests.study.tiny_world import write_study
+from tests.tiny_world import write_study
 
 
 def test_cli_unreachable_database_names_the_url_without_its_password(tiny_study):

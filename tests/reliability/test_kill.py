@@ -23,7 +23,7 @@ from tests.reliability.conftest import (
     synthetic_worker,
     trials_of,
 )
-from tests.study.tiny_world import write_study
+from tests.tiny_world import write_study
 
 # The killed run's budget is one it cannot reach before the test stops it, however fast the
 # machine; the run after it gets the trials found plus two. Trials 0-3 are the start points, and

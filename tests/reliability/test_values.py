@@ -74,7 +74,7 @@ def test_nan_fails_and_inf_never_enters_the_population(sqlite_url):
 @pytest.mark.parametrize("score", [float("nan"), float("inf")])
 def test_merge_objective_rejects_non_finite_scores(score, monkeypatch):
     """The merge objective fails the trial (ConfigError) on any non-finite dev score."""
-    from evolver_opt.study import objective as objective_module
+    from evolver_opt.search import objective as objective_module
 
     setup = SimpleNamespace(
         config=SimpleNamespace(
