@@ -328,7 +328,7 @@ def test_the_curve_is_recorded_without_changing_the_weights(base_dir, cache, tmp
 
 def test_patience_stops_early_and_keeps_the_best_dev_weights(base_dir):
     from evolver_opt.data import Split
-    from evolver_opt.zoo import train
+    from evolver_opt.zoo.train import train
 
     recipe = recipe_for(base_dir, steps=40, eval_every=2, patience=2)
     model, tokenizer = load_base(recipe, 2)

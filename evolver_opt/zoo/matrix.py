@@ -16,7 +16,7 @@ from evolver_opt.errors import CheckpointError, ConfigError
 from evolver_opt.evaluation.evaluator import Evaluator
 from evolver_opt.evaluation.report import report_splits
 from evolver_opt.merge.compat import head_parameters
-from evolver_opt.zoo import load_expert
+from evolver_opt.zoo.build import load_expert
 
 HEAD_CHOICES = ("own", "task")
 

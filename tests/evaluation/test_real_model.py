@@ -10,7 +10,8 @@ from safetensors import safe_open
 
 from evolver_opt.data import Split
 from evolver_opt.evaluation import Evaluator
-from evolver_opt.zoo import ZooRecipe, _write_base_copy, base_checkpoint, load_base, resolve_base
+from evolver_opt.zoo import ZooRecipe, base_checkpoint, load_base, resolve_base
+from evolver_opt.zoo.build import _write_base_copy
 
 
 @pytest.mark.real_model
