@@ -17,9 +17,9 @@ wins). What maps, exactly (checked against mergekit 0.1.5 in tests/merge/test_me
   ``density`` so that both keep the same entries.
 
 Everything else is refused with the reason: the methods that are neither linear nor TIES
-(DARE's random masks are drawn differently, RegMean, Fisher, TSV-M, ... need statistics or
-decompositions mergekit does not compute), weight-space (element) evolution, and task heads
-of different shapes kept separate (mergekit merges every tensor of every input model).
+(DARE's and DARE-TIES's random masks are drawn differently, RegMean, Fisher, TSV-M, ... need
+statistics or decompositions mergekit does not compute), weight-space (element) evolution, and
+task heads of different shapes kept separate (mergekit merges every tensor of every input model).
 """
 
 from __future__ import annotations
@@ -45,6 +45,9 @@ _SUM_TOLERANCE = 1e-9
 _REASONS = {
     "dare": "DARE drops task-vector entries at random with evolver-opt's own seeded masks; "
     "mergekit's dare_linear draws other masks, so it would be the same method but not this model",
+    "dare_ties": "DARE-TIES drops task-vector entries at random with evolver-opt's own seeded "
+    "masks, then takes TIES's disjoint mean; mergekit's dare_ties draws other masks (and sums the "
+    "agreeing entries unless normalize is set), so it would not be this model",
     "element": "the weights were evolved scalar by scalar (granularity 'element'): there are no "
     "per-model coefficients to write",
 }

@@ -29,8 +29,9 @@ from evolver_opt.search.objective import build_setup, evaluate_dev
 from tests.tiny_world import DOMAINS, write_study
 
 NAMES = [
-    "task_arithmetic(dev grid)", "ties(dev grid)", "dare(dev grid)", "iso_c(dev grid)",
-    "iso_cts(dev grid)", "tsv_m(dev grid)", "wudi(dev grid)", "fisher", "regmean", "regmean_pp",
+    "task_arithmetic(dev grid)", "ties(dev grid)", "dare(dev grid)", "dare_ties(dev grid)",
+    "iso_c(dev grid)", "iso_cts(dev grid)", "tsv_m(dev grid)", "wudi(dev grid)", "fisher",
+    "regmean", "regmean_pp",
 ]  # fmt: skip
 
 
@@ -143,7 +144,7 @@ def test_the_baselines_command_writes_compare_rows(world, tmp_path):
     assert [r.name for r in rows] == NAMES
     sizes = {"task_arithmetic(dev grid)": 10, "ties(dev grid)": 25, "dare(dev grid)": 25}
     sizes |= {"iso_c(dev grid)": 9, "iso_cts(dev grid)": 8, "tsv_m(dev grid)": 8}
-    sizes |= {"wudi(dev grid)": 7}
+    sizes |= {"wudi(dev grid)": 7, "dare_ties(dev grid)": 25}
     for r in rows:
         assert r.kind == "static" and r.seed is None and r.test_in is not None
         assert set(r.test) == {*DOMAINS, "uci-imdb"} and r.test_in_domain == list(DOMAINS)
@@ -182,7 +183,7 @@ def test_compare_adds_the_tuned_baselines_behind_a_flag(world, tmp_path, study_e
     assert static == ["average", "task_arithmetic", "ties", "dare", *NAMES]
     report = (out / "report.md").read_text()
     assert "| static | ties(dev grid) |" in report and "- dare(dev grid): density=" in report
-    assert [len(r["grid"]) for r in rows if r["name"] in NAMES] == [2] * 7 + [0] * 3
+    assert [len(r["grid"]) for r in rows if r["name"] in NAMES] == [2] * 8 + [0] * 3
 
 
 def test_baselines_out_refuses_an_existing_file_before_any_work(world, tmp_path, monkeypatch):

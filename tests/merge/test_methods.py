@@ -37,7 +37,7 @@ def _examples(fam, engine, rows=4, batches=2):
 
 def test_registry_lists_methods_and_refuses_unknown_names():
     assert list_methods() == [
-        "average", "dare", "fisher", "iso_c", "iso_cts", "regmean", "regmean_pp",
+        "average", "dare", "dare_ties", "fisher", "iso_c", "iso_cts", "regmean", "regmean_pp",
         "task_arithmetic", "ties", "tsv_m", "wudi",
     ]  # fmt: skip
     with pytest.raises(

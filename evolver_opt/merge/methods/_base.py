@@ -203,7 +203,8 @@ def task_vectors(slot: TensorSlot, weights: Sequence[float] | None = None) -> to
     base = slot.base.float()
     taus = torch.stack([m.float() - base for m in slot.models])
     if weights is not None:
-        taus *= torch.as_tensor(list(weights), dtype=taus.dtype).view(-1, *[1] * base.dim())
+        w = torch.as_tensor(list(weights), dtype=taus.dtype, device=taus.device)
+        taus *= w.view(-1, *[1] * base.dim())
     return taus
 
 

@@ -1,21 +1,15 @@
-"""Task arithmetic: ``base + lambda * sum_i w_i * (theta_i - base)`` (Ilharco et al. 2023)."""
+"""Task arithmetic: ``base + lambda * sum_i w_i * (theta_i - base)`` (Ilharco et al. 2023).
+
+The task-arithmetic family's plain sum: no sparsification, no consensus
+(``_task_arithmetic_family.py``); linear in the models, so a coefficient array.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-import numpy as np
-import torch
-
-from evolver_opt.errors import ConfigError
-from evolver_opt.merge.methods._base import MergeMethod, SlotParts, model_weights
-
-if TYPE_CHECKING:
-    from evolver_opt.merge.engine import MergeEngine, TensorSlot
+from evolver_opt.merge.methods._task_arithmetic_family import TaskArithmeticFamily
 
 
-class TaskArithmetic(MergeMethod):
+class TaskArithmetic(TaskArithmeticFamily):
     """Scaled sum of task vectors; weights default to 1 and lambda to 1."""
 
     name = "task_arithmetic"
@@ -25,26 +19,3 @@ class TaskArithmetic(MergeMethod):
     grid = tuple({"lambda": round(0.1 * k, 1)} for k in range(1, 11))
     params = ("weights", "lambda_")
     separable = True
-
-    def coefficients(
-        self,
-        engine: MergeEngine,
-        weights: Sequence[float] | None = None,
-        lambda_: float = 1.0,
-    ) -> np.ndarray:
-        if not np.isfinite(lambda_):
-            raise ConfigError(f"lambda={lambda_} must be finite")
-        w = model_weights(weights, engine.n_models, normalize=False)
-        return np.repeat((float(lambda_) * w)[:, None], engine.n_groups, axis=1)
-
-    def slot_parts(
-        self, engine: MergeEngine, weights: Sequence[float] | None = None, lambda_: float = 1.0
-    ) -> SlotParts:
-        return _Scaled(self.coefficients(engine, weights, lambda_)[:, 0])
-
-
-class _Scaled(SlotParts):
-    """``(1 - sum_i c_i) base + sum_i c_i theta_i``: the base's share is the constant."""
-
-    def constant(self, tensor: TensorSlot) -> torch.Tensor | None:
-        return tensor.base.double() * (1.0 - sum(self.weights))
