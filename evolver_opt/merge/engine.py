@@ -227,6 +227,27 @@ class MergeEngine:
                 seen += end - start
         if seen != self.layout.numel:
             raise ConfigError(f"form {name!r} gave parts for {seen} of {self.layout.numel} weights")
+        self._keep_form(name, rows, made_by)
+
+    def add_form_rows(self, name: str, task_rows: torch.Tensor, made_by: Any = None) -> None:
+        """Form ``name`` from rows ``base + part_i`` built before (``form_rows(name)``, e.g.
+        read from a cache): ``(N, P)`` in the engine's dtype."""
+        expected = (self.n_models, self.layout.numel)
+        if tuple(task_rows.shape) != expected or task_rows.dtype != self.dtype:
+            raise ConfigError(
+                f"form {name!r} rows are {tuple(task_rows.shape)} {task_rows.dtype}, expected "
+                f"{expected} {self.dtype}"
+            )
+        rows = torch.empty_like(self.stacked)
+        rows[0].copy_(self.stacked[0])
+        rows[1:].copy_(task_rows)
+        self._keep_form(name, rows, made_by)
+
+    def form_rows(self, name: str) -> torch.Tensor:
+        """Form ``name``'s rows ``base + part_i`` without the base row: ``(N, P)``."""
+        return self.forms[name][1:]
+
+    def _keep_form(self, name: str, rows: torch.Tensor, made_by: Any) -> None:
         if not torch.isfinite(rows).all():
             raise ConfigError(f"form {name!r} has non-finite weights")
         self.forms[name] = rows

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from evolver_opt.errors import ConfigError
+from evolver_opt.search.form_cache import form_key, load_form_rows, save_form_rows
 
 COEFFICIENT_FORMS = ("task_arithmetic", "average")
 LINEAR_SEEDS = ("average", "task_arithmetic")
@@ -99,11 +100,19 @@ def build_form(setup: Any, echo: Callable[[str], Any] = print) -> None:
     cls = method_class(method)
     if cls.data is not None:
         options.update(method_data(setup, method, n_examples, echo))
-    echo(f"form {method}: computing each expert's part of the merge (once per process)")
     made_by = (method, sorted(config.form_options.items()), n_examples)
-    with setup.engine.model_precision(torch.float32):
-        parts = get_method(method).task_parts(setup.engine, **options)
-        setup.engine.add_form(method, parts, made_by=made_by)
+    engine = setup.engine
+    key = form_key(engine, made_by) if cls.data is None else None  # data methods: not cached
+    rows = load_form_rows(key, engine) if key is not None else None
+    if rows is not None:
+        echo(f"form {method}: each expert's part of the merge read from the cache")
+        engine.add_form_rows(method, rows, made_by=made_by)
+        return
+    echo(f"form {method}: computing each expert's part of the merge (once per process)")
+    with engine.model_precision(torch.float32):
+        engine.add_form(method, get_method(method).task_parts(engine, **options), made_by=made_by)
+    if key is not None:
+        save_form_rows(key, engine.form_rows(method))
 
 
 def method_data(setup: Any, method: str, n_examples: int, echo: Callable[[str], Any]) -> dict:
