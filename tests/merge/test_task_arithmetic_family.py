@@ -120,3 +120,14 @@ def test_dare_ties_elects_signs_among_dares_masked_task_vectors(families):
     engine.add_form("dare_ties", get_method("dare_ties").task_parts(engine, **kwargs))
     engine.apply(np.full(engine.genome.shape, 1.3), form="dare_ties")
     torch.testing.assert_close(engine.output, merged, rtol=1e-5, atol=1e-6)
+
+
+def test_dare_draws_one_mask_per_model_and_dare_ties_shares_them(families):
+    fam = families["bert"]
+    engine = MergeEngine.from_dirs(fam.base, fam.models, granularity="tensor")
+    kwargs = {"density": 0.5, "seed": 2}
+    dare = [p != 0 for _, p in get_method("dare").task_parts(engine, **kwargs)]
+    big = [m for m in dare if m[0].numel() >= 64]
+    assert big and all(not torch.equal(m[0], m[1]) for m in big)  # not one mask for all models
+    dare_ties = [p != 0 for _, p in get_method("dare_ties").task_parts(engine, **kwargs)]
+    assert all(not (t & ~d).any() for t, d in zip(dare_ties, dare, strict=True))
