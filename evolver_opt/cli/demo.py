@@ -19,6 +19,9 @@ import click
 from evolver_opt.cli._options import report_folder_option, storage_option, threads_option
 
 DEMO_SAMPLERS = ("evolver-plus", "cmaes", "random")
+# In a method form: the floor beside the best static merge (the form's own, tuned on dev) and
+# the experts; the eight-task benchmark in the README ranks every other static merge.
+FORM_STATIC = ("average",)
 
 
 @click.command()
@@ -84,9 +87,10 @@ def demo(
 
 def _real(budget: int | None, url: str, out: Path, study_file: str | None) -> None:
     from evolver_opt.errors import EvolverError
-    from evolver_opt.experiments.compare import run_compare
+    from evolver_opt.experiments.compare import STATIC_METHODS, run_compare
     from evolver_opt.reports.report import markdown, write_report
     from evolver_opt.search.config import load_config
+    from evolver_opt.search.forms import form_method
     from evolver_opt.search.objective import build_setup
 
     try:
@@ -111,6 +115,7 @@ def _real(budget: int | None, url: str, out: Path, study_file: str | None) -> No
             storage=url,
             echo=click.echo,
             progress=True,
+            static_methods=FORM_STATIC if form_method(config.form) else STATIC_METHODS,
         )
     except EvolverError as exc:
         raise click.ClickException(str(exc)) from None

@@ -49,16 +49,17 @@ def run_compare(
     echo: Callable[[str], Any] = print,
     progress: bool = False,
     tuned_baselines: bool = False,
+    static_methods: Sequence[str] = STATIC_METHODS,
 ) -> list[Row]:
-    """Run every (sampler, seed) study to ``n_trials`` and score the reference rows; with
-    ``tuned_baselines`` also the static merges tuned on dev, Fisher and RegMean
-    (experiments/baselines.py)."""
+    """Run every (sampler, seed) study to ``n_trials`` and score the reference rows (the
+    untuned ``static_methods`` and each expert alone); with ``tuned_baselines`` also the static
+    merges tuned on dev, Fisher and RegMean (experiments/baselines.py)."""
 
     if setup.precision is not None:
         echo(setup.precision.summary() + "; answers are re-scored in float32 for the report")
     reporter = TestReporter(setup)
     # first, and cached: a compare cut short or resumed has them, and a rerun skips them
-    references = reference_rows(setup, reporter, echo, tuned_baselines)
+    references = reference_rows(setup, reporter, echo, tuned_baselines, static_methods)
     rows = []
     resolved = [resolve_sampler(setup.config.granularity, s) for s in samplers]
     eta = compare_eta(  # the work left: the studies (the reference rows are done)
@@ -90,12 +91,16 @@ def run_compare(
 
 
 def reference_rows(
-    setup: MergeSetup, reporter: TestReporter, echo: Callable[[str], Any], tuned: bool
+    setup: MergeSetup,
+    reporter: TestReporter,
+    echo: Callable[[str], Any],
+    tuned: bool,
+    static_methods: Sequence[str] = STATIC_METHODS,
 ) -> list[Row]:
     """The static merges and each expert alone (dev and test), the tuned baselines when
     ``tuned`` (else, in a method form, that method tuned on dev: where the searches start);
     each read from the row cache when this setup scored it before."""
-    names = [("static", m) for m in STATIC_METHODS]
+    names = [("static", m) for m in static_methods]
     names += [("expert", name) for name in setup.engine.model_names]
     rows: list[Row] = []
     for k, (kind, name) in enumerate(names, start=1):

@@ -55,6 +55,7 @@ def test_real_demo_path_on_a_tiny_world(study_env, tmp_path):
     (line,) = [x for x in result.output.splitlines() if x.startswith("What you see:")]
     assert "uniform average (test mean 0." in line and "over the average" in line
     assert "of the gap" in line and "The best static merge" in line
+    assert "| static | ties |" in result.output  # no form here: every untuned static row
     assert line in (out / "report.md").read_text()
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0 and "already finished (5 trials)" in again.output
@@ -101,3 +102,14 @@ def test_cli_lists_commands():
         "evaluate",
     ):
         assert command in result.output
+
+
+def test_a_demo_in_a_method_form_shows_the_floor_and_the_forms_own_tuned_merge(study_env, tmp_path):
+    study_file = write_study(
+        tmp_path / "s.toml", study_env["world"], form='"iso_cts"', bounds="[0.0, 4.0]"
+    )
+    args = ["demo", "--study", str(study_file), "--budget", "9", "--storage", study_env["storage"]]
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output
+    assert "| static | average |" in result.output and "iso_cts(dev grid)" in result.output
+    assert "| static | ties |" not in result.output  # the README's benchmark ranks the rest
