@@ -63,8 +63,9 @@ def run_compare(
     rows = []
     resolved = [resolve_sampler(setup.config.granularity, s) for s in samplers]
     eta = compare_eta(  # the work left: the studies (the reference rows are done)
-        setup, studies=seeds * len(resolved), n_trials=n_trials, references=0, tuned=False
-    )
+        setup, studies=seeds * len(resolved), n_trials=n_trials, references=0, tuned=False,
+        own_form=False,
+    )  # fmt: skip
     for seed in range(seeds):  # seed-major: a compare cut short has every sampler's first seeds
         for sampler in resolved:
             objective = make_objective(setup, sampler)  # weight-space samplers: ElementObjective

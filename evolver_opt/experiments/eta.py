@@ -109,17 +109,23 @@ class CompareEta:
 
 
 def compare_eta(
-    setup: MergeSetup, *, studies: int, n_trials: int, references: int, tuned: bool
+    setup: MergeSetup,
+    *,
+    studies: int,
+    n_trials: int,
+    references: int,
+    tuned: bool,
+    own_form: bool = True,
 ) -> CompareEta:
     """The work of a compare: ``studies`` studies of ``n_trials`` trials and their answers,
     ``references`` reference rows, and the tuned rows (every method's grid and the data methods
-    with ``tuned``; else the form's own method, when the study has one)."""
+    with ``tuned``; else, with ``own_form``, the form's own method when the study has one)."""
     from evolver_opt.experiments.baselines import data_methods_list, default_grids
     from evolver_opt.merge.methods import method_class
 
     if tuned:
         grids, data = default_grids(), data_methods_list()
-    elif setup.form is not None:
+    elif own_form and setup.form is not None:
         grid = [dict(p) for p in method_class(setup.form).grid]
         grids, data = ({setup.form: grid}, []) if grid else ({}, [setup.form])
     else:

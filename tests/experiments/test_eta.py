@@ -60,6 +60,14 @@ def test_compare_counts_the_tuned_rows_and_names_the_statistics():
     assert tuned.note == f"plus the statistics of {', '.join(data)} unless cached"
 
 
+def test_a_form_studys_own_tuned_row_is_counted_only_while_it_is_to_do():
+    form = SimpleNamespace(form="iso_cts")
+    ahead = compare_eta(form, studies=1, n_trials=5, references=0, tuned=False)
+    assert ahead.left["point"] == 8 and ahead.left["tuned"] == 1
+    done = compare_eta(form, studies=1, n_trials=5, references=0, tuned=False, own_form=False)
+    assert done.left == {"trial": 5, "answer": 1, "reference": 0, "point": 0, "tuned": 0}
+
+
 def test_compare_says_it_is_setting_up_before_the_setup(study_env, tmp_path, monkeypatch):
     """Something is printed before minutes of setup (experts, tokenized dev splits)."""
     from evolver_opt.cli import main

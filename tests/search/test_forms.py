@@ -111,7 +111,7 @@ def test_a_compare_in_a_form_reports_the_forms_own_tuned_merge(study_env, tmp_pa
     out = tmp_path / "report"
     result = CliRunner().invoke(
         main,
-        ["compare", str(study_file), "--form", "iso_c", "--samplers", "random", "--seeds", "1",
+        ["compare", str(study_file), "--form", "iso_c", "--samplers", "random,tpe", "--seeds", "1",
          "--n-trials", "10", "--storage", study_env["storage"], "--out", str(out),
          "--no-progress", "--test-per-split", "6"],
     )  # fmt: skip
@@ -119,8 +119,11 @@ def test_a_compare_in_a_form_reports_the_forms_own_tuned_merge(study_env, tmp_pa
     rows = json.loads((out / "results.json").read_text())["rows"]
     (own,) = [r for r in rows if r["name"] == "iso_c(dev grid)"]
     assert own["kind"] == "static" and len(own["grid"]) == 9
-    (search,) = [r for r in rows if r["kind"] == "sampler"]
+    (search,) = [r for r in rows if r["kind"] == "sampler" and r["name"] == "random"]
     assert search["study_name"] == "tiny-layer-iso_c-random-seed0"
+    # after the first study only the second is left (the tuned row was scored before both)
+    assert "compare: 10 trials, 1 test scoring of a study's answer left" in result.output
+    assert "tuned grid point" not in result.output
     assert search["best_dev"] >= max(p["dev"] for p in own["grid"]) - 0.1  # bf16 vs fp32
 
 
