@@ -33,6 +33,7 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from evolver_opt.core.config import EvolverConfig
 from evolver_opt.core.weight_evolution import (
     KEY_ELEMENT,
     KEY_ELEMENT_STUDY,
@@ -143,10 +144,10 @@ class ElementEvolverSampler(SeededSampler, BaseSampler):
         self,
         *,
         mode: str = "plain",
-        F: float = 0.5,
-        CR: float = 0.5,
-        p_random: float | None = 0.5,
-        n_generations: int | None = None,
+        F: float = EvolverConfig.F,  # the defaults are EvolverConfig's: declared once there
+        CR: float = EvolverConfig.CR,
+        p_random: float | None = EvolverConfig.p_random,
+        n_generations: int | None = EvolverConfig.n_generations,
         seed: int | None = None,
     ) -> None:
         if mode not in MODES:
