@@ -23,7 +23,7 @@ LAYERS = (
     ("errors", "paths", "_version"),
     ("core", "data", "runtime"),
     ("integrations", "merge", "evaluation"),
-    ("zoo",),
+    ("zoo", "export"),  # export: writing a merge out (folders, card, mergekit YAML)
     ("search",),  # what a search is and how it runs
     ("experiments",),  # runs built on searches: compare, baselines, rerank, rows
     ("reports",),  # what a person reads: the report, notes, views, statistics

@@ -70,7 +70,7 @@ def expert_names(models: Sequence[str], method: str) -> list[str]:
     """Each model's training domain (a zoo expert's ``card.json``, else the folder's name when
     it is a prepared domain); a model with neither is refused, naming it."""
     from evolver_opt.data import list_domains
-    from evolver_opt.merge.card import expert_domains
+    from evolver_opt.export.card import expert_domains
 
     domains = set(list_domains())
     carded = expert_domains({str(m): str(m) for m in models})

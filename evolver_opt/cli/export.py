@@ -2,7 +2,7 @@
 
 With separate task heads the default is every head: one folder per task, each loading with
 ``AutoModelForSequenceClassification.from_pretrained(folder)`` alone, sharing one body file
-(``evolver_opt.merge.export.HEADS_LAYOUT``). Every export carries a model card (``README.md``).
+(``evolver_opt.export.folders.HEADS_LAYOUT``). Every export carries a model card (``README.md``).
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ def export(
     from evolver_opt.cli._command import command_line
     from evolver_opt.cli._shared import load_named_study
     from evolver_opt.errors import EvolverError
-    from evolver_opt.merge import export_merged
-    from evolver_opt.merge.export import ALL_HEADS
+    from evolver_opt.export import export_merged
+    from evolver_opt.export.folders import ALL_HEADS
     from evolver_opt.reports.notes import ATTR_PROBLEM
     from evolver_opt.search.attributes import ATTR_SAMPLER
     from evolver_opt.search.config import parse_config

@@ -110,8 +110,9 @@ def merge(
         parse_params,
     )
     from evolver_opt.errors import EvolverError
-    from evolver_opt.merge import MergeEngine, export_merged, get_method
-    from evolver_opt.merge.export import ALL_HEADS
+    from evolver_opt.export import export_merged
+    from evolver_opt.export.folders import ALL_HEADS
+    from evolver_opt.merge import MergeEngine, get_method
     from evolver_opt.zoo import resolve_base
 
     if Path(out).exists() and not overwrite:  # before any loading or merging
@@ -186,7 +187,7 @@ def _check_head(engine, head: str | None, all_heads: str) -> str:
 def _mergekit_text(engine, chosen, kwargs: dict, head: str | None, all_heads: str) -> str:
     """The mergekit YAML of the merge about to run; refused before any merging."""
     from evolver_opt.errors import EvolverError
-    from evolver_opt.merge.mergekit import mergekit_config, to_yaml
+    from evolver_opt.export.mergekit import mergekit_config, to_yaml
 
     kwargs = chosen.check_params(kwargs)
     coefficients = chosen.coefficients(engine, **kwargs) if chosen.linear else None

@@ -9,7 +9,8 @@ import torch
 
 from evolver_opt import __version__
 from evolver_opt.errors import CheckpointError
-from evolver_opt.merge import MergeEngine, export_merged, get_method
+from evolver_opt.export import export_merged
+from evolver_opt.merge import MergeEngine, get_method
 
 
 def _logits(model, inputs):

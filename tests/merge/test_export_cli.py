@@ -13,9 +13,9 @@ import yaml
 from click.testing import CliRunner
 
 from evolver_opt.cli import main
-from evolver_opt.merge.card import read_front_matter
-from evolver_opt.merge.export import BODY_FILE
-from evolver_opt.merge.mergekit import MERGEKIT_FILE
+from evolver_opt.export.card import read_front_matter
+from evolver_opt.export.folders import BODY_FILE
+from evolver_opt.export.mergekit import MERGEKIT_FILE
 from tests.tiny_world import DOMAINS, invoke_run, write_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

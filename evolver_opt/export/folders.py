@@ -71,7 +71,7 @@ def export_merged(
     mergekit: bool = False,
 ) -> Path:
     """Write the merge to ``out_dir`` atomically (temporary directory, then rename), with a
-    model card (``README.md``, :mod:`evolver_opt.merge.card`) and ``evolver_recipe.json``.
+    model card (``README.md``, :mod:`evolver_opt.export.card`) and ``evolver_recipe.json``.
 
     A crash (even SIGKILL) at any point leaves ``out_dir`` holding nothing or a complete export
     (the previous one or the new one), never a torn one; hidden ``.<name>.*`` folders beside it
@@ -82,8 +82,8 @@ def export_merged(
     what the working model holds now. With separate heads, ``head`` names the task whose
     head is attached (default: the active one), or is ``"all"``: one folder per task sharing
     one body file (:data:`HEADS_LAYOUT`). ``recipe``: what the caller knows besides the merge
-    (study, trial, scores, command: see :mod:`evolver_opt.merge.card`). ``mergekit``: also
-    write ``mergekit_config.yml`` (:mod:`evolver_opt.merge.mergekit`; a merge mergekit cannot
+    (study, trial, scores, command: see :mod:`evolver_opt.export.card`). ``mergekit``: also
+    write ``mergekit_config.yml`` (:mod:`evolver_opt.export.mergekit`; a merge mergekit cannot
     express is refused before anything is written).
     """
     from evolver_opt.merge.methods import MergeResult
@@ -159,7 +159,7 @@ _AUTO_CLASSES = (
 
 def _coefficient_method(engine: MergeEngine) -> str:
     """What the coefficients the working model holds weigh: the task vectors or a form's parts."""
-    from evolver_opt.merge.mergekit import COEFFICIENTS, FORM_PREFIX
+    from evolver_opt.export.mergekit import COEFFICIENTS, FORM_PREFIX
 
     form = engine.state.get("form")
     return COEFFICIENTS if form is None else FORM_PREFIX + str(form)
@@ -169,7 +169,7 @@ def _mergekit_yamls(
     engine: MergeEngine, doc: dict[str, Any], heads: list[str] | None
 ) -> dict[str | None, str]:
     """The mergekit YAML of each exported head (None: heads merged); refused up front."""
-    from evolver_opt.merge.mergekit import mergekit_config, to_yaml
+    from evolver_opt.export.mergekit import mergekit_config, to_yaml
 
     recipe = doc.get("recipe") or {}
     what = (
@@ -190,8 +190,8 @@ def _mergekit_yamls(
 def _write_extras(engine: MergeEngine, folder: Path, doc: dict[str, Any], yaml: str | None,
                   layout: str = "") -> None:  # fmt: skip
     """Tokenizer files, the recipe, the card and (asked for) the mergekit YAML."""
-    from evolver_opt.merge.card import CARD_FILE, render_card
-    from evolver_opt.merge.mergekit import MERGEKIT_FILE
+    from evolver_opt.export.card import CARD_FILE, render_card
+    from evolver_opt.export.mergekit import MERGEKIT_FILE
 
     tok_src = engine.checkpoints.base.path
     for name in TOKENIZER_FILES:
@@ -208,7 +208,7 @@ def _write_heads(
     yamls: dict[str | None, str],
 ) -> None:  # fmt: skip
     """One loadable folder per task: the body saved once and linked, each task's own head."""
-    from evolver_opt.merge.card import CARD_FILE, render_card
+    from evolver_opt.export.card import CARD_FILE, render_card
 
     previous = engine.active_head
     head_names = set(engine.plan.head_names)
