@@ -21,6 +21,7 @@ from evolver_opt.experiments.row_cache import cached_rows
 from evolver_opt.experiments.rows import Row, TestReporter
 from evolver_opt.merge import get_method
 from evolver_opt.merge.methods import list_methods, method_class
+from evolver_opt.runtime.storage import default_url
 from evolver_opt.search.element import (
     ElementObjective,
     answer_curve,
@@ -28,7 +29,12 @@ from evolver_opt.search.element import (
     resolve_sampler,
 )
 from evolver_opt.search.objective import MergeSetup, evaluate_dev
-from evolver_opt.search.runner import finished_count, open_setup_study, run_study
+from evolver_opt.search.runner import (
+    default_study_name,
+    finished_count,
+    open_setup_study,
+    run_study,
+)
 
 # the untuned reference rows: the registry's methods marked ``reference``, historical order
 STATIC_METHODS = tuple(
@@ -66,6 +72,8 @@ def run_compare(
         setup, studies=seeds * len(resolved), n_trials=n_trials, references=0, tuned=False,
         own_form=False,
     )  # fmt: skip
+    finished = _finished_before(setup, resolved, seeds, n_trials, storage)
+    eta.skip(sum(finished.values()))  # a rerun's finished studies are not work left
     for seed in range(seeds):  # seed-major: a compare cut short has every sampler's first seeds
         for sampler in resolved:
             objective = make_objective(setup, sampler)  # weight-space samplers: ElementObjective
@@ -80,7 +88,7 @@ def run_compare(
                     eta.start()
                     ran = run_study(study, objective, n_trials=n_trials, show_progress_bar=progress)
                     eta.ran(ran)
-            eta.skip(min(done, n_trials))
+            eta.skip(min(done, n_trials) - finished.get(study.study_name, 0))
             echo(f"{study.study_name}: scoring its best trial on the test splits")
             with setup.engine.model_precision(torch.float32), eta.timed("answer"):
                 row = _sampler_row(study, sampler, seed, setup, reporter, objective)
@@ -89,6 +97,22 @@ def run_compare(
             row.peak_rss_mb = record_peak(study, peak)
             rows.append(row)
     return rows + references
+
+
+def _finished_before(
+    setup: MergeSetup, samplers: Sequence[str], seeds: int, n_trials: int, storage: str | None
+) -> dict[str, int]:
+    """Study name -> its trials when it already holds ``n_trials`` finished ones (read from the
+    storage's summaries, nothing created)."""
+    storage = storage or default_url()
+    names = {default_study_name(setup.config, s, seed) for s in samplers for seed in range(seeds)}
+    done = {}
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        if summary.study_name in names and summary.n_trials >= n_trials:
+            study = optuna.load_study(study_name=summary.study_name, storage=storage)
+            if finished_count(study) >= n_trials:
+                done[summary.study_name] = n_trials
+    return done
 
 
 def reference_rows(

@@ -60,6 +60,8 @@ def test_real_demo_path_on_a_tiny_world(study_env, tmp_path):
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0 and "already finished (5 trials)" in again.output
     assert "running the rest" not in again.output and "5/5" not in again.output
+    estimates = [x for x in again.output.splitlines() if x.startswith("compare: ")]
+    assert estimates and not any("trials" in x for x in estimates)  # finished: not work left
     assert all(
         s.n_trials == 5 for s in optuna.get_all_study_summaries(storage=study_env["storage"])
     )
