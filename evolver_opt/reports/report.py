@@ -105,16 +105,26 @@ def headline(rows: Sequence[Row]) -> str:
         return "" if value is None else f", {value:.0%} of the gap"
 
     text = (
-        f"What you see: every search started from the same points, each expert alone and their "
-        f"uniform average (test mean {ranked.average:.4f}; the experts on their own tasks: "
-        f"{ranked.experts:.4f}). The best search by test mean, {best.name}, reached "
-        f"{best.test.mean:.4f} ({best.test.mean - ranked.average:+.4f} over the average"
-        f"{gap(best.gap_closed)}), choosing by dev only."
+        f"What you see: every search started from the same points with the same budget, choosing "
+        f"by dev only; the uniform average (test mean {ranked.average:.4f}) and the experts on "
+        f"their own tasks ({ranked.experts:.4f}) bound the table. The best search by test mean, "
+        f"{best.name}, reached {best.test.mean:.4f} ({best.test.mean - ranked.average:+.4f} over "
+        f"the average{gap(best.gap_closed)})."
     )
     if top is not None and top["test_in"] is not None:
         text += (
             f" The best static merge, {top['name']}, reached {top['test_in']:.4f}"
-            f"{gap(top['gap_closed'])}."
+            f"{gap(top['gap_closed'])}"
+            + (": no search beat it on test." if best.test.mean <= top["test_in"] else ".")
+        )
+    evolver = next((r for r in ranked.samplers if r.name.startswith("evolver")), None)
+    if evolver is not None and evolver is not best:
+        behind = best.test.mean - evolver.test.mean
+        text += f" Evolver ({evolver.name}) reached {evolver.test.mean:.4f}, {behind:.4f} behind"
+        text += f" {best.name}" + (
+            f" (p = {evolver.versus.p_value:.2f})."
+            if evolver.versus is not None and evolver.best_other == best.name
+            else "."
         )
     return text
 

@@ -163,3 +163,25 @@ def test_the_report_ranks_with_the_experts_own_tasks_and_the_average():
     no_average = ranking([r for r in rows if r.kind != "static"])
     assert no_average.average is None and no_average.samplers[0].gap_closed is None
     assert "no uniform-average row: no gap closed" in no_average.notes
+
+
+def test_the_headline_says_where_evolver_stands_and_when_no_search_beats_the_best_static():
+    from evolver_opt.reports.report import headline
+
+    rows = [
+        _row("sampler", "random", 0, {"t1": 0.75, "t2": 0.75}, 0.75,
+             {"t1": "1110", "t2": "1101"}),
+        _row("sampler", "evolver-plus", 0, {"t1": 0.5, "t2": 0.5}, 0.5,
+             {"t1": "1100", "t2": "0101"}),
+        _row("static", "average", None, {"t1": 0.6, "t2": 0.4}, 0.5),
+        _row("static", "iso_cts(dev grid)", None, {"t1": 0.8, "t2": 0.8}, 0.8),
+        _row("expert", "t1", None, {"t1": 0.9, "t2": 0.3}, 0.6),
+        _row("expert", "t2", None, {"t1": 0.2, "t2": 0.7}, 0.45),
+    ]  # fmt: skip
+    text = headline(rows)
+    assert "The best search by test mean, random, reached 0.7500" in text
+    assert "iso_cts(dev grid), reached 0.8000" in text and "no search beat it on test" in text
+    assert "Evolver (evolver-plus) reached 0.5000, 0.2500 behind random (p = " in text
+    assert "each expert alone" not in text  # a form's start points are not the experts
+    ahead = headline([r for r in rows if r.name != "iso_cts(dev grid)"])
+    assert "no search beat it" not in ahead
