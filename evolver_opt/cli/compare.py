@@ -48,7 +48,8 @@ if TYPE_CHECKING:
     "--form",
     default=None,
     help="Override the study file's form: what the coefficients weigh (task_arithmetic, "
-    "average, or a merge method with parts such as tsv_m, iso_cts, wudi, regmean).",
+    "average, a merge method with parts such as tsv_m, iso_cts, wudi, regmean, or a blend of "
+    "them such as iso_cts+wudi).",
 )
 @dev_per_split_option
 @test_per_split_option

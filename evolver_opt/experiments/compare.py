@@ -28,6 +28,7 @@ from evolver_opt.search.element import (
     make_objective,
     resolve_sampler,
 )
+from evolver_opt.search.forms import form_methods_of
 from evolver_opt.search.objective import MergeSetup, evaluate_dev
 from evolver_opt.search.runner import (
     default_study_name,
@@ -145,12 +146,12 @@ def reference_rows(
         return rows + cached_rows(
             setup, reporter, "static", "tuned", lambda: baseline_rows(setup, reporter, echo=echo)
         )
-    if setup.form is not None:  # the searches' own start: the form's method tuned on dev
-        echo(f"reference row: {setup.form} tuned on dev (the static merge the searches start from)")
-        own = own_method(setup.form)
+    for method in form_methods_of(setup.form):  # where the searches start: tuned on dev
+        echo(f"reference row: {method} tuned on dev (the static merge the searches start from)")
+        own = own_method(method)
         rows += cached_rows(
-            setup, reporter, "static", f"{setup.form}(dev grid)",
-            lambda: baseline_rows(setup, reporter, echo=echo, **own), extra=own,
+            setup, reporter, "static", f"{method}(dev grid)",
+            lambda own=own: baseline_rows(setup, reporter, echo=echo, **own), extra=own,
         )  # fmt: skip
     return rows
 

@@ -122,12 +122,15 @@ def compare_eta(
     with ``tuned``; else, with ``own_form``, the form's own method when the study has one)."""
     from evolver_opt.experiments.baselines import data_methods_list, default_grids
     from evolver_opt.merge.methods import method_class
+    from evolver_opt.search.forms import form_methods_of
 
     if tuned:
         grids, data = default_grids(), data_methods_list()
     elif own_form and setup.form is not None:
-        grid = [dict(p) for p in method_class(setup.form).grid]
-        grids, data = ({setup.form: grid}, []) if grid else ({}, [setup.form])
+        methods = form_methods_of(setup.form)
+        grids = {m: [dict(p) for p in method_class(m).grid] for m in methods}
+        data = [m for m in methods if not grids[m]]
+        grids = {m: g for m, g in grids.items() if g}
     else:
         grids, data = {}, []
     left = {

@@ -152,6 +152,14 @@ def _method(doc: Mapping[str, Any]) -> str:
             "Task arithmetic with searched coefficients: for each group g of tensors, "
             "`theta_g = theta_base_g + sum_i c[i, g] * (theta_i_g - theta_base_g)`."
         )
+    elif str(method).startswith("form:") and "+" in str(method):
+        methods = str(method)[5:].split("+")
+        lines.append(
+            f"Searched coefficients blending the merges of {', '.join(f'`{m}`' for m in methods)} "
+            "(a study form): `theta = theta_base + sum_m c[m, g] * merge_m_g`, where `merge_m` "
+            "is method m's merged update at scale 1, so each method's own merge is one point "
+            "of the space."
+        )
     elif str(method).startswith("form:"):
         lines.append(
             f"Searched coefficients weighing the per-task parts of `{method[5:]}` (a study form): "

@@ -76,10 +76,12 @@ class MergeEngine:
             self._load_heads()
         self._kernel = GroupMatVec(self.stacked, self.output, layout.group_spans)
         self._outputs = {self.model_dtype: (self.output, self._kernel)}
-        # study forms: other rows the coefficients can weigh (name -> (N + 1, P) rows), with a
-        # kernel per (form, working dtype); the experts' rows are the form None
+        # study forms: other rows the coefficients can weigh (name -> (K + 1, P) rows), with a
+        # kernel per (form, working dtype); the experts' rows are the form None. A form's rows
+        # are the experts' (K = N, the engine's genome) unless it has its own genome.
         self.forms: dict[str, torch.Tensor] = {}
         self.form_made_by: dict[str, Any] = {}
+        self.form_genomes: dict[str, Genome] = {}
         self._form_kernels: dict[tuple[str, torch.dtype], GroupMatVec] = {}
         self.version = 0
         self.state: dict[str, Any] = {}
@@ -229,19 +231,32 @@ class MergeEngine:
             raise ConfigError(f"form {name!r} gave parts for {seen} of {self.layout.numel} weights")
         self._keep_form(name, rows, made_by)
 
-    def add_form_rows(self, name: str, task_rows: torch.Tensor, made_by: Any = None) -> None:
-        """Form ``name`` from rows ``base + part_i`` built before (``form_rows(name)``, e.g.
-        read from a cache): ``(N, P)`` in the engine's dtype."""
-        expected = (self.n_models, self.layout.numel)
+    def add_form_rows(
+        self, name: str, task_rows: torch.Tensor, made_by: Any = None, genome: Genome | None = None
+    ) -> None:
+        """Form ``name`` from rows ``base + part_k`` built before (``form_rows(name)``, e.g.
+        read from a cache): ``(N, P)`` in the engine's dtype, or ``(K, P)`` with ``genome``
+        naming the K rows (its models) over the engine's groups: then ``apply(c, form=name)``
+        takes ``(K, n_groups)`` coefficients."""
+        genome = genome or self.genome
+        if genome.groups != self.genome.groups:
+            raise ConfigError(f"form {name!r}: its genome's groups are not the engine's")
+        expected = (len(genome.models), self.layout.numel)
         if tuple(task_rows.shape) != expected or task_rows.dtype != self.dtype:
             raise ConfigError(
                 f"form {name!r} rows are {tuple(task_rows.shape)} {task_rows.dtype}, expected "
                 f"{expected} {self.dtype}"
             )
-        rows = torch.empty_like(self.stacked)
+        rows = torch.empty(expected[0] + 1, expected[1], dtype=self.dtype, device=self.device)
         rows[0].copy_(self.stacked[0])
         rows[1:].copy_(task_rows)
         self._keep_form(name, rows, made_by)
+        if genome is not self.genome:
+            self.form_genomes[name] = genome
+
+    def form_genome(self, form: str | None) -> Genome:
+        """The coefficients' layout for ``form`` (the engine's own unless the form has one)."""
+        return self.form_genomes.get(form, self.genome) if form is not None else self.genome
 
     def form_rows(self, name: str) -> torch.Tensor:
         """Form ``name``'s rows ``base + part_i`` without the base row: ``(N, P)``."""
@@ -252,6 +267,7 @@ class MergeEngine:
             raise ConfigError(f"form {name!r} has non-finite weights")
         self.forms[name] = rows
         self.form_made_by[name] = made_by
+        self.form_genomes.pop(name, None)
         self._form_kernels = {k: v for k, v in self._form_kernels.items() if k[0] != name}
         self.mark_written({"form_built": name})  # building may have used the working model
 
@@ -263,6 +279,7 @@ class MergeEngine:
             self.state = {**kept, "from_dropped_form": name}
         self.forms.pop(name, None)
         self.form_made_by.pop(name, None)
+        self.form_genomes.pop(name, None)
         self._form_kernels = {k: v for k, v in self._form_kernels.items() if k[0] != name}
 
     def _kernel_for(self, form: str | None) -> GroupMatVec:
@@ -282,8 +299,10 @@ class MergeEngine:
         (``form``: the parts of an added form instead of the task vectors ``tau_i``)."""
         if isinstance(coefficients, torch.Tensor):
             coefficients = coefficients.detach().cpu().double().numpy()
-        c = self.genome.matrix(coefficients)
-        rows = np.empty((self.n_groups, self.n_models + 1))
+        if form is not None and form not in self.forms:
+            raise ConfigError(f"form {form!r} was not added; forms: {sorted(self.forms)}")
+        c = self.form_genome(form).matrix(coefficients)
+        rows = np.empty((self.n_groups, c.shape[0] + 1))
         rows[:, 0] = 1.0 - c.sum(axis=0)
         rows[:, 1:] = c.T
         kernel = self._kernel_for(form)

@@ -83,6 +83,13 @@ def expert_names(config: dict[str, Any]) -> list[str]:
     return names
 
 
+def row_names(config: dict[str, Any]) -> list[str]:
+    """Whose coefficients a trial holds: the experts, or a blend form's methods
+    (``"iso_cts+wudi"``: search/forms.py)."""
+    form = str(config.get("form") or "")
+    return form.split("+") if "+" in form else expert_names(config)
+
+
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     """The best COMPLETE trial, or None when there is none yet."""
     if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
@@ -97,7 +104,7 @@ def best_recipe(study: optuna.Study) -> dict[str, Any] | None:
         return None
     config = study_config(study)
     form = config.get("form", "task_arithmetic")
-    models, groups, c = coefficient_matrix(best.params, expert_names(config), form)
+    models, groups, c = coefficient_matrix(best.params, row_names(config), form)
     return {
         "study": study.study_name,
         "trial": best.number,

@@ -21,7 +21,7 @@ import optuna
 
 from evolver_opt.core.population import Lineage, Record, better, slot_of, split
 from evolver_opt.integrations.optuna_sampler import trial_records
-from evolver_opt.reports.notes import best_trial, coefficient_matrix, expert_names, study_config
+from evolver_opt.reports.notes import best_trial, coefficient_matrix, row_names, study_config
 
 
 @dataclass
@@ -72,7 +72,7 @@ def population_history(study: optuna.Study) -> PopulationHistory:
     tie_break = (config.get("evolver") or {}).get("tie_break")
     records = trial_records(study, trials, tie_break)
     start_slot = {n: i for i, n in enumerate(split(records)[0].start_points)}
-    experts = expert_names(config)
+    experts = row_names(config)
     best: dict[int, tuple[float, int]] = {}  # slot -> (value, leaning expert)
     incumbent: dict[int, Record] = {}  # slot -> its record
     starts: dict[int, str] = {}
@@ -149,9 +149,7 @@ def plot_best_leaning(study: optuna.Study, path: Path) -> Path:
     if best is None:
         raise ValueError(f"study {study.study_name!r} has no COMPLETE trial to draw")
     config = study_config(study)
-    models, groups, c = coefficient_matrix(
-        best.params, expert_names(config), config.get("form", "")
-    )
+    models, groups, c = coefficient_matrix(best.params, row_names(config), config.get("form", ""))
     height = min(2.0 + 0.22 * len(groups), 30.0)
     fig, ax = plt.subplots(figsize=(2.5 + 1.1 * len(models), height))
     image = ax.imshow(c.T, aspect="auto", interpolation="nearest", cmap="magma")

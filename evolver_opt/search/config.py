@@ -7,7 +7,8 @@ A study file has a ``[study]`` table (and optionally the ``[zoo]`` recipe its ex
     granularity = "tensor"            # model | layer | tensor | element (weight space)
     bounds = [0.0, 1.0]
     form = "task_arithmetic"          # or "average" (normalized per group), or a merge method
-                                      # with parts (tsv_m, iso_cts, wudi, ...): search/forms.py
+                                      # with parts (tsv_m, iso_cts, wudi, ...), or a blend of
+                                      # them ("iso_cts+wudi"): search/forms.py
     seed_merges = ["average"]         # static merges enqueued beside each expert alone
     dev = ["vader-tweets", "vader-movies"]
     test_in_domain = ["vader-tweets", "vader-movies"]
@@ -268,8 +269,9 @@ class StudyConfig(_Frozen):
     granularity: Literal["model", "layer", "tensor", "element"] = "model"
     bounds: tuple[float, float] = (0.0, 1.0)
     # What the coefficients weigh: the experts' task vectors ("task_arithmetic"; "average"
-    # normalizes each group) or a merge method's per-task parts (search/forms.py), with
-    # form_options its parameters (e.g. common_fraction for iso_cts).
+    # normalizes each group), a merge method's per-task parts, or a blend of methods' merges
+    # ("iso_cts+wudi": per method and group; search/forms.py), with form_options the
+    # method's parameters (e.g. common_fraction for iso_cts; a blend takes none).
     form: str = "task_arithmetic"
     form_options: dict[str, str | int | float | bool] = {}
     heads: Literal["auto", "merge", "separate"] = "auto"

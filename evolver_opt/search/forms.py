@@ -10,27 +10,48 @@
   once per process at setup. The start points are the method at every scale of its dev grid
   (the best of them is the tuned static merge, so no search starts below it), the scale
   nearest 1 last (CMA-ES starts there).
+* a blend of such methods (``"iso_cts+wudi+tsv_m"``): the coefficients weigh each method's
+  whole merge (the sum of its parts) per group, so each method's static merge at scale
+  ``lambda`` is the point with ``lambda`` in its row and 0 elsewhere, and a per-layer mix of
+  the methods is a point too. Each method's scale is chosen on its dev grid once per process
+  (in float32, as the tuned baselines); the start points are each method at its chosen scale,
+  every pair half and half, and all of them in equal shares, the best single method last.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
+from evolver_opt.core.genome import Genome
 from evolver_opt.errors import ConfigError
 from evolver_opt.search.form_cache import form_key, load_form_rows, save_form_rows
 
 COEFFICIENT_FORMS = ("task_arithmetic", "average")
+BLEND = "+"  # "iso_cts+wudi": a blend of those methods' merges
 LINEAR_SEEDS = ("average", "task_arithmetic")
 EXAMPLES_OPTION = "examples_per_expert"  # form_options key: training examples per expert
 
 
 def form_method(form: str) -> str | None:
-    """The merge method whose parts the form weighs (None: the experts' task vectors)."""
+    """The engine form the coefficients weigh: a merge method's parts, a blend of methods'
+    merges (``"iso_cts+wudi"``), or None for the experts' task vectors."""
     return None if form in COEFFICIENT_FORMS else form
+
+
+def blend_methods(form: str | None) -> tuple[str, ...]:
+    """The methods a blend form mixes (``()`` when the form is not a blend)."""
+    return tuple(form.split(BLEND)) if form and BLEND in form else ()
+
+
+def form_methods_of(form: str | None) -> tuple[str, ...]:
+    """Every merge method whose parts a form needs: a blend's methods, a method form's own."""
+    method = form_method(form) if form is not None else None
+    return () if method is None else (blend_methods(method) or (method,))
 
 
 def check_form(form: str, seed_merges: tuple[str, ...], options: dict[str, Any]) -> None:
@@ -38,8 +59,24 @@ def check_form(form: str, seed_merges: tuple[str, ...], options: dict[str, Any])
     from evolver_opt.merge.methods import form_methods, method_class
 
     valid = [*COEFFICIENT_FORMS, *form_methods()]
+    parts = blend_methods(form)
+    if parts:
+        bad = [m for m in parts if m not in form_methods()]
+        if bad or len(parts) < 2 or len(set(parts)) < len(parts):
+            raise ValueError(
+                f"form {form!r}: a blend names two or more different methods of "
+                f"{form_methods()} joined by {BLEND!r}; {bad or 'a method repeats'} is not"
+            )
+        if tuple(seed_merges) != (form,):
+            raise ValueError(
+                f"form {form!r} starts from its methods' tuned merges and their blends: give "
+                f"seed_merges = [{form!r}] or leave it out, got {list(seed_merges)}"
+            )
+        if options:
+            raise ValueError(f"form {form!r} (a blend) takes no form_options, got {options}")
+        return
     if form not in valid:
-        raise ValueError(f"form {form!r} is not one of {valid}")
+        raise ValueError(f"form {form!r} is not one of {valid} (or a blend such as 'tsv_m+wudi')")
     method = form_method(form)
     if method is None:
         bad = [s for s in seed_merges if s not in LINEAR_SEEDS]
@@ -87,21 +124,38 @@ def form_start_points(form: str, shape: tuple[int, int], bounds: tuple[float, fl
 
 
 def build_form(setup: Any, echo: Callable[[str], Any] = print) -> None:
-    """Compute the form's parts once (in float32) and add them to the setup's engine."""
-    config = setup.config
-    method = form_method(config.form)
-    if method is None or method in setup.engine.forms:
+    """Compute the form's parts once (in float32) and add them to the setup's engine; a blend
+    adds each method's form, then its own rows: each method's whole merge at scale 1."""
+    form = form_method(setup.config.form)
+    if form is None or form in setup.engine.forms:
+        return
+    methods = blend_methods(form)
+    if not methods:
+        _build_method_form(setup, form, dict(setup.config.form_options), echo)
+        return
+    engine = setup.engine
+    rows = []
+    for method in methods:
+        _build_method_form(setup, method, {}, echo)
+        parts = engine.form_rows(method)  # base + part_i
+        rows.append(parts.sum(0) - (parts.shape[0] - 1) * engine.stacked[0])
+    genome = Genome(methods, engine.genome.groups)
+    engine.add_form_rows(form, torch.stack(rows), made_by=(form,), genome=genome)
+
+
+def _build_method_form(setup: Any, method: str, options: dict, echo: Callable[[str], Any]) -> None:
+    engine = setup.engine
+    if method in engine.forms:
         return
     from evolver_opt.merge import get_method
     from evolver_opt.merge.methods import method_class
 
-    options = dict(config.form_options)
+    given = dict(options)
     n_examples = int(options.pop(EXAMPLES_OPTION, 256))
     cls = method_class(method)
     if cls.data is not None:
         options.update(method_data(setup, method, n_examples, echo))
-    made_by = (method, sorted(config.form_options.items()), n_examples)
-    engine = setup.engine
+    made_by = (method, sorted(given.items()), n_examples)
     key = form_key(engine, made_by) if cls.data is None else None  # data methods: not cached
     rows = load_form_rows(key, engine) if key is not None else None
     if rows is not None:
@@ -113,6 +167,46 @@ def build_form(setup: Any, echo: Callable[[str], Any] = print) -> None:
         engine.add_form(method, get_method(method).task_parts(engine, **options), made_by=made_by)
     if key is not None:
         save_form_rows(key, engine.form_rows(method))
+
+
+def tune_blend_scales(
+    setup: Any, score: Callable[[], float], echo: Callable[[str], Any] = print
+) -> dict[str, tuple[float, float]]:
+    """Each blended method's scale chosen on its dev grid (clipped to the bounds): method ->
+    (scale, dev score), merged and scored in float32 as the tuned baselines are (the first
+    of equal scores, in grid order)."""
+    from evolver_opt.merge.methods import method_class
+
+    engine, lo, hi = setup.engine, *setup.config.bounds
+    chosen = {}
+    with engine.model_precision(torch.float32):
+        for method in blend_methods(form_method(setup.config.form)):
+            grid = [float(p["lambda"]) for p in method_class(method).grid if "lambda" in p]
+            scores: dict[float, float] = {}
+            for scale in dict.fromkeys(float(np.clip(s, lo, hi)) for s in grid or [1.0]):
+                engine.apply(np.full(engine.genome.shape, scale), form=method)
+                scores[scale] = score()
+            best = max(scores, key=scores.__getitem__)
+            chosen[method] = (best, scores[best])
+            echo(f"form {setup.config.form}: {method} lambda {best:g} on dev ({scores[best]:.4f})")
+    return chosen
+
+
+def blend_start_points(scales: dict[str, tuple[float, float]], n_groups: int) -> dict:
+    """Name -> coefficients ``(methods, groups)``: each method alone at its tuned scale, each
+    pair half and half, all in equal shares; the best single method on dev last (CMA-ES's x0)."""
+    methods = list(scales)
+    one = {m: np.eye(len(methods))[k][:, None] * scales[m][0] for k, m in enumerate(methods)}
+    points: dict[str, np.ndarray] = {}
+    for a, b in itertools.combinations(methods, 2):
+        points[f"{a}/2+{b}/2"] = np.repeat((one[a] + one[b]) / 2, n_groups, axis=1)
+    if len(methods) > 2:
+        share = sum(one.values()) / len(methods)
+        points["+".join(f"{m}/{len(methods)}" for m in methods)] = np.repeat(share, n_groups, 1)
+    # ascending dev, the best last (of equal ones, the first in the blend's order)
+    for m in sorted(methods, key=lambda m: (scales[m][1], -methods.index(m))):
+        points[f"{m}(lambda={scales[m][0]:g})"] = np.repeat(one[m], n_groups, axis=1)
+    return points
 
 
 def method_data(setup: Any, method: str, n_examples: int, echo: Callable[[str], Any]) -> dict:

@@ -29,7 +29,14 @@ from evolver_opt.integrations.trial_attrs import parent_value
 from evolver_opt.merge import MergeEngine, get_method
 from evolver_opt.runtime.storage import flush_params
 from evolver_opt.search.config import StudyConfig, check_device, engine_granularity
-from evolver_opt.search.forms import build_form, form_method, form_start_points
+from evolver_opt.search.forms import (
+    blend_methods,
+    blend_start_points,
+    build_form,
+    form_method,
+    form_start_points,
+    tune_blend_scales,
+)
 from evolver_opt.search.precision_cache import check_key, load_check, save_check
 from evolver_opt.search.precision_check import PrecisionCheck, check_precision
 from evolver_opt.zoo import base_checkpoint, build_zoo, resolve_base
@@ -55,9 +62,14 @@ class MergeSetup:
         default_factory=dict, repr=False, compare=False
     )
 
+    # a blend form's methods -> (scale, dev score) chosen on dev, once (``named_initial_points``)
+    blend_scales: dict[str, tuple[float, float]] | None = field(
+        default=None, repr=False, compare=False
+    )
+
     @property
     def param_names(self) -> list[str]:
-        return list(self.engine.genome.param_names)
+        return list(self.engine.form_genome(self.form).param_names)
 
     @property
     def form(self) -> str | None:
@@ -66,10 +78,15 @@ class MergeSetup:
 
     def named_initial_points(self) -> dict[str, dict[str, float]]:
         """Each expert alone, then the configured static merges (all as coefficients); in a
-        method form, the method at each scale of its dev grid (search/forms.py)."""
-        genome = self.engine.genome
+        method form, the method at each scale of its dev grid; in a blend, each method at its
+        tuned scale and their blends (search/forms.py)."""
+        genome = self.engine.form_genome(self.form)
         lo, hi = self.config.bounds
-        if self.form is not None:
+        if blend_methods(self.form):
+            if self.blend_scales is None:
+                self.blend_scales = tune_blend_scales(self, lambda: float(evaluate_dev(self).score))
+            points = blend_start_points(self.blend_scales, genome.shape[1])
+        elif self.form is not None:
             points = form_start_points(self.config.form, genome.shape, (lo, hi))
         else:
             points = {name: genome.one_hot(name) for name in genome.models}
@@ -258,8 +275,9 @@ def _dev_evaluator(
 def coefficients_of(
     config: StudyConfig, engine: MergeEngine, params: dict[str, float]
 ) -> np.ndarray:
-    """The (models x groups) coefficients of a trial; ``average`` normalizes each group."""
-    return engine.genome.normalized(params, config.form)
+    """The (models x groups) coefficients of a trial (in a blend form: methods x groups);
+    ``average`` normalizes each group."""
+    return engine.form_genome(form_method(config.form)).normalized(params, config.form)
 
 
 def evaluate_dev(

@@ -35,7 +35,7 @@ from evolver_opt.search.config import (
     identity_hash,
     with_precision,
 )
-from evolver_opt.search.forms import form_method, start_scales
+from evolver_opt.search.forms import blend_methods, form_method, start_scales
 from evolver_opt.search.samplers import (
     COEFFICIENT_EVOLVERS,
     EVOLVER_PLUS,
@@ -78,9 +78,14 @@ def preflight(
     and its options (resolved for the granularity), the device and the storage; ``warn`` gets
     a budget that leaves no trial to the sampler. Returns the resolved sampler names."""
     method = form_method(config.form)
+    blended = blend_methods(method)
     if method is None:
         n_start = len(config.expert_specs()) + len(config.seed_merges)
         what = f"each expert alone and the static merges {list(config.seed_merges)}"
+    elif blended:
+        n = len(blended)
+        n_start = n + n * (n - 1) // 2 + (n > 2)
+        what = f"each of {list(blended)} at its tuned scale and their blends"
     else:
         n_start = len(start_scales(method))
         what = f"the {method} merge at each scale of its dev grid"
