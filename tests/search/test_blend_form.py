@@ -171,3 +171,16 @@ def test_a_compare_in_a_blend_reports_each_methods_tuned_merge(study_env, tmp_pa
     setup = _setup(tmp_path, study_env["world"])
     left = compare_eta(setup, studies=1, n_trials=8, references=7, tuned=False).left
     assert (left["point"], left["tuned"]) == (17, 2)  # both methods' grids are work to do
+
+
+def test_a_budget_of_only_start_points_is_warned_about_before_any_work(study_env, tmp_path):
+    from evolver_opt.search.runner import preflight
+
+    config = load_config(
+        write_study(tmp_path / "s.toml", study_env["world"], form='"tsv_m+iso_c+wudi"')
+    )
+    warned: list[str] = []
+    preflight(config, ["tpe"], budget=7, storage=study_env["storage"], warn=warned.append)
+    assert len(warned) == 1 and "7 start points (each of ['tsv_m', 'iso_c', 'wudi']" in warned[0]
+    preflight(config, ["tpe"], budget=8, storage=study_env["storage"], warn=warned.append)
+    assert len(warned) == 1
