@@ -169,29 +169,6 @@ def _build_method_form(setup: Any, method: str, options: dict, echo: Callable[[s
         save_form_rows(key, engine.form_rows(method))
 
 
-def tune_blend_scales(
-    setup: Any, score: Callable[[], float], echo: Callable[[str], Any] = print
-) -> dict[str, tuple[float, float]]:
-    """Each blended method's scale chosen on its dev grid (clipped to the bounds): method ->
-    (scale, dev score), merged and scored in float32 as the tuned baselines are (the first
-    of equal scores, in grid order)."""
-    from evolver_opt.merge.methods import method_class
-
-    engine, lo, hi = setup.engine, *setup.config.bounds
-    chosen = {}
-    with engine.model_precision(torch.float32):
-        for method in blend_methods(form_method(setup.config.form)):
-            grid = [float(p["lambda"]) for p in method_class(method).grid if "lambda" in p]
-            scores: dict[float, float] = {}
-            for scale in dict.fromkeys(float(np.clip(s, lo, hi)) for s in grid or [1.0]):
-                engine.apply(np.full(engine.genome.shape, scale), form=method)
-                scores[scale] = score()
-            best = max(scores, key=scores.__getitem__)
-            chosen[method] = (best, scores[best])
-            echo(f"form {setup.config.form}: {method} lambda {best:g} on dev ({scores[best]:.4f})")
-    return chosen
-
-
 def blend_start_points(scales: dict[str, tuple[float, float]], n_groups: int) -> dict:
     """Name -> coefficients ``(methods, groups)``: each method alone at its tuned scale, each
     pair half and half, all in equal shares; the best single method on dev last (CMA-ES's x0)."""

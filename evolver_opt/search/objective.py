@@ -28,6 +28,7 @@ from evolver_opt.integrations.optuna_sampler import EvolverSampler
 from evolver_opt.integrations.trial_attrs import parent_value
 from evolver_opt.merge import MergeEngine, get_method
 from evolver_opt.runtime.storage import flush_params
+from evolver_opt.search.blend_scales import tune_blend_scales
 from evolver_opt.search.config import StudyConfig, check_device, engine_granularity
 from evolver_opt.search.forms import (
     blend_methods,
@@ -35,7 +36,6 @@ from evolver_opt.search.forms import (
     build_form,
     form_method,
     form_start_points,
-    tune_blend_scales,
 )
 from evolver_opt.search.precision_cache import check_key, load_check, save_check
 from evolver_opt.search.precision_check import PrecisionCheck, check_precision

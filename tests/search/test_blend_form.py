@@ -184,3 +184,27 @@ def test_a_budget_of_only_start_points_is_warned_about_before_any_work(study_env
     assert len(warned) == 1 and "7 start points (each of ['tsv_m', 'iso_c', 'wudi']" in warned[0]
     preflight(config, ["tpe"], budget=8, storage=study_env["storage"], warn=warned.append)
     assert len(warned) == 1
+
+
+def test_the_tuned_scales_are_read_back_and_a_damaged_cache_is_redone(
+    study_env, tmp_path, monkeypatch
+):
+    from evolver_opt.search import blend_scales
+
+    first = _setup(tmp_path, study_env["world"])
+    points = first.named_initial_points()
+    (cached,) = (tmp_path / "cache" / blend_scales.FOLDER).glob("*.json")
+    again = _setup(tmp_path, study_env["world"])
+    with monkeypatch.context() as m:  # read back: no dev pass at all
+        m.setattr(blend_scales, "_tune", lambda *a: pytest.fail("scored again"))
+        assert again.named_initial_points() == points
+    assert again.blend_scales == first.blend_scales
+    data = json.loads(cached.read_text())
+    data["scales"]["tsv_m"][0] = 99.0  # outside the bounds: not trusted
+    cached.write_text(json.dumps(data))
+    calls: list[int] = []
+    scales = blend_scales.tune_blend_scales(
+        again, lambda: calls.append(1) or 0.5, echo=lambda _: None
+    )
+    assert len(calls) == 17 and set(scales) == {"tsv_m", "iso_c"}  # both grids scored again
+    assert json.loads(cached.read_text())["scales"]["tsv_m"][0] <= 2.0  # and rewritten
