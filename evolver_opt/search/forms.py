@@ -13,9 +13,10 @@
 * a blend of such methods (``"iso_cts+wudi+tsv_m"``): the coefficients weigh each method's
   whole merge (the sum of its parts) per group, so each method's static merge at scale
   ``lambda`` is the point with ``lambda`` in its row and 0 elsewhere, and a per-layer mix of
-  the methods is a point too. Each method's scale is chosen on its dev grid once per process
-  (in float32, as the tuned baselines); the start points are each method at its chosen scale,
-  every pair half and half, and all of them in equal shares, the best single method last.
+  the methods is a point too. Each method's scale is chosen on its dev grid (in float32, as
+  the tuned baselines; cached on disk by :mod:`evolver_opt.search.blend_scales`); the start
+  points are each method at its chosen scale, every pair half and half, and all of them in
+  equal shares, the best single method last.
 """
 
 from __future__ import annotations
