@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from evolver_opt import open_storage
 from tests.tiny_world import write_study
@@ -76,21 +76,29 @@ def _plain_engine(url: str) -> sqlalchemy.Engine:
     return sqlalchemy.create_engine(url)
 
 
-def _still_evaluating(url: str, name: str, number: int) -> bool:
-    """Whether a trial is RUNNING with no user attribute yet (the objective records its scores
-    as user attributes just before it returns), read with a plain SELECT: no write lock is
-    asked for, so a worker stopped (SIGSTOP) inside a SQLite write transaction does not block
-    the read (the storage's SQLite connections begin every transaction with BEGIN IMMEDIATE)."""
+def _unscored_running(url: str, name: str) -> tuple[int, list[int]]:
+    """How many trials the study has, and the numbers of its RUNNING trials with parameters
+    and no user attribute yet (the objective records its scores as user attributes just before
+    it returns), read with a plain SELECT: in WAL mode it never waits for, nor holds up, the
+    worker's writes (the storage's sessions begin with BEGIN IMMEDIATE, so polling through it
+    would keep the worker waiting for the write lock, and the worker would mostly be stopped
+    there rather than evaluating); nor does it block when the worker is stopped (SIGSTOP)
+    inside a write transaction."""
     with _plain_engine(url).connect() as conn:
-        state, n_attrs = conn.execute(
+        if not sqlalchemy.inspect(conn).has_table("trials"):
+            return 0, []  # the worker has not made the schema yet
+        rows = conn.execute(
             sqlalchemy.text(
-                "SELECT t.state, (SELECT COUNT(*) FROM trial_user_attributes a "
-                "WHERE a.trial_id = t.trial_id) FROM trials t JOIN studies s "
-                "ON t.study_id = s.study_id WHERE s.study_name = :name AND t.number = :number"
+                "SELECT t.number, t.state, "
+                "EXISTS (SELECT 1 FROM trial_params p WHERE p.trial_id = t.trial_id), "
+                "EXISTS (SELECT 1 FROM trial_user_attributes a WHERE a.trial_id = t.trial_id) "
+                "FROM trials t JOIN studies s ON t.study_id = s.study_id "
+                "WHERE s.study_name = :name"
             ),
-            {"name": name, "number": number},
-        ).one()
-    return state == "RUNNING" and n_attrs == 0
+            {"name": name},
+        ).all()
+    running = [n for n, state, params, attrs in rows if state == "RUNNING" and params and not attrs]
+    return len(rows), running
 
 
 def stop_mid_trial(proc: subprocess.Popen, url: str, name: str, timeout: float = 240) -> int:
@@ -100,14 +108,11 @@ def stop_mid_trial(proc: subprocess.Popen, url: str, name: str, timeout: float =
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert proc.poll() is None, "the worker ended before it could be stopped mid-trial"
-        trials = trials_of(url, name)
-        running = [
-            t for t in trials if t.state == TrialState.RUNNING and t.params and not t.user_attrs
-        ]
-        if running and len(trials) > 5:
+        n_trials, running = _unscored_running(url, name)
+        if running and n_trials > 5:
             proc.send_signal(signal.SIGSTOP)
-            if _still_evaluating(url, name, running[0].number):
-                return running[0].number
+            if running[0] in _unscored_running(url, name)[1]:
+                return running[0]
             proc.send_signal(signal.SIGCONT)
         time.sleep(0.05)
     raise AssertionError("no trial was seen running")
