@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import optuna
 import torch
+from optuna.trial import TrialState
 
 from evolver_opt.experiments.baselines import baseline_rows
 from evolver_opt.experiments.eta import compare_eta
@@ -21,7 +22,7 @@ from evolver_opt.experiments.row_cache import cached_rows
 from evolver_opt.experiments.rows import Row, TestReporter
 from evolver_opt.merge import get_method
 from evolver_opt.merge.methods import list_methods, method_class
-from evolver_opt.runtime.storage import default_url
+from evolver_opt.runtime.storage import open_storage
 from evolver_opt.search.element import (
     ElementObjective,
     answer_curve,
@@ -44,6 +45,9 @@ STATIC_METHODS = tuple(
         key=lambda n: ("average", "task_arithmetic", "ties", "dare", n).index(n),
     )
 )
+
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 def run_compare(
@@ -104,14 +108,15 @@ def _finished_before(
     setup: MergeSetup, samplers: Sequence[str], seeds: int, n_trials: int, storage: str | None
 ) -> dict[str, int]:
     """Study name -> its trials when it already holds ``n_trials`` finished ones (read from the
-    storage's summaries, nothing created)."""
-    storage = storage or default_url()
+    storage, nothing created; a SQLite file's folder is made, as every study's opening does)."""
+    opened = open_storage(storage, heartbeat_interval=None)
     names = {default_study_name(setup.config, s, seed) for s in samplers for seed in range(seeds)}
     done = {}
-    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+    for summary in optuna.get_all_study_summaries(opened, include_best_trial=False):
         if summary.study_name in names and summary.n_trials >= n_trials:
-            study = optuna.load_study(study_name=summary.study_name, storage=storage)
-            if finished_count(study) >= n_trials:
+            study_id = opened.get_study_id_from_name(summary.study_name)
+            finished = opened.get_all_trials(study_id, deepcopy=False, states=FINISHED)
+            if len(finished) >= n_trials:
                 done[summary.study_name] = n_trials
     return done
 

@@ -220,3 +220,19 @@ def test_a_resumed_study_keeps_its_earlier_peak_memory():
     assert study.user_attrs[ATTR_PEAK_RSS] == {"mib": 500.0, "scope": "block"}
     assert record_peak(study, SimpleNamespace(mib=700.0, scope="block")) == 700.0
     assert study.user_attrs[ATTR_PEAK_RSS]["mib"] == 700.0
+
+
+def test_run_compare_makes_the_folder_of_a_new_sqlite_file(study_env, tmp_path):
+    """`evolver-opt demo` in a new folder: runs/evolver.db's folder does not exist until the
+    first study is opened, and the check for finished studies comes before that."""
+    from evolver_opt.experiments.compare import run_compare
+    from evolver_opt.search.config import load_config
+    from evolver_opt.search.objective import build_setup
+
+    study_file = write_study(tmp_path / "s.toml", study_env["world"], granularity='"model"')
+    setup = build_setup(load_config(study_file), precision_check=False)
+    storage = f"sqlite:///{tmp_path / 'not-made-yet' / 'runs.db'}"
+    run = {"seeds": 1, "n_trials": 5, "storage": storage, "echo": lambda _: None}
+    (first,) = [r for r in run_compare(setup, ["random"], **run) if r.kind == "sampler"]
+    (again,) = [r for r in run_compare(setup, ["random"], **run) if r.kind == "sampler"]
+    assert first.trials == again.trials == 5 and again.test == first.test
