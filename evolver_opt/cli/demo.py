@@ -1,9 +1,9 @@
 """``evolver-opt demo``: the whole product on embedded defaults, first run included.
 
 Prepares the data, builds the MiniLM expert zoo (cached: a second run reuses it), runs a small
-compare (Evolver, the project's best variant ``evolver-plus``, vs CMA-ES vs random, all inside
-Iso-CTS: the demo study's form) into a SQLite database and prints the table, Iso-CTS tuned on
-dev beside them.
+compare (Evolver, the project's best variant ``evolver-plus``, vs CMA-ES vs random, all in the
+blend of Iso-CTS, WUDI and TSV-M: the demo study's form) into a SQLite database and prints the
+table, each of those merges tuned on dev beside them.
 ``--synthetic`` runs the same compare on a synthetic merge-shaped problem instead (seconds, no
 models).
 """
@@ -59,7 +59,8 @@ def demo(
     synthetic: bool,
     groups: int,
 ) -> None:
-    """Run a small compare (Evolver vs CMA-ES vs random, inside Iso-CTS) and print the table."""
+    """Run a small compare (Evolver vs CMA-ES vs random, in the blend of Iso-CTS, WUDI and TSV-M)
+    and print the table."""
     import optuna
 
     from evolver_opt.errors import EvolverError

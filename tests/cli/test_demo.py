@@ -86,7 +86,7 @@ def test_the_demo_trains_the_reference_studys_experts_briefly_and_searches_in_a_
     assert all(demo["zoo"][k] == reference["zoo"][k] for k in same)
     assert demo["zoo"]["name"] != reference["zoo"]["name"]  # its own, shorter-trained experts
     assert set(demo["zoo"]["domains"]) <= set(reference["zoo"]["domains"])
-    assert demo["study"]["form"] == "iso_cts" and demo["study"]["bounds"][1] >= 3.8
+    assert demo["study"]["form"] == "iso_cts+wudi+tsv_m" and demo["study"]["bounds"][1] >= 3.8
 
 
 def test_cli_lists_commands():
