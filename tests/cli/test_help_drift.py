@@ -38,7 +38,7 @@ def _template_regex(template: str) -> re.Pattern[str]:
     for slot, value in (
         ("<name>", "[a-z0-9-]+?"),
         ("<granularity>", "(model|layer|tensor|element)"),
-        ("<form>", "[a-z_]+"),
+        ("<form>", r"[a-z_]+(?:\+[a-z_]+)*"),  # a blend joins its methods with "+"
         ("<N>", "[0-9]+"),
         ("<sampler>", "[a-z0-9-]+"),
         ("<seed>", "[0-9]+"),
@@ -50,7 +50,13 @@ def _template_regex(template: str) -> re.Pattern[str]:
 
 @pytest.mark.parametrize(
     "changes",
-    [{}, {"dev_per_split": 32}, {"form": "tsv_m"}, {"form": "tsv_m", "dev_per_split": 8}],
+    [
+        {},
+        {"dev_per_split": 32},
+        {"form": "tsv_m"},
+        {"form": "tsv_m", "dev_per_split": 8},
+        {"form": "iso_cts+wudi"},
+    ],
 )
 def test_run_help_names_the_default_study_name_as_it_is_made(changes):
     from evolver_opt.search.config import load_config, override_config
